@@ -1,0 +1,77 @@
+"""OpenAI-shaped errors.
+
+Every failure the gateway produces itself is a :class:`GatewayError`; the HTTP layer turns it into
+``{"error": {"code", "message", "type", "param"}}`` with the right status, which the ``openai`` SDK
+maps onto its own exception classes (400 -> BadRequestError, 401 -> AuthenticationError, ...).
+Messages are written for the caller: they say what is wrong and what to do, never echo secrets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+class GatewayError(Exception):
+    """An error the gateway answers with, instead of forwarding the request."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str,
+        type: str | None = None,
+        param: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.type = type or _default_type(status)
+        self.param = param
+        self.headers = dict(headers or {})
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.message, code=self.code, type=self.type, param=self.param)
+
+
+def error_body(message: str, *, code: str, type: str, param: str | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "type": type, "param": param}}
+
+
+def _default_type(status: int) -> str:
+    if status == 401:
+        return "authentication_error"
+    if status == 403:
+        return "permission_error"
+    if status == 404:
+        return "not_found_error"
+    if status == 413:
+        return "invalid_request_error"
+    if status == 429:
+        return "rate_limit_error"
+    if status >= 500:
+        return "server_error"
+    return "invalid_request_error"
+
+
+# Shorthands for the errors the gateway raises most; each names the status once.
+
+def bad_request(message: str, *, code: str = "invalid_request", param: str | None = None) -> GatewayError:
+    return GatewayError(400, message, code=code, param=param)
+
+
+def unauthorized(message: str, *, code: str = "unauthorized") -> GatewayError:
+    # WWW-Authenticate tells tools which scheme to use; no detail about why a token failed leaks here
+    # beyond the message, which never contains the token itself.
+    return GatewayError(401, message, code=code, headers={"WWW-Authenticate": 'Bearer realm="ai-gateway"'})
+
+
+def forbidden(message: str, *, code: str = "forbidden") -> GatewayError:
+    return GatewayError(403, message, code=code)
+
+
+def not_found(message: str, *, code: str = "not_found") -> GatewayError:
+    return GatewayError(404, message, code=code)
