@@ -55,7 +55,7 @@ class Azurite:
     def connection_string(self) -> str:
         return connection_string(self.port)
 
-    def start(self, timeout: float = 30.0) -> "Azurite":
+    def start(self, timeout: float = 30.0) -> Azurite:
         self.proc = subprocess.Popen(
             [
                 azurite_table_binary(),

@@ -1,0 +1,41 @@
+# The two commands a newcomer needs:  make run   (gateway on :7071)   and   make test
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+
+.PHONY: help install run test test-app test-infra bench clean
+
+help:
+	@echo "make run    - Azurite + local Azure OpenAI simulator + the gateway on http://localhost:7071/api"
+	@echo "make test   - the whole test suite (app tests against Azurite, then the Bicep gate)"
+	@echo "make bench  - gateway overhead benchmark (direct-to-simulator baseline vs through the gateway)"
+	@echo "make install - only install Python and npm dependencies"
+
+install: $(VENV)/.installed node_modules/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+run: install
+	bash scripts/run-local.sh
+
+test: test-app test-infra
+
+test-app: install
+	$(PY) -m pytest
+
+test-infra:
+	bash scripts/check-infra.sh
+
+bench: install
+	$(PY) scripts/bench.py
+
+clean:
+	rm -rf $(VENV) .venv-infra node_modules .pytest_cache .azurite

@@ -1,0 +1,1 @@
+"""Caller authentication: Easy Auth principals, Entra bearer tokens, gateway API keys, local dev mode."""

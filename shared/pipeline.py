@@ -1,0 +1,149 @@
+"""The request path of a model call, top to bottom:
+
+    authenticate -> guard -> authorize -> reserve -> forward -> account -> respond
+
+Each step is one call here; what the step means lives in its own module.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Protocol
+
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from shared.accounting import Accounting, Reservation
+from shared.config import API_VERSION_PATTERN, Settings
+from shared.errors import GatewayError
+from shared.guard import ModelCall, guard
+from shared.identity import Caller
+from shared.operations import Operation
+from shared.responses import REQUEST_ID_HEADER, error_response, internal_error_response
+from shared.streaming import StreamRelay
+from shared.upstream import Upstream
+from shared.usage import usage_from_body
+
+log = logging.getLogger(__name__)
+
+
+class Authenticates(Protocol):
+    async def authenticate(self, headers: Mapping[str, str]) -> Caller: ...
+
+
+class Authorizes(Protocol):
+    async def authorize(self, caller: Caller, call: ModelCall) -> None: ...
+
+
+class Gateway:
+    def __init__(
+        self,
+        settings: Settings,
+        authenticator: Authenticates,
+        authorizer: Authorizes,
+        upstream: Upstream,
+        accounting: Accounting,
+    ) -> None:
+        self.settings = settings
+        self.authenticator = authenticator
+        self.authorizer = authorizer
+        self.upstream = upstream
+        self.accounting = accounting
+
+    async def model_call(self, request: Request, operation: Operation, deployment: str | None = None) -> Response:
+        request_id = str(uuid.uuid4())
+        try:
+            caller = await self.authenticator.authenticate(request.headers)
+            call = await guard(request, operation, self.settings, deployment)
+            await self.authorizer.authorize(caller, call)
+            reservation = await self.accounting.reserve(caller, call, request_id)
+        except GatewayError as error:
+            return error_response(error, request_id)
+        except Exception:
+            log.exception("request %s failed before forwarding", request_id)
+            return internal_error_response(request_id)
+        return await self._forward_and_account(reservation, request_id)
+
+    async def _forward_and_account(self, reservation: Reservation, request_id: str) -> Response:
+        call = reservation.call
+        body, injected_usage = self.forward_body(call)
+        try:
+            upstream = await self.upstream.send(call, body, request_id)
+        except GatewayError as error:
+            await self.accounting.settle(reservation, None, error.status, outcome="upstream_unavailable")
+            return error_response(error, request_id)
+        except Exception:
+            log.exception("request %s failed while forwarding", request_id)
+            await self.accounting.settle(reservation, None, 500, outcome="gateway_error")
+            return internal_error_response(request_id)
+        headers = {**upstream.headers, REQUEST_ID_HEADER: request_id}
+        if not upstream.ok:
+            content = await upstream.read()
+            await self.accounting.settle(reservation, None, upstream.status, outcome="upstream_error")
+            return Response(content, status_code=upstream.status, headers=headers, media_type=upstream.content_type)
+        if call.stream:
+            relay = StreamRelay(upstream, call, drop_usage_chunk=injected_usage)
+            return StreamingResponse(
+                self._relay(relay, reservation),
+                status_code=upstream.status,
+                headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"},
+                media_type="text/event-stream",
+                # Settles a stream the caller abandoned before it started (the generator never ran).
+                background=BackgroundTask(self._settle_abandoned, relay, reservation),
+            )
+        try:
+            content = await upstream.read()
+        except GatewayError as error:
+            await self.accounting.settle(reservation, None, error.status, outcome="upstream_incomplete")
+            return error_response(error, request_id)
+        await self.accounting.settle(reservation, _usage_of(content), upstream.status, outcome="completed")
+        return Response(content, status_code=upstream.status, headers=headers, media_type=upstream.content_type)
+
+    async def _relay(self, relay: StreamRelay, reservation: Reservation) -> AsyncIterator[bytes]:
+        # The upstream stream is owned by this generator: the Functions invocation ends when the handler returns,
+        # and the body is sent afterwards, so nothing here may depend on the handler's scope.
+        try:
+            async for event in relay.events():
+                yield event
+        finally:
+            outcome = "completed" if relay.finished else ("upstream_incomplete" if relay.broken else "caller_gone")
+            await self.accounting.settle(reservation, relay.usage, 200, outcome=outcome)
+
+    async def _settle_abandoned(self, relay: StreamRelay, reservation: Reservation) -> None:
+        if not reservation.settled:
+            await relay.aclose()
+            await self.accounting.settle(reservation, relay.usage, 200, outcome="caller_gone")
+
+    def forward_body(self, call: ModelCall) -> tuple[dict[str, Any], bool]:
+        """The body to send upstream, and whether the gateway added ``include_usage`` for its own accounting."""
+        if (
+            call.stream
+            and call.operation.name == "chat.completions"
+            and not call.client_wants_stream_usage
+            and self._stream_usage_supported(call.api_version)
+        ):
+            options = {**(call.body.get("stream_options") or {}), "include_usage": True}
+            return {**call.body, "stream_options": options}, True
+        return call.body, False
+
+    def _stream_usage_supported(self, api_version: str | None) -> bool:
+        if api_version is None:  # the v1 API
+            return True
+        return _version_date(api_version) >= _version_date(self.settings.stream_usage_min_api_version)
+
+
+def _version_date(version: str) -> tuple[int, int, int]:
+    match = API_VERSION_PATTERN.match(version)
+    assert match, version  # both sides were validated before
+    return int(match.group(1)), int(match.group(2)), int(match.group(3))
+
+
+def _usage_of(content: bytes):
+    try:
+        return usage_from_body(json.loads(content))
+    except ValueError:
+        return None

@@ -1,0 +1,90 @@
+"""The gateway's process-wide state: settings read once at start-up, everything else built on first use.
+
+``function_app.py`` creates one :class:`Runtime` at import, so a bad setting fails the app at start-up
+(indexing) with a message that names it. Clients (upstream, Table Storage, the embedded simulator) are built
+lazily inside the worker's event loop on the first request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Mapping
+
+from shared.accounting import Accounting
+from shared.auth.apikeys import ApiKeyStore
+from shared.auth.authenticator import Authenticator
+from shared.auth.easyauth import easy_auth_enabled
+from shared.auth.entra import EntraTokenValidator
+from shared.authorization import Authorizer, CallerPolicyStore
+from shared.config import Settings
+from shared.pipeline import Gateway
+from shared.storage import API_KEYS_TABLE, CALLER_POLICIES_TABLE, ensure_tables, table_service
+from shared.upstream import Upstream, managed_identity_token_provider, simulator_token_provider
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = dict(env)
+        self.settings = Settings.from_env(self.env)
+        self._gateway: Gateway | None = None
+        self._lock = asyncio.Lock()
+        self.simulator = None
+        self.tables = None
+        self.api_keys: ApiKeyStore | None = None
+        self.policies: CallerPolicyStore | None = None
+
+    async def gateway(self) -> Gateway:
+        if self._gateway is None:
+            async with self._lock:
+                if self._gateway is None:
+                    self._gateway = await self._build()
+        return self._gateway
+
+    async def _build(self) -> Gateway:
+        settings = self.settings
+        self.tables = table_service(settings)
+        await ensure_tables(self.tables)
+        if settings.uses_simulator:
+            from shared.simulator.embedded import EmbeddedSimulator
+
+            self.simulator = EmbeddedSimulator().start()
+            log.warning("AZURE_OPENAI_ENDPOINT is not set: using the local Azure OpenAI simulator at %s",
+                        self.simulator.url)
+            endpoint, tokens = self.simulator.url, simulator_token_provider()
+        elif settings.upstream_is_local:
+            endpoint, tokens = settings.azure_openai_endpoint, simulator_token_provider()
+        else:
+            endpoint, tokens = settings.azure_openai_endpoint, managed_identity_token_provider()
+        upstream = Upstream(
+            endpoint,
+            tokens,
+            default_api_version=settings.azure_openai_api_version,
+            timeout_seconds=settings.upstream_timeout_seconds,
+            connect_timeout_seconds=settings.upstream_connect_timeout_seconds,
+        )
+        self.api_keys = ApiKeyStore(self.tables.get_table_client(API_KEYS_TABLE)) if settings.api_keys_enabled else None
+        validator = (
+            EntraTokenValidator(
+                tenant_ids=settings.auth_tenant_ids,
+                client_id=settings.auth_client_id,
+                authority=settings.auth_authority,
+            )
+            if settings.auth_client_id
+            else None
+        )
+        authenticator = Authenticator(
+            easy_auth=easy_auth_enabled(self.env),
+            validator=validator,
+            key_store=self.api_keys,
+            local_dev=settings.local_dev_auth,
+        )
+        self.policies = CallerPolicyStore(self.tables.get_table_client(CALLER_POLICIES_TABLE))
+        return Gateway(settings, authenticator, Authorizer(self.policies), upstream, Accounting())
+
+
+def runtime_from_environment() -> Runtime:
+    return Runtime(os.environ)

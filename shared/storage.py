@@ -1,0 +1,46 @@
+"""Azure Table Storage: one service client per process, by connection string (local) or managed identity."""
+
+from __future__ import annotations
+
+from azure.data.tables.aio import TableServiceClient
+
+from shared.config import Settings
+
+API_KEYS_TABLE = "gatewayApiKeys"
+CALLER_POLICIES_TABLE = "gatewayCallerPolicies"
+GATEWAY_TABLES = (API_KEYS_TABLE, CALLER_POLICIES_TABLE)
+
+
+def table_service(settings: Settings) -> TableServiceClient:
+    if settings.storage_connection_string:
+        return TableServiceClient.from_connection_string(settings.storage_connection_string)
+    from azure.identity.aio import DefaultAzureCredential
+
+    assert settings.storage_table_endpoint  # Settings.from_env guarantees one of the two
+    return TableServiceClient(endpoint=settings.storage_table_endpoint, credential=DefaultAzureCredential())
+
+
+async def ensure_tables(service: TableServiceClient) -> None:
+    """Create the gateway's tables if missing (Bicep creates them in Azure; Azurite starts empty)."""
+    for name in GATEWAY_TABLES:
+        await service.create_table_if_not_exists(name)
+
+
+async def check_storage(service: TableServiceClient) -> None:
+    """Raise if Table Storage cannot be reached or refuses the gateway's credentials."""
+    async for _ in service.query_tables(f"TableName eq '{API_KEYS_TABLE}'", results_per_page=1):
+        break
+
+
+_FORBIDDEN_KEY_CHARS = set("/\\#?%")
+
+
+def table_key(value: str) -> str:
+    """Make any identifier (e.g. ``{tenant}/{object id}``) a valid PartitionKey/RowKey, reversibly.
+
+    Table keys may not contain ``/ \\ # ?`` or control characters; those (and ``%`` itself) are percent-encoded.
+    """
+    return "".join(
+        f"%{ord(ch):02X}" if ch in _FORBIDDEN_KEY_CHARS or ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F else ch
+        for ch in value
+    )
