@@ -11,7 +11,7 @@ The handlers only route; the request path lives in ``shared.pipeline``.
 import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response
 
-from shared import operations, probes
+from shared import management, operations, probes
 from shared.runtime import runtime_from_environment
 
 # Settings are read and validated here, at start-up: a bad setting stops indexing with a message naming it.
@@ -73,3 +73,41 @@ async def health(req: Request) -> Response:
 @app.route(route="ready", methods=["GET"])
 async def ready(req: Request) -> Response:
     return await probes.ready(runtime)
+
+
+# --- identity and administration ---------------------------------------------------------------------------------
+
+
+@app.route(route="me", methods=["GET"])
+async def me(req: Request) -> Response:
+    return await management.me(runtime, req)
+
+
+@app.route(route="manage/keys", methods=["POST"])
+async def manage_create_key(req: Request) -> Response:
+    return await management.create_key(runtime, req)
+
+
+@app.route(route="manage/keys", methods=["GET"])
+async def manage_list_keys(req: Request) -> Response:
+    return await management.list_keys(runtime, req)
+
+
+@app.route(route="manage/keys/{key_id}/rotate", methods=["POST"])
+async def manage_rotate_key(req: Request) -> Response:
+    return await management.rotate_key(runtime, req)
+
+
+@app.route(route="manage/keys/{key_id}", methods=["DELETE"])
+async def manage_revoke_key(req: Request) -> Response:
+    return await management.revoke_key(runtime, req)
+
+
+@app.route(route="manage/policies/{tenant}/{principal}", methods=["GET"])
+async def manage_get_policy(req: Request) -> Response:
+    return await management.get_policy(runtime, req)
+
+
+@app.route(route="manage/policies/{tenant}/{principal}", methods=["PUT"])
+async def manage_put_policy(req: Request) -> Response:
+    return await management.put_policy(runtime, req)

@@ -60,7 +60,7 @@ class Settings:
 
     @property
     def upstream_is_local(self) -> bool:
-        """A plain-HTTP loopback upstream (a simulator run separately): it gets a placeholder token, never a real one."""
+        """A plain-HTTP loopback upstream (a separately run simulator): gets a placeholder token, never a real one."""
         return self.azure_openai_endpoint is not None and urlparse(self.azure_openai_endpoint).scheme == "http"
 
     @classmethod
@@ -102,7 +102,7 @@ class Settings:
             storage_table_endpoint=table_endpoint,
             auth_tenant_ids=_list(env, "GATEWAY_AUTH_TENANT_IDS"),
             auth_client_id=_str(env, "GATEWAY_AUTH_CLIENT_ID"),
-            auth_authority=_url(env, "GATEWAY_AUTH_AUTHORITY") or "https://login.microsoftonline.com",
+            auth_authority=_authority(env, "GATEWAY_AUTH_AUTHORITY"),
             api_keys_enabled=_bool(env, "GATEWAY_API_KEYS_ENABLED", True),
             local_dev_auth=_bool(env, "GATEWAY_LOCAL_DEV_AUTH", False),
             in_azure=in_azure,
@@ -131,6 +131,14 @@ class Settings:
 def _str(env: Mapping[str, str], name: str) -> str | None:
     value = env.get(name, "").strip()
     return value or None
+
+
+def _authority(env: Mapping[str, str], name: str) -> str:
+    value = _url(env, name) or "https://login.microsoftonline.com"
+    parsed = urlparse(value)
+    if parsed.scheme != "https" and parsed.hostname not in _LOOPBACK:
+        raise SettingsError(f"{name} must be an https URL (http only for a loopback test identity provider).")
+    return value
 
 
 def _url(env: Mapping[str, str], name: str) -> str | None:

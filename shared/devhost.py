@@ -12,6 +12,7 @@ overriding variables that are already set.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
@@ -76,7 +77,15 @@ def http_routes(function_app: Any, prefix: str) -> list[Route]:
 
 def build_app(module_name: str = "function_app") -> Starlette:
     module = importlib.import_module(module_name)
-    return Starlette(routes=http_routes(module.app, route_prefix(ROOT / "host.json")))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette):
+        yield
+        runtime = getattr(module, "runtime", None)
+        if runtime is not None:
+            await runtime.aclose()
+
+    return Starlette(routes=http_routes(module.app, route_prefix(ROOT / "host.json")), lifespan=lifespan)
 
 
 def main(argv: list[str] | None = None) -> None:

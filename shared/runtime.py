@@ -44,6 +44,15 @@ class Runtime:
                     self._gateway = await self._build()
         return self._gateway
 
+    async def aclose(self) -> None:
+        """Close network clients (the local dev host calls this on shutdown; Functions workers just exit)."""
+        if self._gateway is not None:
+            await self._gateway.upstream.aclose()
+        if self.tables is not None:
+            await self.tables.close()
+        if self.simulator is not None:
+            self.simulator.stop()
+
     async def _build(self) -> Gateway:
         settings = self.settings
         self.tables = table_service(settings)
@@ -81,6 +90,7 @@ class Runtime:
             validator=validator,
             key_store=self.api_keys,
             local_dev=settings.local_dev_auth,
+            env=self.env,
         )
         self.policies = CallerPolicyStore(self.tables.get_table_client(CALLER_POLICIES_TABLE))
         return Gateway(settings, authenticator, Authorizer(self.policies), upstream, Accounting())

@@ -25,6 +25,7 @@ def test_defaults_locally_use_the_simulator_and_the_functions_storage():
         ("AZURE_OPENAI_API_VERSION", "latest"),
         ("GATEWAY_API_KEYS_ENABLED", "maybe"),
         ("GATEWAY_ALLOWED_DEPLOYMENTS", "gpt-4o,../x"),
+        ("GATEWAY_AUTH_AUTHORITY", "http://login.example.com"),
     ],
 )
 def test_a_bad_setting_fails_with_its_name_in_the_message(name, value):

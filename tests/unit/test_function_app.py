@@ -23,6 +23,13 @@ EXPECTED = {
     ("POST", "openai/v1/responses"),
     ("GET", "health"),
     ("GET", "ready"),
+    ("GET", "me"),
+    ("POST", "manage/keys"),
+    ("GET", "manage/keys"),
+    ("POST", "manage/keys/{key_id}/rotate"),
+    ("DELETE", "manage/keys/{key_id}"),
+    ("GET", "manage/policies/{tenant}/{principal}"),
+    ("PUT", "manage/policies/{tenant}/{principal}"),
 }
 
 

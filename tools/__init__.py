@@ -1,0 +1,1 @@
+"""Developer and operator tools that run outside the function app."""
