@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import importlib
 import json
+import logging
 import os
 import re
 import sys
@@ -96,6 +97,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     for key, value in load_local_settings(args.settings).items():
         os.environ.setdefault(key, value)
+    # The Functions worker configures logging in Azure; here the root logger shows the gateway's own records.
+    logging.basicConfig(level=os.environ.get("GATEWAY_LOG_LEVEL", "INFO").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     sys.path.insert(0, str(ROOT))
     app = build_app()
     base = f"http://{args.host}:{args.port}"

@@ -21,6 +21,7 @@ from shared.authorization import Authorizer, CallerPolicyStore
 from shared.config import Settings
 from shared.pipeline import Gateway
 from shared.storage import API_KEYS_TABLE, CALLER_POLICIES_TABLE, ensure_tables, table_service
+from shared.telemetry import cap_library_loggers
 from shared.upstream import Upstream, managed_identity_token_provider, simulator_token_provider
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ class Runtime:
     def __init__(self, env: Mapping[str, str]) -> None:
         self.env = dict(env)
         self.settings = Settings.from_env(self.env)
+        cap_library_loggers()
         self._gateway: Gateway | None = None
         self._lock = asyncio.Lock()
         self.simulator = None

@@ -5,6 +5,7 @@ import pytest
 
 from tests.azurite import Azurite
 from tests.gateway_process import GatewayProcess
+from tests.identity_provider import LocalIdentityProvider, SigningKey
 
 
 @pytest.fixture(scope="session")
@@ -91,3 +92,25 @@ def start_gateway():
     yield start
     for process in started:
         process.stop()
+
+
+@pytest.fixture(scope="session")
+def signing_keys() -> dict[str, SigningKey]:
+    return {kid: SigningKey(kid) for kid in ("k1", "k2", "rogue")}
+
+
+@pytest.fixture(scope="session")
+def _identity_provider(signing_keys):
+    provider = LocalIdentityProvider(signing_keys).start()
+    yield provider
+    provider.stop()
+
+
+@pytest.fixture
+def idp(_identity_provider) -> LocalIdentityProvider:
+    """The local identity provider, publishing only ``k1``, with fresh request counts."""
+    _identity_provider.published = ["k1"]
+    _identity_provider.hits.clear()
+    _identity_provider.delay = 0.0
+    _identity_provider.available = True
+    return _identity_provider
