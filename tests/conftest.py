@@ -109,8 +109,4 @@ def _identity_provider(signing_keys):
 @pytest.fixture
 def idp(_identity_provider) -> LocalIdentityProvider:
     """The local identity provider, publishing only ``k1``, with fresh request counts."""
-    _identity_provider.published = ["k1"]
-    _identity_provider.hits.clear()
-    _identity_provider.delay = 0.0
-    _identity_provider.available = True
-    return _identity_provider
+    return _identity_provider.reset()

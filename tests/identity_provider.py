@@ -108,6 +108,14 @@ class LocalIdentityProvider:
             base.pop(name, None)
         return self.keys[kid].sign(base, headers)
 
+    def reset(self) -> LocalIdentityProvider:
+        """Publishing only ``k1``, reachable, no delay, fresh request counts."""
+        self.published = ["k1"]
+        self.hits.clear()
+        self.delay = 0.0
+        self.available = True
+        return self
+
     def start(self) -> LocalIdentityProvider:
         self.thread.start()
         return self

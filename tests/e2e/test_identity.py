@@ -21,8 +21,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def issuer(_identity_provider):
-    _identity_provider.published = ["k1"]
-    return _identity_provider
+    return _identity_provider.reset()
 
 
 @pytest.fixture(scope="module")
