@@ -29,6 +29,7 @@ run: install
 test: test-app test-infra
 
 test-app: install
+	$(PY) -m ruff check .
 	$(PY) -m pytest
 
 test-infra:

@@ -7,7 +7,7 @@ strings, so `resolve` looks a string up among a file's parameters and variables 
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ def bicep_files() -> list[Path]:
     return sorted(BICEP_DIR.rglob("*.bicep"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def parse(path: Path) -> dict:
     from pycep import BicepParser
 

@@ -19,7 +19,6 @@ from tests.infra.bicep_model import (  # noqa: E402
     app_settings,
     bicep_files,
     checkov_skips,
-    get,
     modules,
     one_resource,
     parse,
@@ -209,7 +208,7 @@ def test_storage_has_blob_queue_table_file_endpoints_with_their_zones():
     assert Scope(tpl).resolve("endpointGroups") == ["blob", "queue", "table", "file"]
     assert pe["body"]["params"]["groupId"] == "group"
     zones = module_params("storage")["privateDnsZoneIds"]
-    assert dict(zip(zones, zone_names(zones.values()))) == {
+    assert dict(zip(zones, zone_names(zones.values()), strict=True)) == {
         "blob": "privatelink.blob.${storageSuffix}",
         "queue": "privatelink.queue.${storageSuffix}",
         "table": "privatelink.table.${storageSuffix}",
