@@ -44,8 +44,9 @@ def start_simulator() -> tuple[subprocess.Popen, str]:
     raise RuntimeError("simulator did not start")
 
 
-async def run(url: str, path: str, total: int, concurrency: int, stream: bool) -> dict[str, float]:
-    headers = {"authorization": "Bearer bench", "content-type": "application/json"}
+async def run(url: str, path: str, total: int, concurrency: int, stream: bool,
+              headers: dict[str, str] | None = None) -> dict[str, float]:
+    headers = headers or {"authorization": "Bearer bench", "content-type": "application/json"}
     body = {**BODY, "stream": stream}
     latencies: list[float] = []
     first_bytes: list[float] = []
@@ -94,20 +95,30 @@ def main() -> None:
         "GATEWAY_LOCAL_DEV_AUTH": "true",
     }).start()
     try:
-        print(f"{args.requests} requests per case, concurrency {args.concurrency}, {os.cpu_count()} cores\n")
-        print(f"{'case':34} {'p50 ms':>8} {'p95 ms':>8} {'ttfb p50':>9} {'req/s':>8}")
+        key = httpx.post(f"{gateway.api}/manage/keys", json={"name": "bench"}).json()["key"]
+        with_key = {"api-key": key, "content-type": "application/json"}
+        print(f"{args.requests} requests per case, {os.cpu_count()} cores; all processes share them\n")
+        print(f"{'case':44} {'p50 ms':>8} {'p95 ms':>8} {'ttfb p50':>9} {'req/s':>8}")
+        path = "/openai/v1/chat/completions"
         for stream in (False, True):
             for concurrency in (1, args.concurrency):
                 label = f"{'stream' if stream else 'json'} c={concurrency}"
-                base = asyncio.run(run(sim_url, "/openai/v1/chat/completions", args.requests, concurrency, stream))
-                gw = asyncio.run(run(gateway.base_url, "/api/openai/v1/chat/completions", args.requests,
-                                     concurrency, stream))
-                for name, result in (("baseline (simulator)", base), ("gateway", gw)):
-                    print(f"{label + ' ' + name:34} {result['p50_ms']:8.2f} {result['p95_ms']:8.2f} "
-                          f"{result['ttfb_p50_ms']:9.2f} {result['rps']:8.1f}")
-                print(f"{label + ' ratio gateway/baseline':34} {gw['p50_ms'] / base['p50_ms']:8.2f} "
-                      f"{gw['p95_ms'] / base['p95_ms']:8.2f} {gw['ttfb_p50_ms'] / base['ttfb_p50_ms']:9.2f} "
-                      f"{gw['rps'] / base['rps']:8.2f}\n")
+                base = asyncio.run(run(sim_url, path, args.requests, concurrency, stream))
+                results = {
+                    "baseline (simulator direct)": base,
+                    "gateway, local dev auth": asyncio.run(run(
+                        gateway.base_url, "/api" + path, args.requests, concurrency, stream)),
+                    "gateway, api-key (verified, cached)": asyncio.run(run(
+                        gateway.base_url, "/api" + path, args.requests, concurrency, stream, with_key)),
+                }
+                for name, r in results.items():
+                    print(f"{label + ' ' + name:44} {r['p50_ms']:8.2f} {r['p95_ms']:8.2f} "
+                          f"{r['ttfb_p50_ms']:9.2f} {r['rps']:8.1f}")
+                for name, r in list(results.items())[1:]:
+                    print(f"{label + ' ratio ' + name.split(', ')[1]:44} {r['p50_ms'] / base['p50_ms']:8.2f} "
+                          f"{r['p95_ms'] / base['p95_ms']:8.2f} {r['ttfb_p50_ms'] / base['ttfb_p50_ms']:9.2f} "
+                          f"{r['rps'] / base['rps']:8.2f}")
+                print()
     finally:
         gateway.stop()
         sim_proc.terminate()

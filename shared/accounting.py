@@ -41,7 +41,16 @@ class Accounting:
         usage = usage or Usage()
         # Flat, primitive attributes: Azure Monitor turns them into customDimensions of the trace record.
         log.info(
-            "model call settled",
+            "model call %s settled: %s %s by %s status=%s outcome=%s tokens=%d+%d%s",
+            reservation.request_id,
+            reservation.call.operation.name,
+            reservation.call.deployment,
+            reservation.caller.id,
+            status,
+            outcome,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            " (estimated)" if usage.estimated else "",
             extra={
                 f"gateway_{key}": value
                 for key, value in {

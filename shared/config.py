@@ -49,6 +49,7 @@ class Settings:
     auth_client_id: str | None = None
     auth_authority: str = "https://login.microsoftonline.com"
     api_keys_enabled: bool = True
+    api_key_cache_seconds: float = 30.0
     local_dev_auth: bool = False
 
     in_azure: bool = field(default=False)
@@ -104,6 +105,7 @@ class Settings:
             auth_client_id=_str(env, "GATEWAY_AUTH_CLIENT_ID"),
             auth_authority=_authority(env, "GATEWAY_AUTH_AUTHORITY"),
             api_keys_enabled=_bool(env, "GATEWAY_API_KEYS_ENABLED", True),
+            api_key_cache_seconds=_non_negative_float(env, "GATEWAY_API_KEY_CACHE_SECONDS", 30.0),
             local_dev_auth=_bool(env, "GATEWAY_LOCAL_DEV_AUTH", False),
             in_azure=in_azure,
         )
@@ -186,6 +188,19 @@ def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
         number = 0.0
     if not number > 0:
         raise SettingsError(f"{name} must be a positive number of seconds (got {value!r}).")
+    return number
+
+
+def _non_negative_float(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _str(env, name)
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not number >= 0:
+        raise SettingsError(f"{name} must be a number of seconds, 0 or more (got {value!r}).")
     return number
 
 

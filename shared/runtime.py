@@ -77,7 +77,11 @@ class Runtime:
             timeout_seconds=settings.upstream_timeout_seconds,
             connect_timeout_seconds=settings.upstream_connect_timeout_seconds,
         )
-        self.api_keys = ApiKeyStore(self.tables.get_table_client(API_KEYS_TABLE)) if settings.api_keys_enabled else None
+        self.api_keys = (
+            ApiKeyStore(self.tables.get_table_client(API_KEYS_TABLE), cache_seconds=settings.api_key_cache_seconds)
+            if settings.api_keys_enabled
+            else None
+        )
         validator = (
             EntraTokenValidator(
                 tenant_ids=settings.auth_tenant_ids,

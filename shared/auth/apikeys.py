@@ -12,6 +12,10 @@ A key acts as its owner with a snapshot of the owner's roles taken at issue time
 (keys never administer), so a key never grants more than its owner had. The snapshot does not follow later
 role removals in Entra: revoke the owner's keys when their access ends (expiry bounds the exposure).
 
+Verified keys are remembered per instance for ``cache_seconds`` (default 30 s): without that, every request
+pays a Table Storage read. Revoking or rotating drops the entry at once on the instance that did it; other
+instances stop accepting the old secret within ``cache_seconds``. ``cache_seconds=0`` turns the cache off.
+
 Row layout: PartitionKey = key id, RowKey = ``"apikey"`` — one partition per key, so the per-request point
 reads spread across partitions. Listing scans the table (an admin action on a small table).
 """
@@ -23,6 +27,7 @@ import hmac
 import json
 import re
 import secrets
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -102,9 +107,22 @@ class IssuedApiKey:
         return {"key": self.key, **self.info.to_json()}
 
 
+MAX_CACHED_KEYS = 10_000
+
+
+@dataclass(frozen=True)
+class _Verified:
+    secret_hash: str
+    caller: Caller
+    expires_at: datetime | None
+    until: float  # monotonic time after which the row must be read again
+
+
 class ApiKeyStore:
-    def __init__(self, table: TableClient) -> None:
+    def __init__(self, table: TableClient, cache_seconds: float = 30.0) -> None:
         self._table = table
+        self._cache_seconds = cache_seconds
+        self._verified: dict[str, _Verified] = {}
 
     async def issue(self, owner: Caller, name: str, expires_at: datetime | None) -> IssuedApiKey:
         roles = sorted(owner.roles & GRANTABLE_ROLES)
@@ -144,9 +162,18 @@ class ApiKeyStore:
         if match is None:
             raise unauthorized(_INVALID)
         key_id, secret = match.groups()
+        presented_hash = _hash(key_id, secret)
+        cached = self._verified.get(key_id)
+        if (
+            cached is not None
+            and time.monotonic() < cached.until
+            and (cached.expires_at is None or cached.expires_at > datetime.now(UTC))
+            and hmac.compare_digest(cached.secret_hash, presented_hash)
+        ):
+            return cached.caller
         entity = await self._get(key_id)
         stored = entity.get("SecretHash", _DUMMY_HASH) if entity else _DUMMY_HASH
-        if not hmac.compare_digest(stored, _hash(key_id, secret)) or entity is None:
+        if not hmac.compare_digest(stored, presented_hash) or entity is None:
             raise unauthorized(_INVALID)
         info = _info(entity)
         # Only the holder of the secret learns why a real key stopped working.
@@ -154,7 +181,7 @@ class ApiKeyStore:
             raise unauthorized("This API key has been revoked. Ask a gateway administrator for a new key.")
         if info.status == "expired":
             raise unauthorized("This API key has expired. Ask a gateway administrator for a new key.")
-        return Caller(
+        caller = Caller(
             id=info.owner_id,
             name=info.owner_name,
             tenant=info.owner_tenant,
@@ -163,6 +190,12 @@ class ApiKeyStore:
             auth_method="api-key",
             key_id=key_id,
         )
+        if self._cache_seconds > 0:
+            if len(self._verified) >= MAX_CACHED_KEYS:
+                self._verified.clear()
+            self._verified[key_id] = _Verified(stored, caller, info.expires_at,
+                                               time.monotonic() + self._cache_seconds)
+        return caller
 
     async def rotate(self, key_id: str) -> IssuedApiKey:
         """A new secret for the same key id, name, owner, roles and expiry; the old secret stops working."""
@@ -182,6 +215,7 @@ class ApiKeyStore:
         except ResourceModifiedError:
             raise GatewayError(409, f"API key {key_id} changed while it was being rotated; retry.",
                                code="key_changed") from None
+        self._verified.pop(key_id, None)
         return IssuedApiKey(_format(key_id, secret), _info({**entity, **change}))
 
     async def revoke(self, key_id: str) -> ApiKeyInfo:
@@ -196,6 +230,7 @@ class ApiKeyStore:
                                                 match_condition=MatchConditions.IfNotModified)
             except ResourceModifiedError:
                 continue
+            self._verified.pop(key_id, None)
             return _info({**entity, **change})
         raise GatewayError(409, f"API key {key_id} kept changing while it was being revoked; retry.",
                            code="key_changed")

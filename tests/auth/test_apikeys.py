@@ -157,3 +157,46 @@ async def test_listing_shows_metadata_without_secrets(store):
     assert [(k.name, k.status) for k in owned] == [("one", "revoked"), ("two", "active")]
     listed = str([k.to_json() for k in everything])
     assert mine.key not in listed and "SecretHash" not in listed and "hash" not in listed.lower()
+
+
+# --- the per-instance cache of verified keys --------------------------------------------------------------------
+
+
+async def test_a_verified_key_is_served_from_memory_until_the_cache_time_passes(table):
+    store = ApiKeyStore(table, cache_seconds=0.3)
+    other_instance = ApiKeyStore(table, cache_seconds=0.3)
+    issued = await store.issue(OWNER, "cached", None)
+    await store.verify(issued.key)
+
+    await other_instance.revoke(issued.info.key_id)  # another instance revokes it
+    assert (await store.verify(issued.key)).key_id == issued.info.key_id  # still remembered here...
+    await asyncio.sleep(0.35)
+    assert "revoked" in await rejected(store, issued.key)  # ...but no longer than cache_seconds
+
+
+async def test_revoking_or_rotating_on_this_instance_applies_at_once(store):
+    revoked = await store.issue(OWNER, "revoke me", None)
+    await store.verify(revoked.key)
+    await store.revoke(revoked.info.key_id)
+    assert "revoked" in await rejected(store, revoked.key)
+
+    rotated = await store.issue(OWNER, "rotate me", None)
+    await store.verify(rotated.key)
+    fresh = await store.rotate(rotated.info.key_id)
+    assert await rejected(store, rotated.key) == INVALID
+    assert (await store.verify(fresh.key)).key_id == rotated.info.key_id
+
+
+async def test_a_cached_key_id_with_a_wrong_secret_is_still_rejected(store):
+    issued = await store.issue(OWNER, "guess", None)
+    await store.verify(issued.key)
+    forged = issued.key[:-4] + ("AAAA" if not issued.key.endswith("AAAA") else "BBBB")
+    assert await rejected(store, forged) == INVALID
+
+
+async def test_without_the_cache_every_request_reads_the_table(table):
+    store = ApiKeyStore(table, cache_seconds=0)
+    issued = await store.issue(OWNER, "uncached", None)
+    await store.verify(issued.key)
+    await ApiKeyStore(table).revoke(issued.info.key_id)
+    assert "revoked" in await rejected(store, issued.key)

@@ -256,3 +256,45 @@ def test_health_and_ready(gateway):
     ready = httpx.get(f"{gateway.api}/ready")
     assert ready.status_code == 200, ready.text
     assert ready.json()["checks"]["storage"]["ok"] is True
+
+
+def _settled_line(gateway, request_id: str, timeout: float = 5.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in gateway.output().splitlines():
+            if f"model call {request_id} settled" in line:
+                return line
+        time.sleep(0.05)
+    raise AssertionError(f"no settlement logged for {request_id}")
+
+
+def test_a_stream_is_accounted_exactly_even_when_the_caller_did_not_ask_for_usage(gateway, azure):
+    stream = azure.chat.completions.with_raw_response.create(model=CHAT, messages=HELLO, stream=True)
+    list(stream.parse())
+
+    line = _settled_line(gateway, stream.headers["x-gateway-request-id"])
+    assert "chat.completions gpt-4o-mini by local/developer status=200 outcome=completed tokens=11+12" in line
+    assert "estimated" not in line
+
+
+def test_a_cut_off_stream_is_accounted_as_estimated(gateway, azure, sim):
+    sim.behave(fault="cutoff", cutoff_after_chunks=4, completion_tokens=10)
+    stream = azure.chat.completions.with_raw_response.create(model=CHAT, messages=HELLO, stream=True)
+    with pytest.raises(openai.APIError):
+        list(stream.parse())
+
+    line = _settled_line(gateway, stream.headers["x-gateway-request-id"])
+    assert "outcome=upstream_incomplete" in line and line.endswith("(estimated)")
+
+
+def test_a_caller_leaving_mid_stream_is_settled_once(gateway, sim):
+    sim.behave(chunk_delay_ms=300, completion_tokens=20)
+    with httpx.stream("POST", f"{gateway.api}/openai/v1/chat/completions",
+                      json={"model": CHAT, "messages": HELLO, "stream": True}) as response:
+        request_id = response.headers["x-gateway-request-id"]
+        next(response.iter_raw())  # the first event arrived; now hang up
+
+    line = _settled_line(gateway, request_id)
+    assert "outcome=caller_gone" in line
+    time.sleep(0.5)
+    assert sum(f"model call {request_id} settled" in ln for ln in gateway.output().splitlines()) == 1
