@@ -8,8 +8,9 @@ of failing on the first request.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlparse
 
 from shared.auth.environment import running_in_azure
@@ -165,43 +166,30 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise SettingsError(f"{name} must be true or false (got {value!r}).")
 
 
-def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+def _number(env: Mapping[str, str], name: str, default: float, parse: Callable[[str], float],
+            valid: Callable[[float], bool], expected: str) -> Any:
     value = _str(env, name)
     if value is None:
         return default
     try:
-        number = int(value)
+        number = parse(value)
     except ValueError:
-        number = 0
-    if number <= 0:
-        raise SettingsError(f"{name} must be a positive whole number (got {value!r}).")
+        number = None
+    if number is None or not valid(number):
+        raise SettingsError(f"{name} must be {expected} (got {value!r}).")
     return number
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    return _number(env, name, default, int, lambda n: n > 0, "a positive whole number")
 
 
 def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
-    value = _str(env, name)
-    if value is None:
-        return default
-    try:
-        number = float(value)
-    except ValueError:
-        number = 0.0
-    if not number > 0:
-        raise SettingsError(f"{name} must be a positive number of seconds (got {value!r}).")
-    return number
+    return _number(env, name, default, float, lambda n: n > 0, "a positive number of seconds")
 
 
 def _non_negative_float(env: Mapping[str, str], name: str, default: float) -> float:
-    value = _str(env, name)
-    if value is None:
-        return default
-    try:
-        number = float(value)
-    except ValueError:
-        number = -1.0
-    if not number >= 0:
-        raise SettingsError(f"{name} must be a number of seconds, 0 or more (got {value!r}).")
-    return number
+    return _number(env, name, default, float, lambda n: n >= 0, "a number of seconds, 0 or more")
 
 
 def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:

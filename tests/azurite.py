@@ -28,6 +28,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def terminate(proc: subprocess.Popen[bytes] | None) -> None:
+    """Stop a child process politely, then firmly."""
+    if proc and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def azurite_table_binary() -> str:
     local = ROOT / "node_modules" / ".bin" / "azurite-table"
     if local.exists():
@@ -85,10 +95,5 @@ class Azurite:
         raise RuntimeError(f"Azurite did not listen on port {self.port} within {timeout}s")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        terminate(self.proc)
         shutil.rmtree(self.workdir, ignore_errors=True)

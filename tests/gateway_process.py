@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.azurite import ROOT, free_port
+from tests.azurite import ROOT, free_port, terminate
 
 
 class GatewayProcess:
@@ -52,11 +52,6 @@ class GatewayProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        terminate(self.proc)
         if getattr(self, "_log", None):
             self._log.close()
