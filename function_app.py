@@ -78,6 +78,11 @@ async def ready(req: Request) -> Response:
 # --- identity and administration ---------------------------------------------------------------------------------
 
 
+@app.route(route="usage", methods=["GET"])
+async def usage(req: Request) -> Response:
+    return await management.usage(runtime, req)
+
+
 @app.route(route="me", methods=["GET"])
 async def me(req: Request) -> Response:
     return await management.me(runtime, req)

@@ -2,20 +2,23 @@
 
 ``reserve`` runs before a model call is forwarded and may refuse it (a 429/403 GatewayError); ``settle``
 runs exactly once after the call ended, however it ended (complete, upstream error, cut-off stream,
-caller gone), with the usage the upstream reported or an estimate flagged as such.
-
-This module records every settled call as a structured telemetry event (counts and identifiers only,
-never prompt or completion text).
+caller gone), with the usage the upstream reported or an estimate flagged as such. Settling writes the
+call to the usage ledger (with its cost at today's price) and logs one line of counts and identifiers,
+never prompt or completion text.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from shared.guard import ModelCall
 from shared.identity import Caller
+from shared.ledger import UsageLedger, UsageRecord
+from shared.pricing import Price
 from shared.usage import Usage
 
 log = logging.getLogger("gateway.usage")
@@ -31,6 +34,10 @@ class Reservation:
 
 
 class Accounting:
+    def __init__(self, ledger: UsageLedger, prices: Mapping[str, Price]) -> None:
+        self.ledger = ledger
+        self.prices = prices
+
     async def reserve(self, caller: Caller, call: ModelCall, request_id: str) -> Reservation:
         return Reservation(request_id, caller, call)
 
@@ -39,34 +46,40 @@ class Accounting:
             return
         reservation.settled = True
         usage = usage or Usage()
-        # Flat, primitive attributes: Azure Monitor turns them into customDimensions of the trace record.
+        caller, call = reservation.caller, reservation.call
+        price = self.prices.get(call.deployment)
+        record = UsageRecord(
+            request_id=reservation.request_id,
+            at=datetime.now(UTC),
+            caller_id=caller.id,
+            caller_name=caller.name,
+            tenant=caller.tenant,
+            auth_method=caller.auth_method,
+            key_id=caller.key_id,
+            operation=call.operation.name,
+            deployment=call.deployment,
+            stream=call.stream,
+            status=status,
+            outcome=outcome,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cached_tokens=usage.cached_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+            estimated=usage.estimated,
+            cost_usd=price.cost(usage) if price else None,
+            duration_ms=round((time.monotonic() - reservation.started) * 1000),
+        )
         log.info(
             "model call %s settled: %s %s by %s status=%s outcome=%s tokens=%d+%d%s",
-            reservation.request_id,
-            reservation.call.operation.name,
-            reservation.call.deployment,
-            reservation.caller.id,
-            status,
-            outcome,
-            usage.prompt_tokens,
-            usage.completion_tokens,
-            " (estimated)" if usage.estimated else "",
-            extra={
-                f"gateway_{key}": value
-                for key, value in {
-                    "request_id": reservation.request_id,
-                    "caller_id": reservation.caller.id,
-                    "auth_method": reservation.caller.auth_method,
-                    "operation": reservation.call.operation.name,
-                    "deployment": reservation.call.deployment,
-                    "stream": reservation.call.stream,
-                    "status": status,
-                    "outcome": outcome,
-                    "prompt_tokens": usage.prompt_tokens,
-                    "completion_tokens": usage.completion_tokens,
-                    "total_tokens": usage.total_tokens,
-                    "usage_estimated": usage.estimated,
-                    "duration_ms": round((time.monotonic() - reservation.started) * 1000),
-                }.items()
-            },
+            record.request_id, record.operation, record.deployment, record.caller_id, status, outcome,
+            usage.prompt_tokens, usage.completion_tokens, " (estimated)" if usage.estimated else "",
+            # Flat, primitive attributes: Azure Monitor turns them into customDimensions of the trace record.
+            extra={f"gateway_{key}": value for key, value in {
+                "request_id": record.request_id, "caller_id": record.caller_id, "auth_method": record.auth_method,
+                "operation": record.operation, "deployment": record.deployment, "stream": record.stream,
+                "status": status, "outcome": outcome, "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens, "total_tokens": usage.total_tokens,
+                "usage_estimated": usage.estimated, "duration_ms": record.duration_ms,
+            }.items()},
         )
+        await self.ledger.record(record)

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from shared.auth.environment import running_in_azure
+from shared.pricing import Price, PriceError, parse_prices
 
 DEFAULT_API_VERSION = "2024-10-21"
 # stream_options.include_usage arrived in 2024-09-01-preview (and is part of the v1 API).
@@ -52,6 +53,9 @@ class Settings:
     api_keys_enabled: bool = True
     api_key_cache_seconds: float = 30.0
     local_dev_auth: bool = False
+
+    # USD per million tokens by deployment, for the usage ledger's cost column.
+    prices: Mapping[str, Price] = field(default_factory=dict)
 
     in_azure: bool = field(default=False)
 
@@ -108,6 +112,7 @@ class Settings:
             api_keys_enabled=_bool(env, "GATEWAY_API_KEYS_ENABLED", True),
             api_key_cache_seconds=_non_negative_float(env, "GATEWAY_API_KEY_CACHE_SECONDS", 30.0),
             local_dev_auth=_bool(env, "GATEWAY_LOCAL_DEV_AUTH", False),
+            prices=_prices(env, "GATEWAY_PRICES"),
             in_azure=in_azure,
         )
         if settings.storage_connection_string is None and settings.storage_table_endpoint is None:
@@ -190,6 +195,13 @@ def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
 
 def _non_negative_float(env: Mapping[str, str], name: str, default: float) -> float:
     return _number(env, name, default, float, lambda n: n >= 0, "a number of seconds, 0 or more")
+
+
+def _prices(env: Mapping[str, str], name: str) -> dict[str, Price]:
+    try:
+        return parse_prices(_str(env, name))
+    except PriceError as exc:
+        raise SettingsError(f"{name} {exc}.") from None
 
 
 def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:

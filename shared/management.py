@@ -19,6 +19,7 @@ from shared.authorization import CallerPolicy, require_role
 from shared.errors import GatewayError, bad_request, not_found
 from shared.guard import parse_json_object, read_body
 from shared.identity import ROLE_ADMIN, ROLE_USAGE_READ, ROLE_USE, Caller
+from shared.ledger import parse_grouping, parse_range, summarize, to_csv
 from shared.responses import error_response, internal_error_response
 from shared.runtime import Runtime
 
@@ -200,3 +201,25 @@ def _jsonable(value: Any) -> Any:
 
         value = asdict(value)
     return json.loads(json.dumps(value, default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v)))
+
+
+# --- GET /api/usage: finance --------------------------------------------------------------------------------------
+
+
+async def usage(runtime: Runtime, request: Request) -> Response:
+    """Usage and cost per group over a date range (UTC days): JSON, or CSV with ``format=csv``."""
+
+    async def action(caller: Caller) -> Response:
+        require_role(caller, ROLE_USAGE_READ)
+        params = request.query_params
+        first, last = parse_range(params.get("from"), params.get("to"))
+        groups = parse_grouping(params.get("group_by"))
+        rows = await runtime.ledger.rows(first, last, caller_id=params.get("caller_id"))
+        summary = summarize(rows, groups)
+        if params.get("format") == "csv":
+            return Response(to_csv(summary), media_type="text/csv", headers={
+                "content-disposition": f'attachment; filename="usage-{first}-{last}.csv"'})
+        return JSONResponse({"from": first.isoformat(), "to": last.isoformat(), "group_by": list(groups),
+                             "data": summary})
+
+    return await handle(runtime, request, action)

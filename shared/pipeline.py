@@ -26,7 +26,7 @@ from shared.operations import Operation
 from shared.responses import REQUEST_ID_HEADER, error_response, internal_error_response
 from shared.streaming import StreamRelay
 from shared.upstream import Upstream
-from shared.usage import usage_from_body
+from shared.usage import Usage, usage_from_body
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +83,8 @@ class Gateway:
         headers = {**upstream.headers, REQUEST_ID_HEADER: request_id}
         if not upstream.ok:
             content = await upstream.read()
-            await self.accounting.settle(reservation, None, upstream.status, outcome="upstream_error")
-            return Response(content, status_code=upstream.status, headers=headers, media_type=upstream.content_type)
+            return Response(content, status_code=upstream.status, headers=headers, media_type=upstream.content_type,
+                            background=self._settle_later(reservation, None, upstream.status, "upstream_error"))
         if call.stream:
             relay = StreamRelay(upstream, call, drop_usage_chunk=injected_usage)
             return StreamingResponse(
@@ -100,8 +100,12 @@ class Gateway:
         except GatewayError as error:
             await self.accounting.settle(reservation, None, error.status, outcome="upstream_incomplete")
             return error_response(error, request_id)
-        await self.accounting.settle(reservation, _usage_of(content), upstream.status, outcome="completed")
-        return Response(content, status_code=upstream.status, headers=headers, media_type=upstream.content_type)
+        return Response(content, status_code=upstream.status, headers=headers, media_type=upstream.content_type,
+                        background=self._settle_later(reservation, _usage_of(content), upstream.status, "completed"))
+
+    def _settle_later(self, reservation: Reservation, usage: Usage | None, status: int, outcome: str) -> BackgroundTask:
+        """Settle after the response is sent: the caller does not wait for the ledger write."""
+        return BackgroundTask(self.accounting.settle, reservation, usage, status, outcome=outcome)
 
     async def _relay(self, relay: StreamRelay, reservation: Reservation) -> AsyncIterator[bytes]:
         # The upstream stream is owned by this generator: the Functions invocation ends when the handler returns,

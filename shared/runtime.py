@@ -19,8 +19,9 @@ from shared.auth.easyauth import easy_auth_enabled
 from shared.auth.entra import EntraTokenValidator
 from shared.authorization import Authorizer, CallerPolicyStore
 from shared.config import Settings
+from shared.ledger import UsageLedger
 from shared.pipeline import Gateway
-from shared.storage import API_KEYS_TABLE, CALLER_POLICIES_TABLE, ensure_tables, table_service
+from shared.storage import API_KEYS_TABLE, CALLER_POLICIES_TABLE, USAGE_TABLE, ensure_tables, table_service
 from shared.telemetry import cap_library_loggers
 from shared.upstream import Upstream, managed_identity_token_provider, simulator_token_provider
 
@@ -38,6 +39,7 @@ class Runtime:
         self.tables = None
         self.api_keys: ApiKeyStore | None = None
         self.policies: CallerPolicyStore | None = None
+        self.ledger: UsageLedger | None = None
 
     async def gateway(self) -> Gateway:
         if self._gateway is None:
@@ -99,7 +101,9 @@ class Runtime:
             env=self.env,
         )
         self.policies = CallerPolicyStore(self.tables.get_table_client(CALLER_POLICIES_TABLE))
-        return Gateway(settings, authenticator, Authorizer(self.policies), upstream, Accounting())
+        self.ledger = UsageLedger(self.tables.get_table_client(USAGE_TABLE))
+        accounting = Accounting(self.ledger, settings.prices)
+        return Gateway(settings, authenticator, Authorizer(self.policies), upstream, accounting)
 
 
 def runtime_from_environment() -> Runtime:

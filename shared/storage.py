@@ -8,7 +8,8 @@ from shared.config import Settings
 
 API_KEYS_TABLE = "gatewayApiKeys"
 CALLER_POLICIES_TABLE = "gatewayCallerPolicies"
-GATEWAY_TABLES = (API_KEYS_TABLE, CALLER_POLICIES_TABLE)
+USAGE_TABLE = "gatewayUsage"
+GATEWAY_TABLES = (API_KEYS_TABLE, CALLER_POLICIES_TABLE, USAGE_TABLE)
 
 
 def table_service(settings: Settings) -> TableServiceClient:

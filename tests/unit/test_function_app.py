@@ -24,6 +24,7 @@ EXPECTED = {
     ("GET", "health"),
     ("GET", "ready"),
     ("GET", "me"),
+    ("GET", "usage"),
     ("POST", "manage/keys"),
     ("GET", "manage/keys"),
     ("POST", "manage/keys/{key_id}/rotate"),
