@@ -54,6 +54,9 @@ param openAiLocation string = location
 @description('Default dated api-version the gateway uses upstream.')
 param openAiApiVersion string = '2024-10-21'
 
+@description('GATEWAY_PRICES: JSON of USD per million tokens by deployment, e.g. {"gpt-4o-mini": {"input": 0.15, "output": 0.6}}. Empty: the usage ledger records no cost.')
+param gatewayPrices string = ''
+
 @description('Storage replication. A zone-redundant plan needs Standard_ZRS.')
 @allowed([
   'Standard_LRS'
@@ -294,6 +297,7 @@ module functionApp 'modules/functionapp.bicep' = {
     authClientId: gatewayClientId
     allowedClientApplications: allowedClientApplications
     enableGatewayApiKeys: enableGatewayApiKeys
+    gatewayPrices: gatewayPrices
     enablePrivateInbound: enablePrivateInbound
     maximumElasticWorkerCount: maximumElasticWorkerCount
     zoneRedundant: zoneRedundant

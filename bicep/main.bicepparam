@@ -41,3 +41,4 @@ param openAiDeployments = [
     }
   }
 ]
+param gatewayPrices = readEnvironmentVariable('GATEWAY_PRICES', '')

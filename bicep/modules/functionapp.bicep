@@ -65,6 +65,9 @@ param allowedClientApplications array = []
 @description('Accept gateway-issued API keys. true: Easy Auth lets unauthenticated requests through (AllowAnonymous) and the gateway rejects requests with neither a principal nor a valid key.')
 param enableGatewayApiKeys bool = false
 
+@description('GATEWAY_PRICES for the usage ledger (JSON; empty: no cost recorded).')
+param gatewayPrices string = ''
+
 @description('Disable public inbound access and add a private endpoint for the app (private function URLs).')
 param enablePrivateInbound bool = false
 
@@ -221,6 +224,10 @@ var appSettings = [
   {
     name: 'GATEWAY_API_KEYS_ENABLED'
     value: enableGatewayApiKeys ? 'true' : 'false'
+  }
+  {
+    name: 'GATEWAY_PRICES'
+    value: gatewayPrices
   }
 ]
 
