@@ -25,20 +25,17 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 
 @app.route(route="openai/deployments/{deployment}/chat/completions", methods=["POST"])
 async def deployments_chat_completions(req: Request) -> Response:
-    gateway = await runtime.gateway()
-    return await gateway.model_call(req, operations.CHAT, req.path_params["deployment"])
+    return await runtime.model_call(req, operations.CHAT, req.path_params["deployment"])
 
 
 @app.route(route="openai/deployments/{deployment}/completions", methods=["POST"])
 async def deployments_completions(req: Request) -> Response:
-    gateway = await runtime.gateway()
-    return await gateway.model_call(req, operations.COMPLETIONS, req.path_params["deployment"])
+    return await runtime.model_call(req, operations.COMPLETIONS, req.path_params["deployment"])
 
 
 @app.route(route="openai/deployments/{deployment}/embeddings", methods=["POST"])
 async def deployments_embeddings(req: Request) -> Response:
-    gateway = await runtime.gateway()
-    return await gateway.model_call(req, operations.EMBEDDINGS, req.path_params["deployment"])
+    return await runtime.model_call(req, operations.EMBEDDINGS, req.path_params["deployment"])
 
 
 # --- v1 API: OpenAI(base_url="https://<app>/api/openai/v1"), model = deployment name ------------------------
@@ -46,20 +43,17 @@ async def deployments_embeddings(req: Request) -> Response:
 
 @app.route(route="openai/v1/chat/completions", methods=["POST"])
 async def v1_chat_completions(req: Request) -> Response:
-    gateway = await runtime.gateway()
-    return await gateway.model_call(req, operations.V1_CHAT)
+    return await runtime.model_call(req, operations.V1_CHAT)
 
 
 @app.route(route="openai/v1/embeddings", methods=["POST"])
 async def v1_embeddings(req: Request) -> Response:
-    gateway = await runtime.gateway()
-    return await gateway.model_call(req, operations.V1_EMBEDDINGS)
+    return await runtime.model_call(req, operations.V1_EMBEDDINGS)
 
 
 @app.route(route="openai/v1/responses", methods=["POST"])
 async def v1_responses(req: Request) -> Response:
-    gateway = await runtime.gateway()
-    return await gateway.model_call(req, operations.V1_RESPONSES)
+    return await runtime.model_call(req, operations.V1_RESPONSES)
 
 
 # --- probes ---------------------------------------------------------------------------------------------------

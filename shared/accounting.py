@@ -32,6 +32,13 @@ class Reservation:
     started: float = field(default_factory=time.monotonic)
     settled: bool = False
 
+    def claim(self) -> bool:
+        """Take the one right to settle this call (synchronous, so no await can race it)."""
+        if self.settled:
+            return False
+        self.settled = True
+        return True
+
 
 class Accounting:
     def __init__(self, ledger: UsageLedger, prices: Mapping[str, Price]) -> None:
@@ -42,9 +49,12 @@ class Accounting:
         return Reservation(request_id, caller, call)
 
     async def settle(self, reservation: Reservation, usage: Usage | None, status: int, *, outcome: str) -> None:
-        if reservation.settled:
-            return
-        reservation.settled = True
+        """Settle once: the first call records, any later one does nothing."""
+        if reservation.claim():
+            await self.record(reservation, usage, status, outcome=outcome)
+
+    async def record(self, reservation: Reservation, usage: Usage | None, status: int, *, outcome: str) -> None:
+        """Record a call whose settlement the caller has already claimed."""
         usage = usage or Usage()
         caller, call = reservation.caller, reservation.call
         price = self.prices.get(call.deployment)

@@ -7,6 +7,7 @@ of failing on the first request.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -87,8 +88,12 @@ class Settings:
                 )
         connection_string = _str(env, "GATEWAY_STORAGE_CONNECTION_STRING")
         table_endpoint = _url(env, "GATEWAY_STORAGE_TABLE_ENDPOINT")
-        if connection_string is None and table_endpoint is None:
+        if table_endpoint is not None and urlparse(table_endpoint).scheme != "https":
+            raise SettingsError("GATEWAY_STORAGE_TABLE_ENDPOINT must use https (managed identity tokens are never "
+                                "sent over plain HTTP); for Azurite use GATEWAY_STORAGE_CONNECTION_STRING.")
+        if connection_string is None and table_endpoint is None and not in_azure:
             # Local default, the same account the Functions host uses (Azurite with UseDevelopmentStorage=true).
+            # Never in Azure: there the gateway's tables are reached with its managed identity, not the host's key.
             webjobs = _str(env, "AzureWebJobsStorage")
             if webjobs and ("AccountName=" in webjobs or "UseDevelopmentStorage=true" in webjobs):
                 connection_string = webjobs
@@ -190,11 +195,11 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
 
 
 def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
-    return _number(env, name, default, float, lambda n: n > 0, "a positive number of seconds")
+    return _number(env, name, default, float, lambda n: 0 < n < math.inf, "a positive number of seconds")
 
 
 def _non_negative_float(env: Mapping[str, str], name: str, default: float) -> float:
-    return _number(env, name, default, float, lambda n: n >= 0, "a number of seconds, 0 or more")
+    return _number(env, name, default, float, lambda n: 0 <= n < math.inf, "a number of seconds, 0 or more")
 
 
 def _prices(env: Mapping[str, str], name: str) -> dict[str, Price]:

@@ -76,6 +76,9 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
             f"The request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}.",
             code="invalid_json",
         ) from None
+    except (ValueError, RecursionError):  # e.g. an integer of thousands of digits, or nesting thousands deep
+        raise bad_request("The request body is JSON this gateway does not accept (absurdly large numbers or "
+                          "nesting).", code="invalid_json") from None
     if not isinstance(body, dict):
         raise bad_request("The request body must be a JSON object.", code="invalid_json")
     return body

@@ -7,6 +7,7 @@ Each step is one call here; what the step means lives in its own module.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -53,6 +54,7 @@ class Gateway:
         self.authorizer = authorizer
         self.upstream = upstream
         self.accounting = accounting
+        self._pending: set[asyncio.Task[None]] = set()
 
     async def model_call(self, request: Request, operation: Operation, deployment: str | None = None) -> Response:
         request_id = str(uuid.uuid4())
@@ -114,13 +116,27 @@ class Gateway:
             async for event in relay.events():
                 yield event
         finally:
-            outcome = "completed" if relay.finished else ("upstream_incomplete" if relay.broken else "caller_gone")
-            await self.accounting.settle(reservation, relay.usage, 200, outcome=outcome)
+            # No await here: when the caller hangs up, this runs inside a cancelled task, so the ledger write goes
+            # to a task of its own; the caller does not wait for it either way.
+            self._settle_detached(reservation, relay)
 
     async def _settle_abandoned(self, relay: StreamRelay, reservation: Reservation) -> None:
+        """After the response: settles a stream whose generator never ran (the caller left before the first byte)."""
         if not reservation.settled:
             await relay.aclose()
-            await self.accounting.settle(reservation, relay.usage, 200, outcome="caller_gone")
+            self._settle_detached(reservation, relay)
+
+    def _settle_detached(self, reservation: Reservation, relay: StreamRelay) -> None:
+        if reservation.claim():
+            task = asyncio.get_running_loop().create_task(
+                self.accounting.record(reservation, relay.usage, 200, outcome=relay.outcome))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+    async def drain(self) -> None:
+        """Wait for settlements still being written (on shutdown)."""
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
 
     def forward_body(self, call: ModelCall) -> tuple[dict[str, Any], bool]:
         """The body to send upstream, and whether the gateway added ``include_usage`` for its own accounting."""

@@ -12,6 +12,9 @@ import logging
 import os
 from collections.abc import Mapping
 
+from starlette.requests import Request
+from starlette.responses import Response
+
 from shared.accounting import Accounting
 from shared.auth.apikeys import ApiKeyStore
 from shared.auth.authenticator import Authenticator
@@ -19,8 +22,11 @@ from shared.auth.easyauth import easy_auth_enabled
 from shared.auth.entra import EntraTokenValidator
 from shared.authorization import Authorizer, CallerPolicyStore
 from shared.config import Settings
+from shared.errors import GatewayError
 from shared.ledger import UsageLedger
+from shared.operations import Operation
 from shared.pipeline import Gateway
+from shared.responses import error_response
 from shared.storage import API_KEYS_TABLE, CALLER_POLICIES_TABLE, USAGE_TABLE, ensure_tables, table_service
 from shared.telemetry import cap_library_loggers
 from shared.upstream import Upstream, managed_identity_token_provider, simulator_token_provider
@@ -45,17 +51,38 @@ class Runtime:
         if self._gateway is None:
             async with self._lock:
                 if self._gateway is None:
-                    self._gateway = await self._build()
+                    try:
+                        self._gateway = await self._build()
+                    except BaseException:
+                        await self._close_clients()  # the next request starts clean instead of piling up sessions
+                        raise
         return self._gateway
+
+    async def model_call(self, request: Request, operation: Operation, deployment: str | None = None) -> Response:
+        """The function handlers' entry point: a gateway that cannot start answers 503, OpenAI-shaped."""
+        try:
+            gateway = await self.gateway()
+        except Exception:
+            log.exception("the gateway could not start (Table Storage or upstream client set-up failed)")
+            return error_response(GatewayError(
+                503, "The gateway cannot reach its storage right now; retry shortly.", code="gateway_unavailable",
+                headers={"Retry-After": "5"}))
+        return await gateway.model_call(request, operation, deployment)
 
     async def aclose(self) -> None:
         """Close network clients (the local dev host calls this on shutdown; Functions workers just exit)."""
         if self._gateway is not None:
+            await self._gateway.drain()
             await self._gateway.upstream.aclose()
+        await self._close_clients()
+
+    async def _close_clients(self) -> None:
         if self.tables is not None:
             await self.tables.close()
+            self.tables = None
         if self.simulator is not None:
             self.simulator.stop()
+            self.simulator = None
 
     async def _build(self) -> Gateway:
         settings = self.settings

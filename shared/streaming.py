@@ -12,6 +12,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import httpx2
 
 from shared.errors import error_body
@@ -52,7 +53,8 @@ class StreamRelay:
         self._output_text_bytes = 0
         self._reported: Usage | None = None
         self.finished = False  # saw the end of the stream ([DONE] or the final Responses event)
-        self.broken = False  # the upstream broke off mid-stream
+        self.broken = False  # the upstream broke off mid-stream, or ended without its final event
+        self.relayed = False  # events() ran to its end (as opposed to being abandoned by the caller)
 
     @property
     def usage(self) -> Usage:
@@ -61,8 +63,17 @@ class StreamRelay:
             return self._reported
         return Usage(self._call.prompt_tokens_estimate, tokens_for_bytes(self._output_text_bytes), estimated=True)
 
+    @property
+    def outcome(self) -> str:
+        if self.finished:
+            return "completed"
+        return "upstream_incomplete" if self.broken else "caller_gone"
+
     async def aclose(self) -> None:
-        await self._upstream.aclose()
+        # Shielded: when the caller hangs up, the ASGI server cancels this task, and an unshielded await here would
+        # be cancelled too, leaving the upstream connection checked out of the pool.
+        with anyio.CancelScope(shield=True):
+            await self._upstream.aclose()
 
     async def events(self) -> AsyncIterator[bytes]:
         buffer = b""
@@ -76,16 +87,19 @@ class StreamRelay:
                     event, buffer = buffer[: index + length], buffer[index + length:]
                     if self._inspect(event):
                         yield event
-            if buffer.strip():
-                if self._inspect(buffer):
-                    yield buffer
+            if buffer.strip() and self._inspect(buffer):
+                yield buffer if buffer.endswith(b"\n\n") else buffer.rstrip(b"\r\n") + b"\n\n"
+            if not self.finished:
+                self.broken = True  # the upstream closed cleanly but never sent its final event
+            self.relayed = True
         except httpx2.HTTPError as exc:
             self.broken = True
             log.warning("upstream stream broke off: %s", type(exc).__name__)
             # An in-band error: the status line is long gone, but OpenAI SDKs raise APIError on this event.
             yield _sse_error("The upstream model service broke off the stream; the response is incomplete.")
+            self.relayed = True
         finally:
-            await self._upstream.aclose()
+            await self.aclose()
 
     def _inspect(self, event: bytes) -> bool:
         """Learn from one event; return False to drop it from what the caller sees."""

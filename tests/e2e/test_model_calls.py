@@ -7,6 +7,7 @@ import time
 import httpx
 import openai
 import pytest
+from azure.data.tables import TableClient
 
 API_VERSION = "2024-10-21"
 CHAT = "gpt-4o-mini"
@@ -268,33 +269,78 @@ def _settled_line(gateway, request_id: str, timeout: float = 5.0) -> str:
     raise AssertionError(f"no settlement logged for {request_id}")
 
 
-def test_a_stream_is_accounted_exactly_even_when_the_caller_did_not_ask_for_usage(gateway, azure):
+def _ledger_row(storage_connection_string: str, request_id: str, timeout: float = 5.0) -> dict:
+    """The usage ledger's row for one request, read straight from Table Storage."""
+    table = TableClient.from_connection_string(storage_connection_string, "gatewayUsage")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = list(table.query_entities("RowKey eq @id", parameters={"id": request_id}))
+        if rows:
+            assert len(rows) == 1
+            return rows[0]
+        time.sleep(0.05)
+    raise AssertionError(f"no ledger row for {request_id}")
+
+
+def test_a_stream_is_accounted_exactly_even_when_the_caller_did_not_ask_for_usage(gateway, azure,
+                                                                                  storage_connection_string):
     stream = azure.chat.completions.with_raw_response.create(model=CHAT, messages=HELLO, stream=True)
     list(stream.parse())
 
-    line = _settled_line(gateway, stream.headers["x-gateway-request-id"])
+    request_id = stream.headers["x-gateway-request-id"]
+    line = _settled_line(gateway, request_id)
     assert "chat.completions gpt-4o-mini by local/developer status=200 outcome=completed tokens=11+12" in line
-    assert "estimated" not in line
+    row = _ledger_row(storage_connection_string, request_id)
+    assert (row["PromptTokens"], row["CompletionTokens"], row["Estimated"], row["Outcome"]) == (
+        11, 12, False, "completed")
 
 
-def test_a_cut_off_stream_is_accounted_as_estimated(gateway, azure, sim):
+def test_a_cut_off_stream_is_accounted_as_estimated(gateway, azure, sim, storage_connection_string):
     sim.behave(fault="cutoff", cutoff_after_chunks=4, completion_tokens=10)
     stream = azure.chat.completions.with_raw_response.create(model=CHAT, messages=HELLO, stream=True)
     with pytest.raises(openai.APIError):
         list(stream.parse())
 
-    line = _settled_line(gateway, stream.headers["x-gateway-request-id"])
-    assert "outcome=upstream_incomplete" in line and line.endswith("(estimated)")
+    row = _ledger_row(storage_connection_string, stream.headers["x-gateway-request-id"])
+    assert row["Outcome"] == "upstream_incomplete" and row["Estimated"] is True
+    assert row["CompletionTokens"] >= 1  # the two words relayed before the cut
 
 
-def test_a_caller_leaving_mid_stream_is_settled_once(gateway, sim):
+def test_a_caller_leaving_mid_stream_is_recorded_once(gateway, sim, storage_connection_string):
     sim.behave(chunk_delay_ms=300, completion_tokens=20)
     with httpx.stream("POST", f"{gateway.api}/openai/v1/chat/completions",
                       json={"model": CHAT, "messages": HELLO, "stream": True}) as response:
         request_id = response.headers["x-gateway-request-id"]
         next(response.iter_raw())  # the first event arrived; now hang up
 
-    line = _settled_line(gateway, request_id)
-    assert "outcome=caller_gone" in line
+    row = _ledger_row(storage_connection_string, request_id)
+    assert row["Outcome"] == "caller_gone" and row["Estimated"] is True
     time.sleep(0.5)
     assert sum(f"model call {request_id} settled" in ln for ln in gateway.output().splitlines()) == 1
+
+
+
+def test_a_gateway_that_cannot_reach_storage_answers_503_openai_shaped(start_gateway, simulator):
+    from tests.azurite import connection_string, free_port
+
+    broken = start_gateway({
+        "AZURE_OPENAI_ENDPOINT": simulator.url,
+        "GATEWAY_STORAGE_CONNECTION_STRING": connection_string(free_port()),  # nothing listens there
+        "GATEWAY_LOCAL_DEV_AUTH": "true",
+    })
+    client = openai.OpenAI(base_url=f"{broken.api}/openai/v1", api_key="local", max_retries=0)
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(model=CHAT, messages=HELLO)
+    assert caught.value.status_code == 503
+    assert caught.value.body["code"] == "gateway_unavailable"
+    assert caught.value.response.headers["retry-after"] == "5"
+    ready = httpx.get(f"{broken.api}/ready", timeout=60)
+    assert ready.status_code == 503 and ready.json()["checks"]["storage"]["ok"] is False
+
+
+@pytest.mark.parametrize("raw", [b"[" * 5000 + b"]" * 5000, b'{"model": "gpt-4o-mini", "n": ' + b"9" * 5000 + b"}"])
+def test_pathological_json_is_a_400_not_a_500(gateway, sim, raw):
+    response = httpx.post(f"{gateway.api}/openai/v1/chat/completions", content=raw,
+                          headers={"content-type": "application/json"})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_json"
+    assert sim.requests() == []

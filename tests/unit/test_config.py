@@ -26,6 +26,10 @@ def test_defaults_locally_use_the_simulator_and_the_functions_storage():
         ("GATEWAY_API_KEYS_ENABLED", "maybe"),
         ("GATEWAY_ALLOWED_DEPLOYMENTS", "gpt-4o,../x"),
         ("GATEWAY_AUTH_AUTHORITY", "http://login.example.com"),
+        ("GATEWAY_API_KEY_CACHE_SECONDS", "inf"),
+        ("GATEWAY_UPSTREAM_TIMEOUT_SECONDS", "nan"),
+        ("GATEWAY_STORAGE_TABLE_ENDPOINT", "http://st.table.core.windows.net"),
+        ("GATEWAY_PRICES", '{"gpt-4o": {"input": 1}}'),
     ],
 )
 def test_a_bad_setting_fails_with_its_name_in_the_message(name, value):
@@ -65,3 +69,10 @@ def test_plain_http_upstreams_are_only_for_a_local_simulator():
     with pytest.raises(SettingsError, match="must use https"):
         Settings.from_env({**LOCAL, "AZURE_OPENAI_ENDPOINT": "http://my-aoai.openai.azure.com"})
     assert not Settings.from_env({**LOCAL, "AZURE_OPENAI_ENDPOINT": "https://x.openai.azure.com"}).upstream_is_local
+
+
+def test_in_azure_the_host_storage_key_is_not_borrowed_for_the_gateway_tables():
+    env = {**AZURE, "AZURE_OPENAI_ENDPOINT": "https://x.openai.azure.com",
+           "AzureWebJobsStorage": "DefaultEndpointsProtocol=https;AccountName=st;AccountKey=abc;"}
+    with pytest.raises(SettingsError, match="GATEWAY_STORAGE_TABLE_ENDPOINT"):
+        Settings.from_env(env)
