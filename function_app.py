@@ -38,6 +38,11 @@ async def deployments_embeddings(req: Request) -> Response:
     return await runtime.model_call(req, operations.EMBEDDINGS, req.path_params["deployment"])
 
 
+@app.route(route="openai/responses", methods=["POST"])
+async def dated_responses(req: Request) -> Response:
+    return await runtime.model_call(req, operations.RESPONSES)
+
+
 # --- v1 API: OpenAI(base_url="https://<app>/api/openai/v1"), model = deployment name ------------------------
 
 

@@ -15,7 +15,7 @@ from starlette.requests import Request
 
 from shared.config import API_VERSION_PATTERN, Settings
 from shared.errors import GatewayError, bad_request, not_found
-from shared.operations import ApiStyle, Operation
+from shared.operations import Operation
 from shared.tokens import estimate_prompt_tokens
 
 # Azure OpenAI deployment names: letters, digits, '.', '_' and '-', starting with a letter or digit, at most
@@ -103,7 +103,7 @@ def check_deployment(name: Any, settings: Settings, *, param: str | None = None)
 
 
 def check_api_version(request: Request, operation: Operation) -> str | None:
-    if operation.style is ApiStyle.V1:
+    if not operation.style.dated:
         return None
     version = request.query_params.get("api-version")
     if not version:
@@ -176,10 +176,10 @@ async def guard(request: Request, operation: Operation, settings: Settings, depl
     """Apply every guardrail to an incoming model request and describe what to forward."""
     api_version = check_api_version(request, operation)
     body = parse_json_object(await read_body(request, settings.max_request_bytes))
-    if operation.style is ApiStyle.V1:
-        deployment = check_deployment(body.get("model"), settings, param="model")
-    else:
+    if operation.style.deployment_in_path:
         deployment = check_deployment(deployment, settings)
+    else:
+        deployment = check_deployment(body.get("model"), settings, param="model")
     _check_types(body, operation)
     max_output = _check_output_limit(body, operation, settings)
     prompt_estimate = estimate_prompt_tokens(body)

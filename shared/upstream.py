@@ -19,7 +19,6 @@ from azure.core.exceptions import ClientAuthenticationError
 
 from shared.errors import GatewayError
 from shared.guard import ModelCall
-from shared.operations import ApiStyle
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +116,7 @@ class Upstream:
         """Send the call; return the response with headers read and body unread (errors are read)."""
         path = call.operation.upstream_path(call.deployment)
         options: dict[str, Any] = {"headers": {"x-ms-client-request-id": request_id}}
-        if call.operation.style is ApiStyle.DEPLOYMENTS:
+        if call.operation.style.dated:
             client: openai.AsyncOpenAI = self._dated
             options["params"] = {"api-version": call.api_version}
         else:

@@ -156,6 +156,10 @@ def create_app(env: dict[str, str] | None = None) -> FastAPI:
     async def embeddings(deployment: str, request: Request) -> Response:
         return await handle(request, "embeddings", deployment, dated=True)
 
+    @app.post("/openai/responses")
+    async def responses(request: Request) -> Response:
+        return await handle(request, "responses", None, dated=True)
+
     @app.post("/openai/v1/chat/completions")
     async def v1_chat(request: Request) -> Response:
         return await handle(request, "chat.completions", None, dated=False)

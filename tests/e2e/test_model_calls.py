@@ -124,6 +124,17 @@ def test_responses_api(v1):
     assert response.usage.output_tokens == 6
 
 
+def test_responses_api_on_the_dated_path(gateway, sim):
+    azure = openai.AzureOpenAI(azure_endpoint=gateway.api, api_key="local", api_version="2025-03-01-preview",
+                               max_retries=0)
+    response = azure.responses.create(model=CHAT, input="Say hello", max_output_tokens=3)
+
+    assert response.output_text.split() == ["the", "gateway", "answered"]
+    [upstream] = sim.requests()
+    assert upstream["path"] == "/openai/responses"
+    assert upstream["query"] == {"api-version": "2025-03-01-preview"}
+
+
 def test_responses_api_streaming(v1):
     events = list(v1.responses.create(model=CHAT, input="Say hello", stream=True))
 

@@ -18,6 +18,7 @@ EXPECTED = {
     ("POST", "openai/deployments/{deployment}/chat/completions"),
     ("POST", "openai/deployments/{deployment}/completions"),
     ("POST", "openai/deployments/{deployment}/embeddings"),
+    ("POST", "openai/responses"),
     ("POST", "openai/v1/chat/completions"),
     ("POST", "openai/v1/embeddings"),
     ("POST", "openai/v1/responses"),
