@@ -3,7 +3,8 @@
 Rows are append-only and keyed by request id (PartitionKey = UTC day, RowKey = request id), so writing a
 row twice cannot double-count it, and every instance writes its own rows without coordination: totals are
 exact across any number of instances. A day's rows share a partition, so a date-range query reads whole
-partitions. Rows hold counts, identifiers and cost only, never prompt or completion text.
+partitions, and each instance writes its rows in batches (one transaction per day, up to 100 rows, at most
+half a second late). Rows hold counts, identifiers and cost only, never prompt or completion text.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 MAX_QUERY_DAYS = 92
 GROUPINGS = ("caller", "deployment", "day", "operation")
 WRITE_ATTEMPTS = 3
+BATCH_LIMIT = 100  # a Table Storage transaction holds at most 100 operations, all in one partition
+FLUSH_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -79,19 +82,50 @@ class UsageRecord:
 
 
 class UsageLedger:
-    def __init__(self, table: TableClient) -> None:
+    """Rows are queued and written in Table transactions (one day's partition, at most 100 rows each) within
+    ``flush_seconds``: one storage round trip per batch instead of one per call."""
+
+    def __init__(self, table: TableClient, flush_seconds: float = FLUSH_SECONDS) -> None:
         self._table = table
+        self._flush_seconds = flush_seconds
+        self._queue: list[UsageRecord] = []
+        self._timer: asyncio.Task[None] | None = None
+        self._writing = asyncio.Lock()
 
     async def record(self, record: UsageRecord) -> None:
-        """Write the row; retried, and if storage stays down the counts go to the error log to be replayed."""
+        self._queue.append(record)
+        if len(self._queue) >= BATCH_LIMIT:
+            await self.flush()
+        elif self._timer is None or self._timer.done():
+            self._timer = asyncio.get_running_loop().create_task(self._flush_soon())
+
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(self._flush_seconds)
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Write everything queued so far (also called on shutdown)."""
+        async with self._writing:
+            queued, self._queue = self._queue, []
+            by_day: dict[str, list[UsageRecord]] = defaultdict(list)
+            for record in queued:
+                by_day[record.at.strftime("%Y-%m-%d")].append(record)
+            for records in by_day.values():
+                for start in range(0, len(records), BATCH_LIMIT):
+                    await self._write(records[start:start + BATCH_LIMIT])
+
+    async def _write(self, records: list[UsageRecord]) -> None:
+        """One transaction, retried; if storage stays down the counts go to the error log to be replayed."""
+        operations = [("upsert", r.entity(), {"mode": UpdateMode.REPLACE}) for r in records]
         for attempt in range(1, WRITE_ATTEMPTS + 1):
             try:
-                await self._table.upsert_entity(record.entity(), mode=UpdateMode.REPLACE)
+                await self._table.submit_transaction(operations)
                 return
             except Exception as exc:  # any storage failure: retry, then report
                 if attempt == WRITE_ATTEMPTS:
-                    log.error("usage row for %s NOT written (%s); counts: %s", record.request_id,
-                              type(exc).__name__, {k: v for k, v in record.entity().items() if k != "At"})
+                    for record in records:
+                        log.error("usage row for %s NOT written (%s); counts: %s", record.request_id,
+                                  type(exc).__name__, {k: v for k, v in record.entity().items() if k != "At"})
                     return
                 await asyncio.sleep(0.2 * attempt)
 

@@ -73,6 +73,7 @@ class Runtime:
         """Close network clients (the local dev host calls this on shutdown; Functions workers just exit)."""
         if self._gateway is not None:
             await self._gateway.drain()
+            await self._gateway.accounting.ledger.flush()
             await self._gateway.upstream.aclose()
         await self._close_clients()
 

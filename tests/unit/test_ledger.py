@@ -1,0 +1,77 @@
+"""The usage ledger against real Table Storage (Azurite): batching, idempotence, summaries."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from azure.data.tables.aio import TableServiceClient
+
+from shared.ledger import UsageLedger, UsageRecord, summarize, to_csv
+
+
+@pytest.fixture
+async def table(storage_connection_string):
+    service = TableServiceClient.from_connection_string(storage_connection_string)
+    name = f"usage{uuid.uuid4().hex[:16]}"
+    async with service:
+        client = await service.create_table(name)
+        async with client:
+            yield client
+        await service.delete_table(name)
+
+
+def record(caller="t/alice", deployment="gpt-4o-mini", at=None, prompt=10, completion=5, cost=0.001,
+           request_id=None, status=200, estimated=False) -> UsageRecord:
+    return UsageRecord(request_id or str(uuid.uuid4()), at or datetime.now(UTC), caller, caller.upper(), "t",
+                       "api-key", None, "chat.completions", deployment, False, status, "completed", prompt,
+                       completion, 0, 0, estimated, cost, 12)
+
+
+async def test_rows_are_batched_across_days_and_beyond_a_hundred(table):
+    ledger = UsageLedger(table, flush_seconds=60)  # only explicit flushes
+    today = datetime.now(UTC)
+    yesterday = today - timedelta(days=1)
+    for i in range(150):
+        await ledger.record(record(at=today if i % 3 else yesterday))
+    await ledger.flush()
+
+    rows = await ledger.rows(yesterday.date(), today.date())
+    assert len(rows) == 150
+    assert {r["PartitionKey"] for r in rows} == {today.strftime("%Y-%m-%d"), yesterday.strftime("%Y-%m-%d")}
+
+
+async def test_a_row_written_twice_counts_once(table):
+    ledger = UsageLedger(table)
+    same = record(request_id="fixed-id")
+    await ledger.record(same)
+    await ledger.flush()
+    await ledger.record(same)
+    await ledger.flush()
+    assert len(await ledger.rows(same.at.date(), same.at.date())) == 1
+
+
+async def test_the_timer_flushes_without_being_asked(table):
+    import asyncio
+
+    ledger = UsageLedger(table, flush_seconds=0.05)
+    one = record()
+    await ledger.record(one)
+    await asyncio.sleep(0.5)
+    assert len(await ledger.rows(one.at.date(), one.at.date())) == 1
+
+
+def test_summaries_count_failures_estimates_and_unpriced_calls():
+    rows = [record(prompt=10, completion=5, cost=0.5).entity(),
+            record(prompt=1, completion=0, cost=None).entity(),
+            record(prompt=0, completion=0, cost=None, status=429).entity(),
+            record(prompt=3, completion=2, cost=0.25, estimated=True).entity(),
+            record(caller="t/bob", prompt=7, completion=7, cost=1.0).entity()]
+    summary = {r["caller_id"]: r for r in summarize(rows, ("caller",))}
+    alice = summary["t/alice"]
+    assert (alice["requests"], alice["failed_requests"], alice["estimated_requests"]) == (4, 1, 1)
+    assert (alice["prompt_tokens"], alice["completion_tokens"], alice["total_tokens"]) == (14, 7, 21)
+    assert (alice["cost_usd"], alice["unpriced_requests"]) == (0.75, 1)  # the 429 had no tokens to price
+    assert summary["t/bob"]["caller_name"] == "T/BOB"
+    assert to_csv(summarize(rows, ("deployment",))).splitlines()[0].startswith("deployment,requests,")
