@@ -108,7 +108,7 @@ def main() -> None:
                     "baseline (simulator direct)": base,
                     "gateway, local dev auth": asyncio.run(run(
                         gateway.base_url, "/api" + path, args.requests, concurrency, stream)),
-                    "gateway, api-key (verified, cached)": asyncio.run(run(
+                    "gateway, api-key (cached verification)": asyncio.run(run(
                         gateway.base_url, "/api" + path, args.requests, concurrency, stream, with_key)),
                 }
                 for name, r in results.items():
