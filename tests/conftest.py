@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import uuid
+
 import httpx
 import pytest
+from azure.data.tables.aio import TableServiceClient
 
 from tests.azurite import Azurite
 from tests.gateway_process import GatewayProcess
@@ -19,6 +22,18 @@ def azurite():
 @pytest.fixture(scope="session")
 def storage_connection_string(azurite) -> str:
     return azurite.connection_string
+
+
+@pytest.fixture
+async def table(storage_connection_string):
+    """A fresh table in the session's Azurite (a new table per test keeps tests independent)."""
+    service = TableServiceClient.from_connection_string(storage_connection_string)
+    name = f"t{uuid.uuid4().hex[:16]}"
+    async with service:
+        client = await service.create_table(name)
+        async with client:
+            yield client
+        await service.delete_table(name)
 
 
 @pytest.fixture(scope="session")

@@ -5,21 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import pytest
-from azure.data.tables.aio import TableServiceClient
-
 from shared.ledger import UsageLedger, UsageRecord, summarize, to_csv
-
-
-@pytest.fixture
-async def table(storage_connection_string):
-    service = TableServiceClient.from_connection_string(storage_connection_string)
-    name = f"usage{uuid.uuid4().hex[:16]}"
-    async with service:
-        client = await service.create_table(name)
-        async with client:
-            yield client
-        await service.delete_table(name)
 
 
 def record(caller="t/alice", deployment="gpt-4o-mini", at=None, prompt=10, completion=5, cost=0.001,
