@@ -16,11 +16,11 @@ from urllib.parse import urlparse
 
 from shared.auth.environment import running_in_azure
 from shared.pricing import Price, PriceError, parse_prices
+from shared.urls import https_or_loopback, is_loopback_http
 
 DEFAULT_API_VERSION = "2024-10-21"
 # stream_options.include_usage arrived in 2024-09-01-preview (and is part of the v1 API).
 DEFAULT_STREAM_USAGE_MIN_API_VERSION = "2024-09-01-preview"
-_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 API_VERSION_PATTERN = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(-preview)?$")
 
 
@@ -81,7 +81,7 @@ class Settings:
             )
         if endpoint is not None and urlparse(endpoint).scheme == "http":
             # Entra tokens must never travel over plain HTTP: http:// is only for a local simulator on loopback.
-            if in_azure or urlparse(endpoint).hostname not in _LOOPBACK:
+            if in_azure or not is_loopback_http(endpoint):
                 raise SettingsError(
                     "AZURE_OPENAI_ENDPOINT must use https; http:// is accepted only for a local simulator on "
                     "127.0.0.1/localhost outside Azure."
@@ -148,8 +148,7 @@ def _str(env: Mapping[str, str], name: str) -> str | None:
 
 def _authority(env: Mapping[str, str], name: str) -> str:
     value = _url(env, name) or "https://login.microsoftonline.com"
-    parsed = urlparse(value)
-    if parsed.scheme != "https" and parsed.hostname not in _LOOPBACK:
+    if not https_or_loopback(value):
         raise SettingsError(f"{name} must be an https URL (http only for a loopback test identity provider).")
     return value
 

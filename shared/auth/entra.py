@@ -40,6 +40,7 @@ import jwt
 from shared.auth.claims import ROLE, Claims, entra_caller
 from shared.errors import GatewayError, unauthorized
 from shared.identity import Caller
+from shared.urls import https_or_loopback
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,6 @@ ALGORITHMS = ["RS256"]
 REQUIRED_CLAIMS = ["exp", "iat", "aud", "iss"]
 MAX_TOKEN_CHARS = 16 * 1024  # Entra access tokens are 1-4 KB; refuse absurd input before parsing it
 MAX_DOCUMENT_BYTES = 1024 * 1024
-_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 _MALFORMED = "The bearer token is malformed: expected a JSON Web Token (three base64url parts separated by dots)."
 # Each PyJWT failure and what the caller is told. Order matters: subclasses before their base classes.
@@ -238,9 +238,6 @@ def _origin(url: str) -> tuple[str, str]:
 
 def _checked_authority(authority: str) -> str:
     """https only; plain http is accepted for a loopback test identity provider and nothing else."""
-    parsed = urlparse(authority.rstrip("/"))
-    if parsed.scheme == "https" and parsed.hostname:
-        return authority.rstrip("/")
-    if parsed.scheme == "http" and parsed.hostname in _LOOPBACK:
+    if https_or_loopback(authority):
         return authority.rstrip("/")
     raise ValueError("The Entra authority must be an https URL (http only for a loopback test server).")
