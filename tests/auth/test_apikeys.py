@@ -10,7 +10,7 @@ import pytest
 from shared.auth.apikeys import ApiKeyStore
 from shared.errors import GatewayError
 from shared.identity import ROLE_ADMIN, ROLE_USAGE_READ, ROLE_USE, Caller
-from tests.auth.conftest import TENANT, USER_OID
+from tests.identity_provider import TENANT, USER_OID
 
 OWNER = Caller(f"{TENANT}/{USER_OID}", "Ada Lovelace", TENANT, "user", frozenset({ROLE_USE, ROLE_USAGE_READ}))
 INVALID = "The API key is not valid."

@@ -14,7 +14,7 @@ from shared.auth.entra import EntraTokenValidator
 from shared.auth.environment import LocalDevRefused
 from shared.errors import GatewayError
 from shared.identity import ROLE_ADMIN, ROLE_USAGE_READ, ROLE_USE, Caller
-from tests.auth.conftest import CLIENT_ID, TENANT, USER_OID
+from tests.identity_provider import CLIENT_ID, TENANT, USER_OID
 
 SPOOFED_OID = "99999999-0000-4000-8000-000000000009"
 KEY_OWNER = Caller(f"{TENANT}/key-owner", "Key owner", TENANT, "app", frozenset({ROLE_USE}))

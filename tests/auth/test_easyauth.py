@@ -9,7 +9,7 @@ import pytest
 
 from shared.auth.easyauth import caller_from_client_principal, easy_auth_enabled
 from shared.errors import GatewayError
-from tests.auth.conftest import APP_OID, CALLING_APP, TENANT, USER_OID
+from tests.identity_provider import APP_OID, CALLING_APP, TENANT, USER_OID
 
 OID_URI = "http://schemas.microsoft.com/identity/claims/objectidentifier"
 TID_URI = "http://schemas.microsoft.com/identity/claims/tenantid"

@@ -14,7 +14,8 @@ from cryptography.hazmat.primitives import serialization
 
 from shared.auth.entra import EntraTokenValidator
 from shared.errors import GatewayError
-from tests.auth.conftest import (
+from tests.azurite import free_port
+from tests.identity_provider import (
     APP_OID,
     CALLING_APP,
     CLIENT_ID,
@@ -23,7 +24,6 @@ from tests.auth.conftest import (
     USER_OID,
     v2_issuer,
 )
-from tests.azurite import free_port
 
 
 class Clock:
@@ -251,7 +251,7 @@ async def test_known_keys_stay_in_use_while_entra_is_unreachable(validator, idp,
 
 async def test_without_any_keys_an_unreachable_entra_is_a_503():
     validator = EntraTokenValidator([TENANT], CLIENT_ID, authority=f"http://127.0.0.1:{free_port()}")
-    from tests.auth.conftest import SigningKey
+    from tests.identity_provider import SigningKey
 
     token = SigningKey("k1").sign({"tid": TENANT, "aud": CLIENT_ID})
     with pytest.raises(GatewayError) as raised:
