@@ -12,6 +12,7 @@ import logging
 import os
 from collections.abc import Mapping
 
+from azure.core.credentials_async import AsyncTokenCredential
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -46,6 +47,7 @@ class Runtime:
         self.api_keys: ApiKeyStore | None = None
         self.policies: CallerPolicyStore | None = None
         self.ledger: UsageLedger | None = None
+        self._credential: AsyncTokenCredential | None = None
 
     async def gateway(self) -> Gateway:
         if self._gateway is None:
@@ -77,6 +79,14 @@ class Runtime:
             await self._gateway.upstream.aclose()
         await self._close_clients()
 
+    def _managed_identity(self) -> AsyncTokenCredential:
+        """One credential for the process: Table Storage and Azure OpenAI share its token cache and sessions."""
+        if self._credential is None:
+            from azure.identity.aio import DefaultAzureCredential
+
+            self._credential = DefaultAzureCredential(exclude_interactive_browser_credential=True)
+        return self._credential
+
     async def _close_clients(self) -> None:
         if self.tables is not None:
             await self.tables.close()
@@ -84,10 +94,13 @@ class Runtime:
         if self.simulator is not None:
             self.simulator.stop()
             self.simulator = None
+        if self._credential is not None:
+            await self._credential.close()
+            self._credential = None
 
     async def _build(self) -> Gateway:
         settings = self.settings
-        self.tables = table_service(settings)
+        self.tables = table_service(settings, self._managed_identity)
         await ensure_tables(self.tables)
         if settings.uses_simulator:
             from shared.simulator.embedded import EmbeddedSimulator
@@ -99,7 +112,7 @@ class Runtime:
         elif settings.upstream_is_local:
             endpoint, tokens = settings.azure_openai_endpoint, simulator_token_provider()
         else:
-            endpoint, tokens = settings.azure_openai_endpoint, managed_identity_token_provider()
+            endpoint, tokens = settings.azure_openai_endpoint, managed_identity_token_provider(self._managed_identity())
         upstream = Upstream(
             endpoint,
             tokens,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from azure.core.credentials_async import AsyncTokenCredential
 from azure.data.tables.aio import TableServiceClient
 
 from shared.config import Settings
@@ -12,13 +15,12 @@ USAGE_TABLE = "gatewayUsage"
 GATEWAY_TABLES = (API_KEYS_TABLE, CALLER_POLICIES_TABLE, USAGE_TABLE)
 
 
-def table_service(settings: Settings) -> TableServiceClient:
+def table_service(settings: Settings, managed_identity: Callable[[], AsyncTokenCredential]) -> TableServiceClient:
+    """By connection string when one is configured, else by the managed identity ``managed_identity()`` gives."""
     if settings.storage_connection_string:
         return TableServiceClient.from_connection_string(settings.storage_connection_string)
-    from azure.identity.aio import DefaultAzureCredential
-
     assert settings.storage_table_endpoint  # Settings.from_env guarantees one of the two
-    return TableServiceClient(endpoint=settings.storage_table_endpoint, credential=DefaultAzureCredential())
+    return TableServiceClient(endpoint=settings.storage_table_endpoint, credential=managed_identity())
 
 
 async def ensure_tables(service: TableServiceClient) -> None:

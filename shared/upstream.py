@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx2
 import openai
+from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import ClientAuthenticationError
 
 from shared.errors import GatewayError
@@ -39,11 +40,10 @@ def passthrough_headers(headers: Mapping[str, str]) -> dict[str, str]:
     }
 
 
-def managed_identity_token_provider() -> TokenProvider:
+def managed_identity_token_provider(credential: AsyncTokenCredential) -> TokenProvider:
     """Entra tokens for Azure OpenAI from the app's managed identity (``AZURE_CLIENT_ID`` picks a user-assigned one)."""
-    from azure.identity.aio import DefaultAzureCredential, get_bearer_token_provider
+    from azure.identity.aio import get_bearer_token_provider
 
-    credential = DefaultAzureCredential(exclude_interactive_browser_credential=True)
     return get_bearer_token_provider(credential, COGNITIVE_SERVICES_SCOPE)
 
 
