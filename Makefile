@@ -30,6 +30,8 @@ test: test-app test-infra
 
 test-app: install
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 	$(PY) -m pytest
 
 test-infra:

@@ -1,7 +1,7 @@
 """Gateway overhead benchmark: the same requests straight to the simulator (baseline) and through the gateway.
 
 Everything runs on this machine (loopback only): a private Azurite, the simulator in its own process, the
-gateway in its own process (``python -m shared.devhost``, local dev auth). Reports latency percentiles and
+gateway in its own process (``python -m shared.local.devhost``, local dev auth). Reports latency percentiles and
 throughput for both paths and the ratios gateway/baseline, measured in the same run.
 
     .venv/bin/python scripts/bench.py [--requests 300] [--concurrency 8]
@@ -26,14 +26,21 @@ sys.path.insert(0, str(ROOT))
 from tests.azurite import Azurite, free_port  # noqa: E402
 from tests.gateway_process import GatewayProcess  # noqa: E402
 
-BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Benchmark the gateway please."}],
-        "max_tokens": 16}
+BODY = {
+    "model": "gpt-4o-mini",
+    "messages": [{"role": "user", "content": "Benchmark the gateway please."}],
+    "max_tokens": 16,
+}
 
 
 def start_simulator() -> tuple[subprocess.Popen, str]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "shared.simulator", "--port", str(port)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shared.local.simulator", "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     for _ in range(100):
         try:
@@ -44,8 +51,9 @@ def start_simulator() -> tuple[subprocess.Popen, str]:
     raise RuntimeError("simulator did not start")
 
 
-async def run(url: str, path: str, total: int, concurrency: int, stream: bool,
-              headers: dict[str, str] | None = None) -> dict[str, float]:
+async def run(
+    url: str, path: str, total: int, concurrency: int, stream: bool, headers: dict[str, str] | None = None
+) -> dict[str, float]:
     headers = headers or {"authorization": "Bearer bench", "content-type": "application/json"}
     body = {**BODY, "stream": stream}
     latencies: list[float] = []
@@ -53,6 +61,7 @@ async def run(url: str, path: str, total: int, concurrency: int, stream: bool,
     queue = iter(range(total))
 
     async with httpx.AsyncClient(base_url=url, timeout=30, limits=httpx.Limits(max_connections=concurrency)) as c:
+
         async def worker() -> None:
             for _ in queue:
                 started = time.perf_counter()
@@ -89,11 +98,13 @@ def main() -> None:
 
     azurite = Azurite().start()
     sim_proc, sim_url = start_simulator()
-    gateway = GatewayProcess({
-        "AZURE_OPENAI_ENDPOINT": sim_url,
-        "GATEWAY_STORAGE_CONNECTION_STRING": azurite.connection_string,
-        "GATEWAY_LOCAL_DEV_AUTH": "true",
-    }).start()
+    gateway = GatewayProcess(
+        {
+            "AZURE_OPENAI_ENDPOINT": sim_url,
+            "GATEWAY_STORAGE_CONNECTION_STRING": azurite.connection_string,
+            "GATEWAY_LOCAL_DEV_AUTH": "true",
+        }
+    ).start()
     try:
         key = httpx.post(f"{gateway.api}/manage/keys", json={"name": "bench"}).json()["key"]
         with_key = {"api-key": key, "content-type": "application/json"}
@@ -106,18 +117,24 @@ def main() -> None:
                 base = asyncio.run(run(sim_url, path, args.requests, concurrency, stream))
                 results = {
                     "baseline (simulator direct)": base,
-                    "gateway, local dev auth": asyncio.run(run(
-                        gateway.base_url, "/api" + path, args.requests, concurrency, stream)),
-                    "gateway, api-key (cached verification)": asyncio.run(run(
-                        gateway.base_url, "/api" + path, args.requests, concurrency, stream, with_key)),
+                    "gateway, local dev auth": asyncio.run(
+                        run(gateway.base_url, "/api" + path, args.requests, concurrency, stream)
+                    ),
+                    "gateway, api-key (cached verification)": asyncio.run(
+                        run(gateway.base_url, "/api" + path, args.requests, concurrency, stream, with_key)
+                    ),
                 }
                 for name, r in results.items():
-                    print(f"{label + ' ' + name:44} {r['p50_ms']:8.2f} {r['p95_ms']:8.2f} "
-                          f"{r['ttfb_p50_ms']:9.2f} {r['rps']:8.1f}")
+                    print(
+                        f"{label + ' ' + name:44} {r['p50_ms']:8.2f} {r['p95_ms']:8.2f} "
+                        f"{r['ttfb_p50_ms']:9.2f} {r['rps']:8.1f}"
+                    )
                 for name, r in list(results.items())[1:]:
-                    print(f"{label + ' ratio ' + name.split(', ')[1]:44} {r['p50_ms'] / base['p50_ms']:8.2f} "
-                          f"{r['p95_ms'] / base['p95_ms']:8.2f} {r['ttfb_p50_ms'] / base['ttfb_p50_ms']:9.2f} "
-                          f"{r['rps'] / base['rps']:8.2f}")
+                    print(
+                        f"{label + ' ratio ' + name.split(', ')[1]:44} {r['p50_ms'] / base['p50_ms']:8.2f} "
+                        f"{r['p95_ms'] / base['p95_ms']:8.2f} {r['ttfb_p50_ms'] / base['ttfb_p50_ms']:9.2f} "
+                        f"{r['rps'] / base['rps']:8.2f}"
+                    )
                 print()
     finally:
         gateway.stop()

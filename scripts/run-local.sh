@@ -41,4 +41,4 @@ Local dev auth is on (GATEWAY_LOCAL_DEV_AUTH=true): calls without credentials ac
 Stop with Ctrl+C.
 
 MSG
-exec .venv/bin/python -m shared.devhost --port "${GATEWAY_PORT:-7071}"
+exec .venv/bin/python -m shared.local.devhost --port "${GATEWAY_PORT:-7071}"

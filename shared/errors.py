@@ -1,6 +1,6 @@
-"""OpenAI-shaped errors.
+"""OpenAI-shaped errors, and the HTTP responses that carry them.
 
-Every failure the gateway produces itself is a :class:`GatewayError`; the HTTP layer turns it into
+Every failure the gateway produces itself is a :class:`GatewayError`; :func:`error_response` turns it into
 ``{"error": {"code", "message", "type", "param"}}`` with the right status, which the ``openai`` SDK
 maps onto its own exception classes (400 -> BadRequestError, 401 -> AuthenticationError, ...).
 Messages are written for the caller: they say what is wrong and what to do, never echo secrets.
@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+
+from starlette.responses import JSONResponse
+
+REQUEST_ID_HEADER = "x-gateway-request-id"
 
 
 class GatewayError(Exception):
@@ -59,6 +63,7 @@ def _default_type(status: int) -> str:
 
 # Shorthands for the errors the gateway raises most; each names the status once.
 
+
 def bad_request(message: str, *, code: str = "invalid_request", param: str | None = None) -> GatewayError:
     return GatewayError(400, message, code=code, param=param)
 
@@ -75,3 +80,22 @@ def forbidden(message: str, *, code: str = "forbidden") -> GatewayError:
 
 def not_found(message: str, *, code: str = "not_found") -> GatewayError:
     return GatewayError(404, message, code=code)
+
+
+# --- as HTTP responses -----------------------------------------------------------------------------------------
+
+
+def error_response(error: GatewayError, request_id: str | None = None) -> JSONResponse:
+    headers = dict(error.headers)
+    if request_id:
+        headers[REQUEST_ID_HEADER] = request_id
+    return JSONResponse(error.body(), status_code=error.status, headers=headers)
+
+
+def internal_error_response(request_id: str) -> JSONResponse:
+    body = error_body(
+        f"The gateway failed to handle this request (request id {request_id}).",
+        code="internal_error",
+        type="server_error",
+    )
+    return JSONResponse(body, status_code=500, headers={REQUEST_ID_HEADER: request_id})

@@ -18,16 +18,17 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from shared.accounting import Accounting, Reservation
-from shared.config import API_VERSION_PATTERN, Settings
-from shared.errors import GatewayError
-from shared.guard import ModelCall, guard
-from shared.identity import Caller
-from shared.operations import Operation
-from shared.responses import REQUEST_ID_HEADER, error_response, internal_error_response
-from shared.streaming import StreamRelay
-from shared.upstream import Upstream
-from shared.usage import Usage, usage_from_body
+from shared.accounting.settlement import Accounting, Reservation
+from shared.auth.identity import Caller
+from shared.errors import REQUEST_ID_HEADER, GatewayError, error_response, internal_error_response
+from shared.policy.guard import guard
+from shared.protocol.api_versions import version_date
+from shared.protocol.calls import ModelCall
+from shared.protocol.operations import Operation, OperationKind
+from shared.protocol.usage import Usage, usage_from_body
+from shared.settings import GuardrailSettings
+from shared.upstream.client import Upstream
+from shared.upstream.relay import StreamRelay
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +44,16 @@ class Authorizes(Protocol):
 class Gateway:
     def __init__(
         self,
-        settings: Settings,
+        guardrails: GuardrailSettings,
         authenticator: Authenticates,
         authorizer: Authorizes,
         upstream: Upstream,
         accounting: Accounting,
+        *,
+        stream_usage_min_api_version: str,
     ) -> None:
-        self.settings = settings
+        self.guardrails = guardrails
+        self.stream_usage_min_api_version = stream_usage_min_api_version
         self.authenticator = authenticator
         self.authorizer = authorizer
         self.upstream = upstream
@@ -60,7 +64,7 @@ class Gateway:
         request_id = str(uuid.uuid4())
         try:
             caller = await self.authenticator.authenticate(request.headers)
-            call = await guard(request, operation, self.settings, deployment)
+            call = await guard(request, operation, self.guardrails, deployment)
             await self.authorizer.authorize(caller, call)
             reservation = await self.accounting.reserve(caller, call, request_id)
         except GatewayError as error:
@@ -85,8 +89,13 @@ class Gateway:
         headers = {**upstream.headers, REQUEST_ID_HEADER: request_id}
         if not upstream.ok:
             content = await upstream.read()
-            return Response(content, status_code=upstream.status, headers=headers, media_type=upstream.content_type,
-                            background=self._settle_later(reservation, None, upstream.status, "upstream_error"))
+            return Response(
+                content,
+                status_code=upstream.status,
+                headers=headers,
+                media_type=upstream.content_type,
+                background=self._settle_later(reservation, None, upstream.status, "upstream_error"),
+            )
         if call.stream:
             relay = StreamRelay(upstream, call, drop_usage_chunk=injected_usage)
             return StreamingResponse(
@@ -102,8 +111,13 @@ class Gateway:
         except GatewayError as error:
             await self.accounting.settle(reservation, None, error.status, outcome="upstream_incomplete")
             return error_response(error, request_id)
-        return Response(content, status_code=upstream.status, headers=headers, media_type=upstream.content_type,
-                        background=self._settle_later(reservation, _usage_of(content), upstream.status, "completed"))
+        return Response(
+            content,
+            status_code=upstream.status,
+            headers=headers,
+            media_type=upstream.content_type,
+            background=self._settle_later(reservation, _usage_of(content), upstream.status, "completed"),
+        )
 
     def _settle_later(self, reservation: Reservation, usage: Usage | None, status: int, outcome: str) -> BackgroundTask:
         """Settle after the response is sent: the caller does not wait for the ledger write."""
@@ -129,7 +143,8 @@ class Gateway:
     def _settle_detached(self, reservation: Reservation, relay: StreamRelay) -> None:
         if reservation.claim():
             task = asyncio.get_running_loop().create_task(
-                self.accounting.record(reservation, relay.usage, 200, outcome=relay.outcome))
+                self.accounting.record(reservation, relay.usage, 200, outcome=relay.outcome)
+            )
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
 
@@ -142,7 +157,7 @@ class Gateway:
         """The body to send upstream, and whether the gateway added ``include_usage`` for its own accounting."""
         if (
             call.stream
-            and call.operation.name == "chat.completions"
+            and call.operation.kind is OperationKind.CHAT
             and not call.client_wants_stream_usage
             and self._stream_usage_supported(call.api_version)
         ):
@@ -153,16 +168,10 @@ class Gateway:
     def _stream_usage_supported(self, api_version: str | None) -> bool:
         if api_version is None:  # the v1 API
             return True
-        return _version_date(api_version) >= _version_date(self.settings.stream_usage_min_api_version)
+        return version_date(api_version) >= version_date(self.stream_usage_min_api_version)
 
 
-def _version_date(version: str) -> tuple[int, int, int]:
-    match = API_VERSION_PATTERN.match(version)
-    assert match, version  # both sides were validated before
-    return int(match.group(1)), int(match.group(2)), int(match.group(3))
-
-
-def _usage_of(content: bytes):
+def _usage_of(content: bytes) -> Usage | None:
     try:
         return usage_from_body(json.loads(content))
     except ValueError:

@@ -1,8 +1,9 @@
-"""The gateway's process-wide state: settings read once at start-up, everything else built on first use.
+"""The composition root: the only module that builds and wires the gateway's parts.
 
 ``function_app.py`` creates one :class:`Runtime` at import, so a bad setting fails the app at start-up
-(indexing) with a message that names it. Clients (upstream, Table Storage, the embedded simulator) are built
-lazily inside the worker's event loop on the first request.
+(indexing) with a message that names it. The network clients (Table Storage, the upstream, the embedded
+simulator) are built inside the worker's event loop on the first request, all at once, into one
+:class:`Services`: handlers get that complete object or an error, never a half-built one.
 """
 
 from __future__ import annotations
@@ -11,72 +12,107 @@ import asyncio
 import logging
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from azure.core.credentials_async import AsyncTokenCredential
+from azure.data.tables.aio import TableClient, TableServiceClient
 from starlette.requests import Request
 from starlette.responses import Response
 
-from shared.accounting import Accounting
+from shared.accounting.ledger import UsageLedger
+from shared.accounting.settlement import Accounting
 from shared.auth.apikeys import ApiKeyStore
 from shared.auth.authenticator import Authenticator
-from shared.auth.easyauth import easy_auth_enabled
 from shared.auth.entra import EntraTokenValidator
-from shared.authorization import Authorizer, CallerPolicyStore
-from shared.config import Settings
-from shared.errors import GatewayError
-from shared.ledger import UsageLedger
-from shared.operations import Operation
+from shared.errors import GatewayError, error_response
 from shared.pipeline import Gateway
-from shared.responses import error_response
-from shared.storage import API_KEYS_TABLE, CALLER_POLICIES_TABLE, USAGE_TABLE, ensure_tables, table_service
-from shared.telemetry import cap_library_loggers
-from shared.upstream import Upstream, managed_identity_token_provider, simulator_token_provider
+from shared.policy.authorization import Authorizer
+from shared.policy.callers import CallerPolicyStore
+from shared.protocol.operations import Operation
+from shared.settings import Settings, settings_from_env
+from shared.storage.tables import (
+    API_KEYS_TABLE,
+    CALLER_POLICIES_TABLE,
+    USAGE_TABLE,
+    ensure_tables,
+    table_service,
+)
+from shared.telemetry.logs import cap_library_loggers
+from shared.upstream.client import (
+    TokenProvider,
+    Upstream,
+    managed_identity_token_provider,
+    simulator_token_provider,
+)
+
+if TYPE_CHECKING:
+    from shared.local.simulator.embedded import EmbeddedSimulator
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Services:
+    """Everything the handlers use, built together once per process."""
+
+    settings: Settings
+    tables: TableServiceClient
+    gateway: Gateway
+    authenticator: Authenticator
+    policies: CallerPolicyStore
+    api_keys: ApiKeyStore | None  # None: gateway API keys are switched off (GATEWAY_API_KEYS_ENABLED=false)
+    ledger: UsageLedger
+    usage_table: TableClient  # what finance reads
+    simulator: EmbeddedSimulator | None  # the embedded local upstream, when AZURE_OPENAI_ENDPOINT is empty
+
+
 class Runtime:
     def __init__(self, env: Mapping[str, str]) -> None:
-        self.env = dict(env)
-        self.settings = Settings.from_env(self.env)
+        self._env = dict(env)
+        self.settings = settings_from_env(self._env)
         cap_library_loggers()
-        self._gateway: Gateway | None = None
+        self._services: Services | None = None
         self._lock = asyncio.Lock()
-        self.simulator = None
-        self.tables = None
-        self.api_keys: ApiKeyStore | None = None
-        self.policies: CallerPolicyStore | None = None
-        self.ledger: UsageLedger | None = None
         self._credential: AsyncTokenCredential | None = None
+        self._tables: TableServiceClient | None = None
+        self._simulator: EmbeddedSimulator | None = None
 
-    async def gateway(self) -> Gateway:
-        if self._gateway is None:
+    async def services(self) -> Services:
+        """The built services; the first call builds them (a failure leaves nothing behind and raises)."""
+        if self._services is None:
             async with self._lock:
-                if self._gateway is None:
+                if self._services is None:
                     try:
-                        self._gateway = await self._build()
+                        self._services = await self._build()
                     except BaseException:
                         await self._close_clients()  # the next request starts clean instead of piling up sessions
                         raise
-        return self._gateway
+        return self._services
 
     async def model_call(self, request: Request, operation: Operation, deployment: str | None = None) -> Response:
         """The function handlers' entry point: a gateway that cannot start answers 503, OpenAI-shaped."""
         try:
-            gateway = await self.gateway()
+            services = await self.services()
         except Exception:
             log.exception("the gateway could not start (Table Storage or upstream client set-up failed)")
-            return error_response(GatewayError(
-                503, "The gateway cannot reach its storage right now; retry shortly.", code="gateway_unavailable",
-                headers={"Retry-After": "5"}))
-        return await gateway.model_call(request, operation, deployment)
+            return error_response(
+                GatewayError(
+                    503,
+                    "The gateway cannot reach its storage right now; retry shortly.",
+                    code="gateway_unavailable",
+                    headers={"Retry-After": "5"},
+                )
+            )
+        return await services.gateway.model_call(request, operation, deployment)
 
     async def aclose(self) -> None:
-        """Close network clients (the local dev host calls this on shutdown; Functions workers just exit)."""
-        if self._gateway is not None:
-            await self._gateway.drain()
-            await self._gateway.accounting.ledger.flush()
-            await self._gateway.upstream.aclose()
+        """Flush what is queued and close network clients (the local dev host calls this on shutdown)."""
+        if self._services is not None:
+            await self._services.gateway.drain()
+            await self._services.ledger.flush()
+            await self._services.gateway.upstream.aclose()
+            self._services = None
         await self._close_clients()
 
     def _managed_identity(self) -> AsyncTokenCredential:
@@ -88,63 +124,68 @@ class Runtime:
         return self._credential
 
     async def _close_clients(self) -> None:
-        if self.tables is not None:
-            await self.tables.close()
-            self.tables = None
-        if self.simulator is not None:
-            self.simulator.stop()
-            self.simulator = None
+        if self._tables is not None:
+            await self._tables.close()
+            self._tables = None
+        if self._simulator is not None:
+            self._simulator.stop()
+            self._simulator = None
         if self._credential is not None:
             await self._credential.close()
             self._credential = None
 
-    async def _build(self) -> Gateway:
-        settings = self.settings
-        self.tables = table_service(settings, self._managed_identity)
-        await ensure_tables(self.tables)
-        if settings.uses_simulator:
-            from shared.simulator.embedded import EmbeddedSimulator
+    def _upstream_endpoint(self) -> tuple[str, TokenProvider]:
+        settings = self.settings.upstream
+        if settings.endpoint is None:
+            from shared.local.simulator.embedded import EmbeddedSimulator
 
-            self.simulator = EmbeddedSimulator().start()
-            log.warning("AZURE_OPENAI_ENDPOINT is not set: using the local Azure OpenAI simulator at %s",
-                        self.simulator.url)
-            endpoint, tokens = self.simulator.url, simulator_token_provider()
-        elif settings.upstream_is_local:
-            endpoint, tokens = settings.azure_openai_endpoint, simulator_token_provider()
-        else:
-            endpoint, tokens = settings.azure_openai_endpoint, managed_identity_token_provider(self._managed_identity())
-        upstream = Upstream(
-            endpoint,
-            tokens,
-            default_api_version=settings.azure_openai_api_version,
-            timeout_seconds=settings.upstream_timeout_seconds,
-            connect_timeout_seconds=settings.upstream_connect_timeout_seconds,
-        )
-        self.api_keys = (
-            ApiKeyStore(self.tables.get_table_client(API_KEYS_TABLE), cache_seconds=settings.api_key_cache_seconds)
-            if settings.api_keys_enabled
+            self._simulator = EmbeddedSimulator().start()
+            log.warning(
+                "AZURE_OPENAI_ENDPOINT is not set: using the local Azure OpenAI simulator at %s", self._simulator.url
+            )
+            return self._simulator.url, simulator_token_provider()
+        if settings.is_local:
+            return settings.endpoint, simulator_token_provider()
+        return settings.endpoint, managed_identity_token_provider(self._managed_identity())
+
+    async def _build(self) -> Services:
+        settings = self.settings
+        tables = self._tables = table_service(settings.storage, self._managed_identity)
+        await ensure_tables(tables)
+        endpoint, tokens = self._upstream_endpoint()
+        upstream = Upstream(endpoint, tokens, settings.upstream)
+        auth = settings.auth
+        api_keys = (
+            ApiKeyStore(tables.get_table_client(API_KEYS_TABLE), cache_seconds=auth.api_key_cache_seconds)
+            if auth.api_keys_enabled
             else None
         )
         validator = (
-            EntraTokenValidator(
-                tenant_ids=settings.auth_tenant_ids,
-                client_id=settings.auth_client_id,
-                authority=settings.auth_authority,
-            )
-            if settings.auth_client_id
+            EntraTokenValidator(tenant_ids=auth.tenant_ids, client_id=auth.client_id, authority=auth.authority)
+            if auth.client_id
             else None
         )
         authenticator = Authenticator(
-            easy_auth=easy_auth_enabled(self.env),
+            easy_auth=auth.easy_auth,
             validator=validator,
-            key_store=self.api_keys,
-            local_dev=settings.local_dev_auth,
-            env=self.env,
+            key_store=api_keys,
+            local_dev=auth.local_dev,
+            env=self._env,
         )
-        self.policies = CallerPolicyStore(self.tables.get_table_client(CALLER_POLICIES_TABLE))
-        self.ledger = UsageLedger(self.tables.get_table_client(USAGE_TABLE))
-        accounting = Accounting(self.ledger, settings.prices)
-        return Gateway(settings, authenticator, Authorizer(self.policies), upstream, accounting)
+        policies = CallerPolicyStore(tables.get_table_client(CALLER_POLICIES_TABLE))
+        usage_table = tables.get_table_client(USAGE_TABLE)
+        ledger = UsageLedger(usage_table)
+        gateway = Gateway(
+            settings.guardrails,
+            authenticator,
+            Authorizer(policies),
+            upstream,
+            Accounting(ledger, settings.accounting.prices),
+            stream_usage_min_api_version=settings.upstream.stream_usage_min_api_version,
+        )
+        return Services(
+            settings, tables, gateway, authenticator, policies, api_keys, ledger, usage_table, self._simulator
+        )
 
 
 def runtime_from_environment() -> Runtime:

@@ -69,8 +69,10 @@ class Azurite:
         self.proc = subprocess.Popen(
             [
                 azurite_table_binary(),
-                "--tableHost", "127.0.0.1",
-                "--tablePort", str(self.port),
+                "--tableHost",
+                "127.0.0.1",
+                "--tablePort",
+                str(self.port),
                 "--inMemoryPersistence",
                 "--disableTelemetry",
                 "--skipApiVersionCheck",

@@ -39,7 +39,7 @@ async def table(storage_connection_string):
 @pytest.fixture(scope="session")
 def simulator():
     """The Azure OpenAI simulator on a loopback port (the same code the gateway embeds locally)."""
-    from shared.simulator.embedded import EmbeddedSimulator
+    from shared.local.simulator.embedded import EmbeddedSimulator
 
     server = EmbeddedSimulator().start()
     yield server

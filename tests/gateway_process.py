@@ -1,4 +1,4 @@
-"""Run the gateway as a real process (``python -m shared.devhost``), the way ``make run`` does."""
+"""Run the gateway as a real process (``python -m shared.local.devhost``), the way ``make run`` does."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ class GatewayProcess:
         keep = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR", "SYSTEMROOT")}
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "shared.devhost", "--port", str(self.port), "--settings", "/nonexistent"],
+            [sys.executable, "-m", "shared.local.devhost", "--port", str(self.port), "--settings", "/nonexistent"],
             cwd=ROOT,
             env={**keep, "GATEWAY_DEVHOST_LOG_LEVEL": "warning", **self.env},
             stdout=self._log,

@@ -89,17 +89,31 @@ class LocalIdentityProvider:
     def key_fetches(self, tenant: str = TENANT) -> int:
         return self.hits[f"/{tenant}/discovery/v2.0/keys"]
 
-    def token(self, kid: str = "k1", *, tenant: str = TENANT, version: int = 2, drop: tuple[str, ...] = (),
-              headers: dict[str, Any] | None = None, **claims: Any) -> str:
+    def token(
+        self,
+        kid: str = "k1",
+        *,
+        tenant: str = TENANT,
+        version: int = 2,
+        drop: tuple[str, ...] = (),
+        headers: dict[str, Any] | None = None,
+        **claims: Any,
+    ) -> str:
         """A token as Entra would issue it for the gateway (a user with a delegated scope, by default)."""
         now = int(time.time())
         base: dict[str, Any] = {
             "aud": CLIENT_ID if version == 2 else f"api://{CLIENT_ID}",
             "iss": v2_issuer(tenant) if version == 2 else v1_issuer(tenant),
-            "iat": now, "nbf": now, "exp": now + 3600,
-            "tid": tenant, "oid": USER_OID, "sub": "pairwise-subject",
-            "scp": "access_as_user", "roles": ["Gateway.Use"],
-            "name": "Ada Lovelace", "preferred_username": "ada@contoso.example",
+            "iat": now,
+            "nbf": now,
+            "exp": now + 3600,
+            "tid": tenant,
+            "oid": USER_OID,
+            "sub": "pairwise-subject",
+            "scp": "access_as_user",
+            "roles": ["Gateway.Use"],
+            "name": "Ada Lovelace",
+            "preferred_username": "ada@contoso.example",
             "ver": f"{version}.0",
             ("azp" if version == 2 else "appid"): CALLING_APP,
         }

@@ -47,8 +47,9 @@ def acquire_token(
     prompt: TextIO = sys.stderr,
 ) -> str:
     if not device_code and not client_secret:
-        raise ValueError(f"Give a client secret (set {SECRET_ENV}) for client credentials, or use the device code "
-                         "flow.")
+        raise ValueError(
+            f"Give a client secret (set {SECRET_ENV}) for client credentials, or use the device code flow."
+        )
     authority = f"{authority_host.rstrip('/')}/{tenant_id}"
     if device_code:
         result = _device_code_token(_public_app(authority, client_id), scope, prompt)
@@ -57,37 +58,41 @@ def acquire_token(
         result = _confidential_app(authority, client_id, client_secret).acquire_token_for_client(scopes=[scope])
     if not result or "access_token" not in result:
         result = result or {}
-        raise TokenAcquisitionError(f"{result.get('error', 'no_token')}: "
-                                    f"{result.get('error_description', 'Microsoft Entra ID returned no token.')}")
-    return result["access_token"]
+        raise TokenAcquisitionError(
+            f"{result.get('error', 'no_token')}: "
+            f"{result.get('error_description', 'Microsoft Entra ID returned no token.')}"
+        )
+    token: str = result["access_token"]
+    return token
 
 
 def _confidential_app(authority: str, client_id: str, secret: str) -> msal.ConfidentialClientApplication:
     # Keyed by a digest so a changed secret gets a new app, without keeping the secret in a dictionary key.
     key = ("confidential", authority, client_id, hashlib.sha256(secret.encode()).hexdigest())
     if key not in _apps:
-        _apps[key] = msal.ConfidentialClientApplication(client_id, client_credential=secret, authority=authority,
-                                                        token_cache=_cache)
-    return _apps[key]  # type: ignore[return-value]
+        _apps[key] = msal.ConfidentialClientApplication(
+            client_id, client_credential=secret, authority=authority, token_cache=_cache
+        )
+    return _apps[key]
 
 
 def _public_app(authority: str, client_id: str) -> msal.PublicClientApplication:
     key = ("public", authority, client_id)
     if key not in _apps:
         _apps[key] = msal.PublicClientApplication(client_id, authority=authority, token_cache=_cache)
-    return _apps[key]  # type: ignore[return-value]
+    return _apps[key]
 
 
 def _device_code_token(app: msal.PublicClientApplication, scope: str, prompt: TextIO) -> dict[str, Any]:
     for account in app.get_accounts():
         result = app.acquire_token_silent([scope], account=account)
         if result and "access_token" in result:
-            return result
+            return dict(result)
     flow = app.initiate_device_flow(scopes=[scope])
     if "user_code" not in flow:
-        return flow  # carries error / error_description
+        return dict(flow)  # carries error / error_description
     print(flow["message"], file=prompt, flush=True)
-    return app.acquire_token_by_device_flow(flow)
+    return dict(app.acquire_token_by_device_flow(flow))
 
 
 # --- CLI ------------------------------------------------------------------------------------------------------
@@ -95,23 +100,26 @@ def _device_code_token(app: msal.PublicClientApplication, scope: str, prompt: Te
 
 class _RefuseSecret(argparse.Action):
     def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
-        parser.error(f"client secrets are not accepted on the command line (shell history and process listings "
-                     f"would keep them); set {SECRET_ENV} instead.")
+        parser.error(
+            f"client secrets are not accepted on the command line (shell history and process listings "
+            f"would keep them); set {SECRET_ENV} instead."
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m tools.gateway_token",
         description=f"Print a Microsoft Entra access token for the AI gateway. Client credentials use the secret in "
-                    f"{SECRET_ENV}; --device-code signs a person in instead.",
+        f"{SECRET_ENV}; --device-code signs a person in instead.",
         allow_abbrev=False,
     )
     parser.add_argument("--tenant", required=True, help="Microsoft Entra tenant id of the calling app or user")
     parser.add_argument("--client-id", required=True, help="client id of the calling app registration")
     parser.add_argument("--scope", required=True, help="the gateway's scope, e.g. api://<gateway client id>/.default")
     parser.add_argument("--device-code", action="store_true", help="sign in interactively with a device code")
-    parser.add_argument("--authority-host", default=DEFAULT_AUTHORITY_HOST,
-                        help="login host (sovereign clouds), default %(default)s")
+    parser.add_argument(
+        "--authority-host", default=DEFAULT_AUTHORITY_HOST, help="login host (sovereign clouds), default %(default)s"
+    )
     parser.add_argument("--client-secret", "--secret", nargs="?", action=_RefuseSecret, help=argparse.SUPPRESS)
     return parser
 
@@ -123,8 +131,14 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     if not args.device_code and not secret:
         parser.error(f"set {SECRET_ENV} for client credentials, or pass --device-code to sign in as a person.")
     try:
-        token = acquire_token(args.tenant, args.client_id, args.scope, client_secret=secret,
-                              device_code=args.device_code, authority_host=args.authority_host)
+        token = acquire_token(
+            args.tenant,
+            args.client_id,
+            args.scope,
+            client_secret=secret,
+            device_code=args.device_code,
+            authority_host=args.authority_host,
+        )
     except (TokenAcquisitionError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

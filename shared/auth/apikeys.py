@@ -38,8 +38,8 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
+from shared.auth.identity import ROLE_ADMIN, ROLE_USAGE_READ, ROLE_USE, Caller
 from shared.errors import GatewayError, bad_request, not_found, unauthorized
-from shared.identity import ROLE_ADMIN, ROLE_USAGE_READ, ROLE_USE, Caller
 
 KEY_PREFIX = "gwk_"
 KEY_ROW = "apikey"
@@ -84,8 +84,12 @@ class ApiKeyInfo:
         return {
             "key_id": self.key_id,
             "name": self.name,
-            "owner": {"id": self.owner_id, "name": self.owner_name, "tenant": self.owner_tenant,
-                      "kind": self.owner_kind},
+            "owner": {
+                "id": self.owner_id,
+                "name": self.owner_name,
+                "tenant": self.owner_tenant,
+                "kind": self.owner_kind,
+            },
             "roles": list(self.roles),
             "hint": f"…{self.hint}",
             "status": self.status,
@@ -127,8 +131,11 @@ class ApiKeyStore:
     async def issue(self, owner: Caller, name: str, expires_at: datetime | None) -> IssuedApiKey:
         roles = sorted(owner.roles & GRANTABLE_ROLES)
         if not roles:
-            raise bad_request(f"The key's owner holds none of the roles a key can carry ({sorted(GRANTABLE_ROLES)}; "
-                              f"keys never carry {ROLE_ADMIN}), so the key could do nothing.", param="roles")
+            raise bad_request(
+                f"The key's owner holds none of the roles a key can carry ({sorted(GRANTABLE_ROLES)}; "
+                f"keys never carry {ROLE_ADMIN}), so the key could do nothing.",
+                param="roles",
+            )
         if expires_at is not None and (expires_at.tzinfo is None or expires_at <= datetime.now(UTC)):
             raise bad_request("The expiry must be a timezone-aware time in the future.", param="expires_at")
         now = datetime.now(UTC)
@@ -193,8 +200,7 @@ class ApiKeyStore:
         if self._cache_seconds > 0:
             if len(self._verified) >= MAX_CACHED_KEYS:
                 self._verified.clear()
-            self._verified[key_id] = _Verified(stored, caller, info.expires_at,
-                                               time.monotonic() + self._cache_seconds)
+            self._verified[key_id] = _Verified(stored, caller, info.expires_at, time.monotonic() + self._cache_seconds)
         return caller
 
     async def rotate(self, key_id: str) -> IssuedApiKey:
@@ -202,19 +208,30 @@ class ApiKeyStore:
         entity = await self._existing(key_id)
         info = _info(entity)
         if info.status != "active":
-            raise bad_request(f"API key {key_id} is {info.status} and cannot be rotated; issue a new key.",
-                              code="key_not_active")
+            raise bad_request(
+                f"API key {key_id} is {info.status} and cannot be rotated; issue a new key.", code="key_not_active"
+            )
         secret = secrets.token_urlsafe(32)
         now = datetime.now(UTC)
-        change = {"PartitionKey": key_id, "RowKey": KEY_ROW, "SecretHash": _hash(key_id, secret),
-                  "Hint": secret[-4:], "RotatedAt": now}
+        change = {
+            "PartitionKey": key_id,
+            "RowKey": KEY_ROW,
+            "SecretHash": _hash(key_id, secret),
+            "Hint": secret[-4:],
+            "RotatedAt": now,
+        }
         try:
             # If the key was revoked or rotated since we read it, do not hand out a secret for a stale state.
-            await self._table.update_entity(change, mode=UpdateMode.MERGE, etag=entity.metadata["etag"],
-                                             match_condition=MatchConditions.IfNotModified)
+            await self._table.update_entity(
+                change,
+                mode=UpdateMode.MERGE,
+                etag=entity.metadata["etag"],
+                match_condition=MatchConditions.IfNotModified,
+            )
         except ResourceModifiedError:
-            raise GatewayError(409, f"API key {key_id} changed while it was being rotated; retry.",
-                               code="key_changed") from None
+            raise GatewayError(
+                409, f"API key {key_id} changed while it was being rotated; retry.", code="key_changed"
+            ) from None
         self._verified.pop(key_id, None)
         return IssuedApiKey(_format(key_id, secret), _info({**entity, **change}))
 
@@ -226,21 +243,27 @@ class ApiKeyStore:
                 return _info(entity)
             change = {"PartitionKey": key_id, "RowKey": KEY_ROW, "RevokedAt": datetime.now(UTC)}
             try:
-                await self._table.update_entity(change, mode=UpdateMode.MERGE, etag=entity.metadata["etag"],
-                                                match_condition=MatchConditions.IfNotModified)
+                await self._table.update_entity(
+                    change,
+                    mode=UpdateMode.MERGE,
+                    etag=entity.metadata["etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                )
             except ResourceModifiedError:
                 continue
             self._verified.pop(key_id, None)
             return _info({**entity, **change})
-        raise GatewayError(409, f"API key {key_id} kept changing while it was being revoked; retry.",
-                           code="key_changed")
+        raise GatewayError(
+            409, f"API key {key_id} kept changing while it was being revoked; retry.", code="key_changed"
+        )
 
     async def list_keys(self, owner_id: str | None = None) -> list[ApiKeyInfo]:
         if owner_id is None:
             entities = self._table.query_entities("RowKey eq @row", parameters={"row": KEY_ROW})
         else:
-            entities = self._table.query_entities("RowKey eq @row and OwnerId eq @owner",
-                                                  parameters={"row": KEY_ROW, "owner": owner_id})
+            entities = self._table.query_entities(
+                "RowKey eq @row and OwnerId eq @owner", parameters={"row": KEY_ROW, "owner": owner_id}
+            )
         keys = [_info(entity) async for entity in entities]
         return sorted(keys, key=lambda k: (k.created_at, k.key_id))
 

@@ -22,9 +22,9 @@ from collections.abc import Mapping
 from shared.auth.apikeys import KEY_PREFIX, ApiKeyStore
 from shared.auth.easyauth import PRINCIPAL_HEADER, caller_from_client_principal
 from shared.auth.entra import EntraTokenValidator
-from shared.auth.environment import assert_local_dev_allowed
+from shared.auth.identity import ROLE_ADMIN, ROLE_USAGE_READ, ROLE_USE, Caller
 from shared.errors import unauthorized
-from shared.identity import ROLE_ADMIN, ROLE_USAGE_READ, ROLE_USE, Caller
+from shared.hosting import assert_local_dev_allowed
 
 LOCAL_DEVELOPER = Caller(
     id="local/developer",
@@ -35,8 +35,10 @@ LOCAL_DEVELOPER = Caller(
     auth_method="local-dev",
 )
 
-NO_CREDENTIALS = ("No credentials were presented. Send a Microsoft Entra access token for the gateway "
-                  "(Authorization: Bearer <token>) or a gateway API key (api-key: gwk_...).")
+NO_CREDENTIALS = (
+    "No credentials were presented. Send a Microsoft Entra access token for the gateway "
+    "(Authorization: Bearer <token>) or a gateway API key (api-key: gwk_...)."
+)
 
 
 class Authenticator:
@@ -84,8 +86,10 @@ class Authenticator:
                 return await self._validator.validate(bearer)
             if self._local_dev:
                 return LOCAL_DEVELOPER
-            raise unauthorized("This gateway is not configured to validate Microsoft Entra tokens itself "
-                               "(GATEWAY_AUTH_TENANT_IDS/GATEWAY_AUTH_CLIENT_ID); use a gateway API key.")
+            raise unauthorized(
+                "This gateway is not configured to validate Microsoft Entra tokens itself "
+                "(GATEWAY_AUTH_TENANT_IDS/GATEWAY_AUTH_CLIENT_ID); use a gateway API key."
+            )
 
         if self._local_dev:
             return LOCAL_DEVELOPER

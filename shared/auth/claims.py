@@ -2,7 +2,7 @@
 
 Easy Auth hands over ``[{typ, val}]`` pairs, some renamed to long URIs by its claims mapping; a JWT has a
 JSON object whose multi-valued claims are arrays. Both are reduced to ``(type, value)`` pairs here so the
-rules that turn claims into a :class:`~shared.identity.Caller` (id, name, kind) are written once.
+rules that turn claims into a :class:`~shared.auth.identity.Caller` (id, name, kind) are written once.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from shared.auth.identity import AuthMethod, Caller, CallerKind
 from shared.errors import unauthorized
-from shared.identity import AuthMethod, Caller, CallerKind
 
 OID = ("oid", "http://schemas.microsoft.com/identity/claims/objectidentifier")
 TID = ("tid", "http://schemas.microsoft.com/identity/claims/tenantid")
@@ -66,8 +66,9 @@ def caller_kind(claims: Claims) -> CallerKind:
     return "app" if claims.first(*CLIENT_APP) is not None else "user"
 
 
-def entra_caller(claims: Claims, *, roles: Iterable[str], auth_method: AuthMethod,
-                 source: str, name_types: tuple[str, ...] = ()) -> Caller:
+def entra_caller(
+    claims: Claims, *, roles: Iterable[str], auth_method: AuthMethod, source: str, name_types: tuple[str, ...] = ()
+) -> Caller:
     """Build the caller; ``{tid}/{oid}`` is its id, so both claims are required.
 
     ``source`` names where the claims came from in error messages ("Easy Auth principal", "bearer token").

@@ -11,22 +11,17 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Mapping
+from typing import Any
 
 from shared.auth.claims import ROLE, Claims, entra_caller
+from shared.auth.identity import Caller
 from shared.errors import unauthorized
-from shared.identity import Caller
 
 PRINCIPAL_HEADER = "x-ms-client-principal"
 # A principal is a few KB; anything far larger is not from the platform and is refused before decoding.
 MAX_PRINCIPAL_CHARS = 64 * 1024
 
 _MALFORMED = "The X-MS-CLIENT-PRINCIPAL header from App Service Authentication is malformed."
-
-
-def easy_auth_enabled(env: Mapping[str, str]) -> bool:
-    """``WEBSITE_AUTH_ENABLED`` is injected by App Service (value ``True``); compare case-insensitively."""
-    return env.get("WEBSITE_AUTH_ENABLED", "").strip().lower() == "true"
 
 
 def caller_from_client_principal(header_value: str) -> Caller:
@@ -48,7 +43,7 @@ def caller_from_client_principal(header_value: str) -> Caller:
     )
 
 
-def _decode(header_value: str) -> dict:
+def _decode(header_value: str) -> dict[str, Any]:
     if not header_value or len(header_value) > MAX_PRINCIPAL_CHARS:
         raise unauthorized(_MALFORMED)
     try:

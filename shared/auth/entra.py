@@ -38,9 +38,9 @@ from urllib.parse import urlparse
 import jwt
 
 from shared.auth.claims import ROLE, Claims, entra_caller
+from shared.auth.identity import Caller
 from shared.errors import GatewayError, unauthorized
-from shared.identity import Caller
-from shared.urls import https_or_loopback
+from shared.hosting import https_or_loopback
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +113,9 @@ class EntraTokenValidator:
         except jwt.DecodeError:
             raise unauthorized(_MALFORMED) from None
         if header.get("alg") not in ALGORITHMS:
-            raise unauthorized("The bearer token is signed with an algorithm this gateway does not accept "
-                               "(only RS256).")
+            raise unauthorized(
+                "The bearer token is signed with an algorithm this gateway does not accept (only RS256)."
+            )
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise unauthorized("The bearer token does not name its signing key ('kid').")
@@ -153,13 +154,18 @@ class EntraTokenValidator:
             if not (self._fresh(tenant) and kid in tenant.keys) and self._may_refresh(tenant):
                 await self._refresh(tenant_id, tenant)
         if tenant.loaded_at is None:
-            raise GatewayError(503, "The gateway cannot reach Microsoft Entra ID to check the bearer token's "
-                                    "signature right now. Retry shortly.", code="identity_provider_unavailable",
-                               headers={"Retry-After": str(int(self._cooldown) or 1)})
+            raise GatewayError(
+                503,
+                "The gateway cannot reach Microsoft Entra ID to check the bearer token's "
+                "signature right now. Retry shortly.",
+                code="identity_provider_unavailable",
+                headers={"Retry-After": str(int(self._cooldown) or 1)},
+            )
         key = tenant.keys.get(kid)
         if key is None:
-            raise unauthorized("The bearer token is signed with a key that Microsoft Entra ID does not publish "
-                               "for its tenant.")
+            raise unauthorized(
+                "The bearer token is signed with a key that Microsoft Entra ID does not publish for its tenant."
+            )
         return key
 
     def _fresh(self, tenant: _TenantKeys) -> bool:
@@ -182,8 +188,10 @@ class EntraTokenValidator:
         """Blocking: both discovery documents, then every distinct key set they point to."""
         issuers: set[str] = set()
         jwks_uris: list[str] = []
-        for path in (f"{tenant_id}/v2.0/.well-known/openid-configuration",
-                     f"{tenant_id}/.well-known/openid-configuration"):
+        for path in (
+            f"{tenant_id}/v2.0/.well-known/openid-configuration",
+            f"{tenant_id}/.well-known/openid-configuration",
+        ):
             document = self._get_json(f"{self._authority}/{path}")
             issuer, jwks_uri = document.get("issuer"), document.get("jwks_uri")
             if not isinstance(issuer, str) or not isinstance(jwks_uri, str):
@@ -198,8 +206,13 @@ class EntraTokenValidator:
             if not isinstance(entries, list):
                 raise _MetadataError(f"{uri} has no 'keys' array")
             for entry in entries:
-                if isinstance(entry, dict) and entry.get("kty") == "RSA" and entry.get("use", "sig") == "sig" \
-                        and isinstance(entry.get("kid"), str) and entry["kid"] not in keys:
+                if (
+                    isinstance(entry, dict)
+                    and entry.get("kty") == "RSA"
+                    and entry.get("use", "sig") == "sig"
+                    and isinstance(entry.get("kid"), str)
+                    and entry["kid"] not in keys
+                ):
                     try:
                         keys[entry["kid"]] = jwt.PyJWK(entry, algorithm="RS256")
                     except jwt.PyJWKError:

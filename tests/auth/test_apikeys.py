@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from shared.auth.apikeys import ApiKeyStore
+from shared.auth.identity import ROLE_ADMIN, ROLE_USAGE_READ, ROLE_USE, Caller
 from shared.errors import GatewayError
-from shared.identity import ROLE_ADMIN, ROLE_USAGE_READ, ROLE_USE, Caller
 from tests.identity_provider import TENANT, USER_OID
 
 OWNER = Caller(f"{TENANT}/{USER_OID}", "Ada Lovelace", TENANT, "user", frozenset({ROLE_USE, ROLE_USAGE_READ}))
@@ -39,7 +39,7 @@ async def test_an_issued_key_authenticates_as_its_owner(store):
 
 async def test_only_a_hash_is_stored_and_the_key_is_not_in_reprs(store, table):
     issued = await store.issue(OWNER, "notebook", None)
-    secret = issued.key[len(f"gwk_{issued.info.key_id}_"):]
+    secret = issued.key[len(f"gwk_{issued.info.key_id}_") :]
     entity = await table.get_entity(issued.info.key_id, "apikey")
     assert all(secret not in str(value) for value in entity.values())
     assert len(entity["SecretHash"]) == 64
@@ -82,8 +82,9 @@ async def test_malformed_keys_get_the_generic_answer(store, presented):
 async def test_an_expired_key_is_refused(store, table):
     issued = await store.issue(OWNER, "short-lived", datetime.now(UTC) + timedelta(seconds=60))
     # Age the key in storage rather than sleeping a minute.
-    await table.update_entity({"PartitionKey": issued.info.key_id, "RowKey": "apikey",
-                               "ExpiresAt": datetime.now(UTC) - timedelta(seconds=1)})
+    await table.update_entity(
+        {"PartitionKey": issued.info.key_id, "RowKey": "apikey", "ExpiresAt": datetime.now(UTC) - timedelta(seconds=1)}
+    )
     assert await rejected(store, issued.key) == "This API key has expired. Ask a gateway administrator for a new key."
 
 
@@ -129,8 +130,9 @@ async def test_concurrent_rotations_yield_exactly_one_valid_secret(store):
 
 async def test_revocation_wins_over_a_concurrent_rotation(store):
     issued = await store.issue(OWNER, "notebook", None)
-    results = await asyncio.gather(store.rotate(issued.info.key_id), store.revoke(issued.info.key_id),
-                                   return_exceptions=True)
+    results = await asyncio.gather(
+        store.rotate(issued.info.key_id), store.revoke(issued.info.key_id), return_exceptions=True
+    )
     assert not isinstance(results[1], Exception)
     candidates = [issued.key] + ([results[0].key] if not isinstance(results[0], Exception) else [])
     for candidate in candidates:  # whichever ran first, no secret works afterwards

@@ -11,9 +11,9 @@ from starlette.datastructures import Headers
 from shared.auth.apikeys import ApiKeyStore
 from shared.auth.authenticator import LOCAL_DEVELOPER, NO_CREDENTIALS, Authenticator
 from shared.auth.entra import EntraTokenValidator
-from shared.auth.environment import LocalDevRefused
+from shared.auth.identity import ROLE_ADMIN, ROLE_USAGE_READ, ROLE_USE, Caller
 from shared.errors import GatewayError
-from shared.identity import ROLE_ADMIN, ROLE_USAGE_READ, ROLE_USE, Caller
+from shared.hosting import LocalDevRefused
 from tests.identity_provider import CLIENT_ID, TENANT, USER_OID
 
 SPOOFED_OID = "99999999-0000-4000-8000-000000000009"
@@ -37,10 +37,17 @@ def store(table) -> ApiKeyStore:
 
 @pytest.fixture
 def build(validator, store):
-    def build(*, easy_auth: bool = False, local_dev: bool = False, with_validator: bool = True,
-              with_keys: bool = True) -> Authenticator:
-        return Authenticator(easy_auth=easy_auth, validator=validator if with_validator else None,
-                             key_store=store if with_keys else None, local_dev=local_dev, env={})
+    def build(
+        *, easy_auth: bool = False, local_dev: bool = False, with_validator: bool = True, with_keys: bool = True
+    ) -> Authenticator:
+        return Authenticator(
+            easy_auth=easy_auth,
+            validator=validator if with_validator else None,
+            key_store=store if with_keys else None,
+            local_dev=local_dev,
+            env={},
+        )
+
     return build
 
 
@@ -63,15 +70,21 @@ async def test_with_easy_auth_on_the_platform_principal_is_the_caller(build):
 
 
 async def test_with_easy_auth_off_a_spoofed_principal_is_ignored(build):
-    message = await rejected(build(), {"x-ms-client-principal": principal_header(),
-                                       "x-ms-client-principal-id": SPOOFED_OID,
-                                       "x-ms-client-principal-name": "admin@contoso.example"})
+    message = await rejected(
+        build(),
+        {
+            "x-ms-client-principal": principal_header(),
+            "x-ms-client-principal-id": SPOOFED_OID,
+            "x-ms-client-principal-name": "admin@contoso.example",
+        },
+    )
     assert message == NO_CREDENTIALS
 
 
 async def test_with_easy_auth_off_a_spoofed_principal_does_not_override_a_real_token(build, idp):
-    caller = await build().authenticate({"x-ms-client-principal": principal_header(),
-                                         "authorization": f"Bearer {idp.token()}"})
+    caller = await build().authenticate(
+        {"x-ms-client-principal": principal_header(), "authorization": f"Bearer {idp.token()}"}
+    )
     assert (caller.id, caller.auth_method) == (f"{TENANT}/{USER_OID}", "entra-token")
     assert ROLE_ADMIN not in caller.roles
 
@@ -167,5 +180,10 @@ async def test_local_dev_still_honours_real_credentials(build, store, idp):
 
 def test_local_dev_refuses_to_start_in_azure(validator, store):
     with pytest.raises(LocalDevRefused, match="WEBSITE_INSTANCE_ID"):
-        Authenticator(easy_auth=False, validator=validator, key_store=store, local_dev=True,
-                      env={"WEBSITE_INSTANCE_ID": "0123abcd"})
+        Authenticator(
+            easy_auth=False,
+            validator=validator,
+            key_store=store,
+            local_dev=True,
+            env={"WEBSITE_INSTANCE_ID": "0123abcd"},
+        )

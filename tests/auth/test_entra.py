@@ -105,16 +105,23 @@ async def test_small_clock_skew_is_tolerated(validator, idp):
 
 async def test_alg_none_is_rejected(validator, idp):
     claims = claims_of(idp.token())
-    token = f"{b64url(json.dumps({'alg': 'none', 'typ': 'JWT', 'kid': 'k1'}).encode())}." \
-            f"{b64url(json.dumps(claims).encode())}."
+    token = (
+        f"{b64url(json.dumps({'alg': 'none', 'typ': 'JWT', 'kid': 'k1'}).encode())}."
+        f"{b64url(json.dumps(claims).encode())}."
+    )
     assert "only RS256" in await rejection(validator, token)
 
 
 async def test_hs256_signed_with_the_public_key_is_rejected(validator, idp, signing_keys):
-    public_pem = signing_keys["k1"].private.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    signing_input = f"{b64url(json.dumps({'alg': 'HS256', 'typ': 'JWT', 'kid': 'k1'}).encode())}." \
-                    f"{b64url(json.dumps(claims_of(idp.token())).encode())}"
+    public_pem = (
+        signing_keys["k1"]
+        .private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    signing_input = (
+        f"{b64url(json.dumps({'alg': 'HS256', 'typ': 'JWT', 'kid': 'k1'}).encode())}."
+        f"{b64url(json.dumps(claims_of(idp.token())).encode())}"
+    )
     signature = hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest()
     assert "only RS256" in await rejection(validator, f"{signing_input}.{b64url(signature)}")
 

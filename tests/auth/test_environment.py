@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.auth.environment import LocalDevRefused, assert_local_dev_allowed, running_in_azure
+from shared.hosting import LocalDevRefused, assert_local_dev_allowed, running_in_azure
 
 CORE_TOOLS_LOCALLY = {  # what `func start` and a developer shell typically have
     "FUNCTIONS_WORKER_RUNTIME": "python",
@@ -15,15 +15,18 @@ CORE_TOOLS_LOCALLY = {  # what `func start` and a developer shell typically have
 }
 
 
-@pytest.mark.parametrize("azure", [
-    {"WEBSITE_INSTANCE_ID": "0123abcd"},  # App Service, Functions Dedicated/Premium/Windows Consumption
-    {"WEBSITE_OWNER_NAME": "sub+rg-westeuropewebspace"},
-    {"WEBSITE_RESOURCE_GROUP": "rg-gateway"},
-    {"LEGION_SERVICE_HOST": "10.0.0.1"},  # Flex Consumption
-    {"CONTAINER_NAME": "E9911CE2-638", "WEBSITE_SITE_NAME": "func-gateway"},  # Linux Consumption
-    {"IDENTITY_ENDPOINT": "http://localhost:42356/msi/token"},
-    {"MSI_ENDPOINT": "http://127.0.0.1:41741/MSI/token/"},
-])
+@pytest.mark.parametrize(
+    "azure",
+    [
+        {"WEBSITE_INSTANCE_ID": "0123abcd"},  # App Service, Functions Dedicated/Premium/Windows Consumption
+        {"WEBSITE_OWNER_NAME": "sub+rg-westeuropewebspace"},
+        {"WEBSITE_RESOURCE_GROUP": "rg-gateway"},
+        {"LEGION_SERVICE_HOST": "10.0.0.1"},  # Flex Consumption
+        {"CONTAINER_NAME": "E9911CE2-638", "WEBSITE_SITE_NAME": "func-gateway"},  # Linux Consumption
+        {"IDENTITY_ENDPOINT": "http://localhost:42356/msi/token"},
+        {"MSI_ENDPOINT": "http://127.0.0.1:41741/MSI/token/"},
+    ],
+)
 def test_each_azure_marker_is_recognised(azure):
     assert running_in_azure({**CORE_TOOLS_LOCALLY, **azure})
     with pytest.raises(LocalDevRefused, match="GATEWAY_LOCAL_DEV_AUTH"):

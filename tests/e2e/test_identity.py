@@ -27,14 +27,16 @@ def issuer(_identity_provider):
 @pytest.fixture(scope="module")
 def secured(start_gateway, simulator, storage_connection_string, issuer):
     """A gateway with no dev mode: Entra tokens validated in-process, API keys on, Easy Auth off."""
-    return start_gateway({
-        "AZURE_OPENAI_ENDPOINT": simulator.url,
-        "GATEWAY_STORAGE_CONNECTION_STRING": storage_connection_string,
-        "GATEWAY_AUTH_TENANT_IDS": TENANT,
-        "GATEWAY_AUTH_CLIENT_ID": CLIENT_ID,
-        "GATEWAY_AUTH_AUTHORITY": issuer.authority,
-        "GATEWAY_LOG_LEVEL": "DEBUG",
-    })
+    return start_gateway(
+        {
+            "AZURE_OPENAI_ENDPOINT": simulator.url,
+            "GATEWAY_STORAGE_CONNECTION_STRING": storage_connection_string,
+            "GATEWAY_AUTH_TENANT_IDS": TENANT,
+            "GATEWAY_AUTH_CLIENT_ID": CLIENT_ID,
+            "GATEWAY_AUTH_AUTHORITY": issuer.authority,
+            "GATEWAY_LOG_LEVEL": "DEBUG",
+        }
+    )
 
 
 def user_token(issuer, **claims) -> str:
@@ -50,13 +52,20 @@ def bearer(token: str) -> dict[str, str]:
 
 
 def test_sdk_with_an_entra_token_provider(secured, issuer):
-    client = openai.AzureOpenAI(azure_endpoint=secured.api, api_version=API_VERSION, max_retries=0,
-                                azure_ad_token_provider=lambda: user_token(issuer))
+    client = openai.AzureOpenAI(
+        azure_endpoint=secured.api,
+        api_version=API_VERSION,
+        max_retries=0,
+        azure_ad_token_provider=lambda: user_token(issuer),
+    )
     completion = client.chat.completions.create(model="gpt-4o-mini", messages=HELLO)
     assert completion.choices[0].message.content
 
-    streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
-        model="gpt-4o-mini", messages=HELLO, stream=True) if c.choices)
+    streamed = "".join(
+        c.choices[0].delta.content or ""
+        for c in client.chat.completions.create(model="gpt-4o-mini", messages=HELLO, stream=True)
+        if c.choices
+    )
     assert streamed == completion.choices[0].message.content
 
 
@@ -78,15 +87,24 @@ def test_no_credentials_is_401(secured):
 
 
 def test_a_spoofed_easy_auth_principal_is_not_trusted_when_easy_auth_is_off(secured, sim):
-    principal = {"auth_typ": "aad", "claims": [
-        {"typ": "http://schemas.microsoft.com/identity/claims/objectidentifier", "val": ADMIN_OID},
-        {"typ": "http://schemas.microsoft.com/identity/claims/tenantid", "val": TENANT},
-        {"typ": "roles", "val": "Gateway.Admin"}, {"typ": "roles", "val": "Gateway.Use"}]}
-    spoof = {"x-ms-client-principal": base64.b64encode(json.dumps(principal).encode()).decode(),
-             "x-ms-client-principal-id": ADMIN_OID, "x-ms-client-principal-idp": "aad"}
+    principal = {
+        "auth_typ": "aad",
+        "claims": [
+            {"typ": "http://schemas.microsoft.com/identity/claims/objectidentifier", "val": ADMIN_OID},
+            {"typ": "http://schemas.microsoft.com/identity/claims/tenantid", "val": TENANT},
+            {"typ": "roles", "val": "Gateway.Admin"},
+            {"typ": "roles", "val": "Gateway.Use"},
+        ],
+    }
+    spoof = {
+        "x-ms-client-principal": base64.b64encode(json.dumps(principal).encode()).decode(),
+        "x-ms-client-principal-id": ADMIN_OID,
+        "x-ms-client-principal-idp": "aad",
+    }
 
-    response = httpx.post(f"{secured.api}/openai/v1/chat/completions", headers=spoof,
-                          json={"model": "gpt-4o-mini", "messages": HELLO})
+    response = httpx.post(
+        f"{secured.api}/openai/v1/chat/completions", headers=spoof, json={"model": "gpt-4o-mini", "messages": HELLO}
+    )
     assert response.status_code == 401
     assert httpx.get(f"{secured.api}/manage/keys", headers=spoof).status_code == 401
     assert sim.requests() == []
@@ -99,15 +117,20 @@ def test_invalid_tokens_get_401_through_the_sdk(secured, issuer, tamper):
         "wrong_audience": lambda: issuer.token(aud="api://someone-else"),
         "other_key": lambda: issuer.token(kid="rogue"),
     }[tamper]()
-    client = openai.AzureOpenAI(azure_endpoint=secured.api, api_version=API_VERSION, azure_ad_token=token,
-                                max_retries=0)
+    client = openai.AzureOpenAI(
+        azure_endpoint=secured.api, api_version=API_VERSION, azure_ad_token=token, max_retries=0
+    )
     with pytest.raises(openai.AuthenticationError):
         client.chat.completions.create(model="gpt-4o-mini", messages=HELLO)
 
 
 def test_a_caller_without_the_use_role_is_forbidden(secured, issuer, sim):
-    client = openai.AzureOpenAI(azure_endpoint=secured.api, api_version=API_VERSION, max_retries=0,
-                                azure_ad_token=issuer.token(roles=["Usage.Read"]))
+    client = openai.AzureOpenAI(
+        azure_endpoint=secured.api,
+        api_version=API_VERSION,
+        max_retries=0,
+        azure_ad_token=issuer.token(roles=["Usage.Read"]),
+    )
     with pytest.raises(openai.PermissionDeniedError, match="Gateway.Use"):
         client.chat.completions.create(model="gpt-4o-mini", messages=HELLO)
     assert sim.requests() == []
@@ -120,16 +143,25 @@ def test_me_describes_the_caller(secured, issuer):
     assert me["roles"] == ["Gateway.Use"] and me["can_call_models"] is True
     assert me["limits"]["max_output_tokens"] == 16384
 
-    app = httpx.get(f"{secured.api}/me", headers=bearer(issuer.token(
-        oid=APP_OID, drop=("scp", "name", "preferred_username"), idtyp="app"))).json()
+    app = httpx.get(
+        f"{secured.api}/me",
+        headers=bearer(issuer.token(oid=APP_OID, drop=("scp", "name", "preferred_username"), idtyp="app")),
+    ).json()
     assert app["kind"] == "app" and app["name"] == CALLING_APP
 
 
 def test_api_key_lifecycle_for_a_tool_that_only_speaks_api_key(secured, issuer, sim):
     admin = bearer(admin_token(issuer))
-    created = httpx.post(f"{secured.api}/manage/keys", headers=admin, json={
-        "name": "chat front-end", "owner": {"id": f"{TENANT}/{APP_OID}", "name": "Chat UI", "kind": "app"},
-        "roles": ["Gateway.Use"], "expires_in_days": 30})
+    created = httpx.post(
+        f"{secured.api}/manage/keys",
+        headers=admin,
+        json={
+            "name": "chat front-end",
+            "owner": {"id": f"{TENANT}/{APP_OID}", "name": "Chat UI", "kind": "app"},
+            "roles": ["Gateway.Use"],
+            "expires_in_days": 30,
+        },
+    )
     assert created.status_code == 201, created.text
     issued = created.json()
     key, key_id = issued["key"], issued["key_id"]
@@ -158,8 +190,11 @@ def test_api_key_lifecycle_for_a_tool_that_only_speaks_api_key(secured, issuer, 
 
 
 def test_keys_never_carry_the_admin_role(secured, issuer):
-    response = httpx.post(f"{secured.api}/manage/keys", headers=bearer(admin_token(issuer)),
-                          json={"name": "escalate", "roles": ["Gateway.Admin"]})
+    response = httpx.post(
+        f"{secured.api}/manage/keys",
+        headers=bearer(admin_token(issuer)),
+        json={"name": "escalate", "roles": ["Gateway.Admin"]},
+    )
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "roles"
 
@@ -170,19 +205,27 @@ def test_management_needs_the_admin_role(secured, issuer):
     assert response.status_code == 403
     assert "Gateway.Admin" in response.json()["error"]["message"]
     assert httpx.get(f"{secured.api}/manage/keys", headers=user).status_code == 403
-    assert httpx.put(f"{secured.api}/manage/policies/{TENANT}/{USER_OID}", headers=user,
-                     json={"allowed_deployments": []}).status_code == 403
+    assert (
+        httpx.put(
+            f"{secured.api}/manage/policies/{TENANT}/{USER_OID}", headers=user, json={"allowed_deployments": []}
+        ).status_code
+        == 403
+    )
 
 
 def test_per_caller_deployment_allowlist(secured, issuer, sim):
     oid = "eeeeeeee-0000-4000-8000-000000000005"
     admin = bearer(admin_token(issuer))
-    put = httpx.put(f"{secured.api}/manage/policies/{TENANT}/{oid}", headers=admin,
-                    json={"allowed_deployments": ["text-embedding-3-small"], "note": "embeddings only"})
+    put = httpx.put(
+        f"{secured.api}/manage/policies/{TENANT}/{oid}",
+        headers=admin,
+        json={"allowed_deployments": ["text-embedding-3-small"], "note": "embeddings only"},
+    )
     assert put.status_code == 200, put.text
 
-    client = openai.AzureOpenAI(azure_endpoint=secured.api, api_version=API_VERSION, max_retries=0,
-                                azure_ad_token=issuer.token(oid=oid))
+    client = openai.AzureOpenAI(
+        azure_endpoint=secured.api, api_version=API_VERSION, max_retries=0, azure_ad_token=issuer.token(oid=oid)
+    )
     with pytest.raises(openai.PermissionDeniedError, match="not allowed for this caller"):
         client.chat.completions.create(model="gpt-4o-mini", messages=HELLO)
     assert client.embeddings.create(model="text-embedding-3-small", input="ok").data
@@ -192,19 +235,26 @@ def test_per_caller_deployment_allowlist(secured, issuer, sim):
 
 
 @pytest.mark.parametrize("flag", ["True", "true", "TRUE"])
-def test_easy_auth_principal_is_trusted_when_easy_auth_is_on(start_gateway, simulator, storage_connection_string,
-                                                             flag):
-    gateway = start_gateway({
-        "AZURE_OPENAI_ENDPOINT": simulator.url,
-        "GATEWAY_STORAGE_CONNECTION_STRING": storage_connection_string,
-        "WEBSITE_AUTH_ENABLED": flag,
-    })
-    principal = {"auth_typ": "aad", "name_typ": "name", "role_typ": "roles", "claims": [
-        {"typ": "http://schemas.microsoft.com/identity/claims/objectidentifier", "val": USER_OID},
-        {"typ": "http://schemas.microsoft.com/identity/claims/tenantid", "val": TENANT},
-        {"typ": "name", "val": "Ada Lovelace"},
-        {"typ": "http://schemas.microsoft.com/identity/claims/scope", "val": "access_as_user"},
-        {"typ": "roles", "val": "Gateway.Use"}]}
+def test_easy_auth_principal_is_trusted_when_easy_auth_is_on(start_gateway, simulator, storage_connection_string, flag):
+    gateway = start_gateway(
+        {
+            "AZURE_OPENAI_ENDPOINT": simulator.url,
+            "GATEWAY_STORAGE_CONNECTION_STRING": storage_connection_string,
+            "WEBSITE_AUTH_ENABLED": flag,
+        }
+    )
+    principal = {
+        "auth_typ": "aad",
+        "name_typ": "name",
+        "role_typ": "roles",
+        "claims": [
+            {"typ": "http://schemas.microsoft.com/identity/claims/objectidentifier", "val": USER_OID},
+            {"typ": "http://schemas.microsoft.com/identity/claims/tenantid", "val": TENANT},
+            {"typ": "name", "val": "Ada Lovelace"},
+            {"typ": "http://schemas.microsoft.com/identity/claims/scope", "val": "access_as_user"},
+            {"typ": "roles", "val": "Gateway.Use"},
+        ],
+    }
     header = {"x-ms-client-principal": base64.b64encode(json.dumps(principal).encode()).decode()}
 
     me = httpx.get(f"{gateway.api}/me", headers=header).json()
@@ -215,13 +265,18 @@ def test_easy_auth_principal_is_trusted_when_easy_auth_is_on(start_gateway, simu
 
 def test_no_token_key_principal_or_prompt_reaches_the_logs(secured, issuer):
     token = user_token(issuer)
-    client = openai.AzureOpenAI(azure_endpoint=secured.api, api_version=API_VERSION, azure_ad_token=token,
-                                max_retries=0)
+    client = openai.AzureOpenAI(
+        azure_endpoint=secured.api, api_version=API_VERSION, azure_ad_token=token, max_retries=0
+    )
     client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": SECRET_PROMPT}])
-    list(client.chat.completions.create(model="gpt-4o-mini", stream=True,
-                                        messages=[{"role": "user", "content": SECRET_PROMPT}]))
-    issued = httpx.post(f"{secured.api}/manage/keys", headers=bearer(admin_token(issuer)),
-                        json={"name": "log probe"}).json()["key"]
+    list(
+        client.chat.completions.create(
+            model="gpt-4o-mini", stream=True, messages=[{"role": "user", "content": SECRET_PROMPT}]
+        )
+    )
+    issued = httpx.post(
+        f"{secured.api}/manage/keys", headers=bearer(admin_token(issuer)), json={"name": "log probe"}
+    ).json()["key"]
     httpx.get(f"{secured.api}/me", headers={"api-key": issued})
     httpx.get(f"{secured.api}/me", headers={"api-key": issued[:-2] + "xx"})  # a failing key
     httpx.get(f"{secured.api}/me", headers=bearer(token[:-4] + "AAAA"))  # a failing token

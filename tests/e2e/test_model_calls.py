@@ -89,8 +89,9 @@ def test_streaming_without_include_usage_hides_the_usage_chunk_the_gateway_asked
 
 
 def test_streaming_with_include_usage_keeps_the_usage_chunk(azure, sim):
-    chunks = list(azure.chat.completions.create(
-        model=CHAT, messages=HELLO, stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        azure.chat.completions.create(model=CHAT, messages=HELLO, stream=True, stream_options={"include_usage": True})
+    )
 
     usage = [c.usage for c in chunks if c.usage is not None]
     assert len(usage) == 1 and usage[0].completion_tokens == 12 and usage[0].prompt_tokens == 11
@@ -125,8 +126,9 @@ def test_responses_api(v1):
 
 
 def test_responses_api_on_the_dated_path(gateway, sim):
-    azure = openai.AzureOpenAI(azure_endpoint=gateway.api, api_key="local", api_version="2025-03-01-preview",
-                               max_retries=0)
+    azure = openai.AzureOpenAI(
+        azure_endpoint=gateway.api, api_key="local", api_version="2025-03-01-preview", max_retries=0
+    )
     response = azure.responses.create(model=CHAT, input="Say hello", max_output_tokens=3)
 
     assert response.output_text.split() == ["the", "gateway", "answered"]
@@ -186,8 +188,9 @@ def test_a_stream_cut_off_upstream_ends_with_an_error_the_sdk_raises(azure, sim)
 
 
 def test_gateway_errors_are_openai_shaped_with_a_request_id(gateway):
-    response = httpx.post(f"{gateway.api}/openai/v1/chat/completions", content=b"{not json",
-                          headers={"content-type": "application/json"})
+    response = httpx.post(
+        f"{gateway.api}/openai/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"}
+    )
 
     assert response.status_code == 400
     error = response.json()["error"]
@@ -205,11 +208,19 @@ def test_gateway_errors_are_openai_shaped_with_a_request_id(gateway):
         ({"model": CHAT, "messages": []}, 400, "invalid_type", "messages"),
         ({"model": CHAT, "messages": HELLO, "max_tokens": "10"}, 400, "invalid_type", "max_tokens"),
         ({"model": CHAT, "messages": HELLO, "max_tokens": 0}, 400, "invalid_type", "max_tokens"),
-        ({"model": CHAT, "messages": HELLO, "max_completion_tokens": 5000}, 400, "max_tokens_too_large",
-         "max_completion_tokens"),
+        (
+            {"model": CHAT, "messages": HELLO, "max_completion_tokens": 5000},
+            400,
+            "max_tokens_too_large",
+            "max_completion_tokens",
+        ),
         ({"model": CHAT, "messages": HELLO, "stream": "yes"}, 400, "invalid_type", "stream"),
-        ({"model": CHAT, "messages": HELLO, "stream": True, "stream_options": {"include_usage": 1}}, 400,
-         "invalid_type", "stream_options.include_usage"),
+        (
+            {"model": CHAT, "messages": HELLO, "stream": True, "stream_options": {"include_usage": 1}},
+            400,
+            "invalid_type",
+            "stream_options.include_usage",
+        ),
         ({"messages": HELLO}, 400, "missing_model", "model"),
         ({"model": "../../admin", "messages": HELLO}, 400, "invalid_deployment", "model"),
         ({"model": "gpt-unlisted", "messages": HELLO}, 404, "DeploymentNotFound", None),
@@ -241,16 +252,19 @@ def test_oversized_chunked_bodies_without_content_length_get_413(gateway, sim):
             yield b"y" * 1000
         yield b'"}]}'
 
-    response = httpx.post(f"{gateway.api}/openai/v1/chat/completions", content=chunks(),
-                          headers={"content-type": "application/json"})
+    response = httpx.post(
+        f"{gateway.api}/openai/v1/chat/completions", content=chunks(), headers={"content-type": "application/json"}
+    )
     assert response.status_code == 413
     assert sim.requests() == []
 
 
 def test_deployment_path_tricks_never_reach_the_upstream(gateway, sim):
-    for path in ("openai/deployments/..%2F..%2Fsecrets/chat/completions",
-                 "openai/deployments/a%3Fb/chat/completions",
-                 "openai/deployments/-x/chat/completions"):
+    for path in (
+        "openai/deployments/..%2F..%2Fsecrets/chat/completions",
+        "openai/deployments/a%3Fb/chat/completions",
+        "openai/deployments/-x/chat/completions",
+    ):
         response = httpx.post(f"{gateway.api}/{path}?api-version={API_VERSION}", json={"messages": HELLO})
         assert response.status_code in (400, 404), (path, response.status_code)
     assert sim.requests() == []
@@ -293,8 +307,9 @@ def _ledger_row(storage_connection_string: str, request_id: str, timeout: float 
     raise AssertionError(f"no ledger row for {request_id}")
 
 
-def test_a_stream_is_accounted_exactly_even_when_the_caller_did_not_ask_for_usage(gateway, azure,
-                                                                                  storage_connection_string):
+def test_a_stream_is_accounted_exactly_even_when_the_caller_did_not_ask_for_usage(
+    gateway, azure, storage_connection_string
+):
     stream = azure.chat.completions.with_raw_response.create(model=CHAT, messages=HELLO, stream=True)
     list(stream.parse())
 
@@ -303,7 +318,11 @@ def test_a_stream_is_accounted_exactly_even_when_the_caller_did_not_ask_for_usag
     assert "chat.completions gpt-4o-mini by local/developer status=200 outcome=completed tokens=11+12" in line
     row = _ledger_row(storage_connection_string, request_id)
     assert (row["PromptTokens"], row["CompletionTokens"], row["Estimated"], row["Outcome"]) == (
-        11, 12, False, "completed")
+        11,
+        12,
+        False,
+        "completed",
+    )
 
 
 def test_a_cut_off_stream_is_accounted_as_estimated(gateway, azure, sim, storage_connection_string):
@@ -319,8 +338,9 @@ def test_a_cut_off_stream_is_accounted_as_estimated(gateway, azure, sim, storage
 
 def test_a_caller_leaving_mid_stream_is_recorded_once(gateway, sim, storage_connection_string):
     sim.behave(chunk_delay_ms=300, completion_tokens=20)
-    with httpx.stream("POST", f"{gateway.api}/openai/v1/chat/completions",
-                      json={"model": CHAT, "messages": HELLO, "stream": True}) as response:
+    with httpx.stream(
+        "POST", f"{gateway.api}/openai/v1/chat/completions", json={"model": CHAT, "messages": HELLO, "stream": True}
+    ) as response:
         request_id = response.headers["x-gateway-request-id"]
         next(response.iter_raw())  # the first event arrived; now hang up
 
@@ -330,15 +350,16 @@ def test_a_caller_leaving_mid_stream_is_recorded_once(gateway, sim, storage_conn
     assert sum(f"model call {request_id} settled" in ln for ln in gateway.output().splitlines()) == 1
 
 
-
 def test_a_gateway_that_cannot_reach_storage_answers_503_openai_shaped(start_gateway, simulator):
     from tests.azurite import connection_string, free_port
 
-    broken = start_gateway({
-        "AZURE_OPENAI_ENDPOINT": simulator.url,
-        "GATEWAY_STORAGE_CONNECTION_STRING": connection_string(free_port()),  # nothing listens there
-        "GATEWAY_LOCAL_DEV_AUTH": "true",
-    })
+    broken = start_gateway(
+        {
+            "AZURE_OPENAI_ENDPOINT": simulator.url,
+            "GATEWAY_STORAGE_CONNECTION_STRING": connection_string(free_port()),  # nothing listens there
+            "GATEWAY_LOCAL_DEV_AUTH": "true",
+        }
+    )
     client = openai.OpenAI(base_url=f"{broken.api}/openai/v1", api_key="local", max_retries=0)
     with pytest.raises(openai.APIStatusError) as caught:
         client.chat.completions.create(model=CHAT, messages=HELLO)
@@ -351,7 +372,8 @@ def test_a_gateway_that_cannot_reach_storage_answers_503_openai_shaped(start_gat
 
 @pytest.mark.parametrize("raw", [b"[" * 5000 + b"]" * 5000, b'{"model": "gpt-4o-mini", "n": ' + b"9" * 5000 + b"}"])
 def test_pathological_json_is_a_400_not_a_500(gateway, sim, raw):
-    response = httpx.post(f"{gateway.api}/openai/v1/chat/completions", content=raw,
-                          headers={"content-type": "application/json"})
+    response = httpx.post(
+        f"{gateway.api}/openai/v1/chat/completions", content=raw, headers={"content-type": "application/json"}
+    )
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_json"
     assert sim.requests() == []

@@ -16,18 +16,21 @@ PRICES = '{"gpt-4o-mini": {"input": 0.15, "cached_input": 0.075, "output": 0.6}}
 
 @pytest.fixture(scope="module")
 def priced(start_gateway, simulator, storage_connection_string):
-    return start_gateway({
-        "AZURE_OPENAI_ENDPOINT": simulator.url,
-        "GATEWAY_STORAGE_CONNECTION_STRING": storage_connection_string,
-        "GATEWAY_LOCAL_DEV_AUTH": "true",  # the local developer is the admin issuing keys below
-        "GATEWAY_PRICES": PRICES,
-    })
+    return start_gateway(
+        {
+            "AZURE_OPENAI_ENDPOINT": simulator.url,
+            "GATEWAY_STORAGE_CONNECTION_STRING": storage_connection_string,
+            "GATEWAY_LOCAL_DEV_AUTH": "true",  # the local developer is the admin issuing keys below
+            "GATEWAY_PRICES": PRICES,
+        }
+    )
 
 
 def key_for(gateway, owner_id: str, roles: list[str]) -> str:
-    response = httpx.post(f"{gateway.api}/manage/keys", json={
-        "name": "usage test", "owner": {"id": owner_id, "name": "=SUM(1+1)", "kind": "app"},
-        "roles": roles})
+    response = httpx.post(
+        f"{gateway.api}/manage/keys",
+        json={"name": "usage test", "owner": {"id": owner_id, "name": "=SUM(1+1)", "kind": "app"}, "roles": roles},
+    )
     assert response.status_code == 201, response.text
     return response.json()["key"]
 
@@ -75,22 +78,29 @@ def test_usage_needs_the_usage_read_role_and_exports_csv(priced):
 
     finance = key_for(priced, f"tenant-x/{uuid.uuid4()}", ["Usage.Read"])
     openai.OpenAI(base_url=f"{priced.api}/openai/v1", api_key=user_key).chat.completions.create(
-        model="gpt-4o-mini", messages=HELLO)
+        model="gpt-4o-mini", messages=HELLO
+    )
     wait_for_usage(priced, owner, 1)
-    csv = httpx.get(f"{priced.api}/usage", headers={"api-key": finance},
-                    params={"caller_id": owner, "format": "csv", "group_by": "caller,day"})
+    csv = httpx.get(
+        f"{priced.api}/usage",
+        headers={"api-key": finance},
+        params={"caller_id": owner, "format": "csv", "group_by": "caller,day"},
+    )
     assert csv.status_code == 200 and csv.headers["content-type"].startswith("text/csv")
     header, row = csv.text.strip().splitlines()
     assert header.startswith("caller_id,caller_name,day,requests,")
     assert row.startswith(f"{owner},'=SUM(1+1),") and ",1,0,11,12,23," in row  # formula neutralised
 
 
-@pytest.mark.parametrize("params, code", [
-    ({"from": "2026-13-01"}, "invalid_date"),
-    ({"from": "2026-11-02", "to": "2026-11-01"}, "invalid_date"),
-    ({"from": "2026-01-01", "to": "2026-12-31"}, "range_too_long"),
-    ({"group_by": "caller,colour"}, "invalid_request"),
-])
+@pytest.mark.parametrize(
+    "params, code",
+    [
+        ({"from": "2026-13-01"}, "invalid_date"),
+        ({"from": "2026-11-02", "to": "2026-11-01"}, "invalid_date"),
+        ({"from": "2026-01-01", "to": "2026-12-31"}, "range_too_long"),
+        ({"group_by": "caller,colour"}, "invalid_request"),
+    ],
+)
 def test_bad_usage_queries(priced, params, code):
     response = httpx.get(f"{priced.api}/usage", params=params)
     assert response.status_code == 400 and response.json()["error"]["code"] == code

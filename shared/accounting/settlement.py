@@ -1,0 +1,113 @@
+"""Reserve before forwarding, settle after: the seam where quotas and the usage ledger live.
+
+``reserve`` runs before a model call is forwarded and may refuse it (a 429/403 GatewayError); ``settle``
+runs exactly once after the call ended, however it ended (complete, upstream error, cut-off stream,
+caller gone), with the usage the upstream reported or an estimate flagged as such. Settling writes the
+call to the usage ledger (with its cost at today's price) and logs one line of counts and identifiers,
+never prompt or completion text.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from shared.accounting.ledger import UsageLedger, UsageRecord
+from shared.accounting.prices import Price
+from shared.auth.identity import Caller
+from shared.protocol.calls import ModelCall
+from shared.protocol.usage import Usage
+
+log = logging.getLogger("gateway.usage")
+
+
+@dataclass
+class Reservation:
+    request_id: str
+    caller: Caller
+    call: ModelCall
+    started: float = field(default_factory=time.monotonic)
+    settled: bool = False
+
+    def claim(self) -> bool:
+        """Take the one right to settle this call (synchronous, so no await can race it)."""
+        if self.settled:
+            return False
+        self.settled = True
+        return True
+
+
+class Accounting:
+    def __init__(self, ledger: UsageLedger, prices: Mapping[str, Price]) -> None:
+        self.ledger = ledger
+        self.prices = prices
+
+    async def reserve(self, caller: Caller, call: ModelCall, request_id: str) -> Reservation:
+        return Reservation(request_id, caller, call)
+
+    async def settle(self, reservation: Reservation, usage: Usage | None, status: int, *, outcome: str) -> None:
+        """Settle once: the first call records, any later one does nothing."""
+        if reservation.claim():
+            await self.record(reservation, usage, status, outcome=outcome)
+
+    async def record(self, reservation: Reservation, usage: Usage | None, status: int, *, outcome: str) -> None:
+        """Record a call whose settlement the caller has already claimed."""
+        usage = usage or Usage()
+        caller, call = reservation.caller, reservation.call
+        price = self.prices.get(call.deployment)
+        record = UsageRecord(
+            request_id=reservation.request_id,
+            at=datetime.now(UTC),
+            caller_id=caller.id,
+            caller_name=caller.name,
+            tenant=caller.tenant,
+            auth_method=caller.auth_method,
+            key_id=caller.key_id,
+            operation=call.operation.name,
+            deployment=call.deployment,
+            stream=call.stream,
+            status=status,
+            outcome=outcome,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cached_tokens=usage.cached_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+            estimated=usage.estimated,
+            cost_usd=price.cost(usage) if price else None,
+            duration_ms=round((time.monotonic() - reservation.started) * 1000),
+        )
+        log.info(
+            "model call %s settled: %s %s by %s status=%s outcome=%s tokens=%d+%d%s",
+            record.request_id,
+            record.operation,
+            record.deployment,
+            record.caller_id,
+            status,
+            outcome,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            " (estimated)" if usage.estimated else "",
+            # Flat, primitive attributes: Azure Monitor turns them into customDimensions of the trace record.
+            extra={
+                f"gateway_{key}": value
+                for key, value in {
+                    "request_id": record.request_id,
+                    "caller_id": record.caller_id,
+                    "auth_method": record.auth_method,
+                    "operation": record.operation,
+                    "deployment": record.deployment,
+                    "stream": record.stream,
+                    "status": status,
+                    "outcome": outcome,
+                    "prompt_tokens": usage.prompt_tokens,
+                    "completion_tokens": usage.completion_tokens,
+                    "total_tokens": usage.total_tokens,
+                    "usage_estimated": usage.estimated,
+                    "duration_ms": record.duration_ms,
+                }.items()
+            },
+        )
+        await self.ledger.record(record)

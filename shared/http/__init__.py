@@ -1,0 +1,20 @@
+"""The HTTP edge: one Functions blueprint per area, each a thin layer over the runtime's services.
+
+``function_app.py`` registers :func:`blueprints`; nothing here holds behaviour that the request path, the
+policy or finance packages do not already own.
+"""
+
+import azure.functions as func
+
+from shared.http import admin, finance, me, model_calls, probes
+from shared.runtime import Runtime
+
+
+def blueprints(runtime: Runtime) -> list[func.Blueprint]:
+    return [
+        model_calls.blueprint(runtime),
+        probes.blueprint(runtime),
+        me.blueprint(runtime),
+        admin.blueprint(runtime),
+        finance.blueprint(runtime),
+    ]

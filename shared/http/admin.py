@@ -1,0 +1,162 @@
+"""Administration: gateway API keys and per-caller policies (``Gateway.Admin``).
+
+Keys can never carry ``Gateway.Admin`` (an API key that could mint more keys would outlive any review of who
+holds it).
+
+No ``from __future__ import annotations`` here: the Functions worker reads the handlers' ``Request`` annotation.
+"""
+
+import json
+import logging
+from dataclasses import asdict, is_dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import azure.functions as func
+from azurefunctions.extensions.http.fastapi import JSONResponse, Request, Response
+
+from shared.auth.apikeys import ApiKeyStore
+from shared.auth.identity import ROLE_ADMIN, ROLE_USAGE_READ, ROLE_USE, Caller
+from shared.errors import bad_request, not_found
+from shared.http.handling import authenticated, json_body, new_blueprint
+from shared.policy.authorization import require_role
+from shared.policy.callers import CallerPolicy
+from shared.runtime import Runtime, Services
+
+log = logging.getLogger(__name__)
+
+KEY_ROLES = frozenset({ROLE_USE, ROLE_USAGE_READ})
+MAX_KEY_DAYS = 365
+
+
+def blueprint(runtime: Runtime) -> func.Blueprint:
+    bp = new_blueprint()
+
+    # --- /api/manage/keys ----------------------------------------------------------------------------------------
+
+    @bp.route(route="manage/keys", methods=["POST"])
+    async def manage_create_key(req: Request) -> Response:
+        async def action(services: Services, caller: Caller) -> Response:
+            require_role(caller, ROLE_ADMIN)
+            body = await json_body(req)
+            name = body.get("name")
+            if not isinstance(name, str) or not 1 <= len(name.strip()) <= 100:
+                raise bad_request(
+                    "'name' is required (1 to 100 characters), e.g. the tool that will use the key.", param="name"
+                )
+            issued = await _key_store(services).issue(_key_owner(caller, body), name.strip(), _expiry(body))
+            return JSONResponse(_jsonable(issued), status_code=201)
+
+        return await authenticated(runtime, req, action)
+
+    @bp.route(route="manage/keys", methods=["GET"])
+    async def manage_list_keys(req: Request) -> Response:
+        async def action(services: Services, caller: Caller) -> Response:
+            require_role(caller, ROLE_ADMIN)
+            keys = await _key_store(services).list_keys(owner_id=req.query_params.get("owner_id"))
+            return JSONResponse({"data": [_jsonable(k) for k in keys]})
+
+        return await authenticated(runtime, req, action)
+
+    @bp.route(route="manage/keys/{key_id}/rotate", methods=["POST"])
+    async def manage_rotate_key(req: Request) -> Response:
+        async def action(services: Services, caller: Caller) -> Response:
+            require_role(caller, ROLE_ADMIN)
+            rotated = await _key_store(services).rotate(req.path_params["key_id"])
+            return JSONResponse(_jsonable(rotated))
+
+        return await authenticated(runtime, req, action)
+
+    @bp.route(route="manage/keys/{key_id}", methods=["DELETE"])
+    async def manage_revoke_key(req: Request) -> Response:
+        async def action(services: Services, caller: Caller) -> Response:
+            require_role(caller, ROLE_ADMIN)
+            await _key_store(services).revoke(req.path_params["key_id"])
+            return Response(status_code=204)
+
+        return await authenticated(runtime, req, action)
+
+    # --- /api/manage/policies/{tenant}/{principal} -----------------------------------------------------------------
+
+    @bp.route(route="manage/policies/{tenant}/{principal}", methods=["GET"])
+    async def manage_get_policy(req: Request) -> Response:
+        async def action(services: Services, caller: Caller) -> Response:
+            require_role(caller, ROLE_ADMIN)
+            return JSONResponse((await services.policies.get(_policy_caller_id(req))).to_json())
+
+        return await authenticated(runtime, req, action)
+
+    @bp.route(route="manage/policies/{tenant}/{principal}", methods=["PUT"])
+    async def manage_put_policy(req: Request) -> Response:
+        async def action(services: Services, caller: Caller) -> Response:
+            require_role(caller, ROLE_ADMIN)
+            policy = CallerPolicy.from_request(_policy_caller_id(req), await json_body(req))
+            await services.policies.put(policy)
+            log.info(
+                "caller policy updated", extra={"gateway_policy_caller": policy.caller_id, "gateway_admin": caller.id}
+            )
+            return JSONResponse(policy.to_json())
+
+        return await authenticated(runtime, req, action)
+
+    return bp
+
+
+def _key_store(services: Services) -> ApiKeyStore:
+    if services.api_keys is None:
+        raise not_found("Gateway API keys are disabled (GATEWAY_API_KEYS_ENABLED=false).", code="api_keys_disabled")
+    return services.api_keys
+
+
+def _key_owner(admin: Caller, body: dict[str, Any]) -> Caller:
+    """The principal a new key acts as: the admin by default, or the named owner (an app or a user)."""
+    roles = body.get("roles", [ROLE_USE])
+    if not isinstance(roles, list) or not roles or not set(roles) <= KEY_ROLES:
+        raise bad_request(
+            f"'roles' must be a non-empty subset of {sorted(KEY_ROLES)}; keys never carry {ROLE_ADMIN}.", param="roles"
+        )
+    owner = body.get("owner")
+    if owner is None:
+        granted = frozenset(roles) & admin.roles  # a key never grants more than its owner has
+        if not granted:
+            raise bad_request(
+                "You hold none of the requested roles, so a key for yourself could do nothing.", param="roles"
+            )
+        return Caller(admin.id, admin.name, admin.tenant, admin.kind, granted, "api-key")
+    if not isinstance(owner, dict) or not isinstance(owner.get("id"), str) or not owner["id"].strip():
+        raise bad_request("'owner' must be an object with an 'id' (e.g. '<tenant id>/<object id>').", param="owner")
+    kind = owner.get("kind", "app")
+    if kind not in ("user", "app"):
+        raise bad_request("'owner.kind' must be 'user' or 'app'.", param="owner.kind")
+    return Caller(
+        owner["id"].strip(),
+        str(owner.get("name") or owner["id"]),
+        owner.get("tenant"),
+        kind,
+        frozenset(roles),
+        "api-key",
+    )
+
+
+def _expiry(body: dict[str, Any]) -> datetime | None:
+    days = body.get("expires_in_days", 90)
+    if days is None:
+        return None
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_KEY_DAYS:
+        raise bad_request(
+            f"'expires_in_days' must be a whole number from 1 to {MAX_KEY_DAYS}, or null.", param="expires_in_days"
+        )
+    return datetime.now(UTC) + timedelta(days=days)
+
+
+def _policy_caller_id(request: Request) -> str:
+    return f"{request.path_params['tenant']}/{request.path_params['principal']}"
+
+
+def _jsonable(value: Any) -> Any:
+    """Dataclasses / dicts from the key store as JSON (datetimes as ISO 8601)."""
+    if hasattr(value, "to_json"):
+        return value.to_json()
+    if is_dataclass(value) and not isinstance(value, type):
+        value = asdict(value)
+    return json.loads(json.dumps(value, default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v)))

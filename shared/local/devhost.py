@@ -1,0 +1,127 @@
+"""Serve the function app's own HTTP functions locally, without Azure Functions Core Tools.
+
+This indexes ``function_app.app`` through the ``azure-functions`` library (the same registrations the
+Functions worker reads), mounts each HTTP function at ``/<routePrefix>/<route>`` from ``host.json``, and
+serves them with uvicorn: the handlers, routes and streaming responses are the ones Azure runs.
+Like ``func start`` it loads ``local.settings.json`` ("Values") into the environment first, without
+overriding variables that are already set.
+
+    python -m shared.local.devhost [--port 7071] [--settings local.settings.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import logging
+import os
+import re
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.routing import Route
+
+ROOT = Path(__file__).resolve().parents[2]
+ALL_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
+
+
+def load_local_settings(path: Path) -> dict[str, str]:
+    if not path.exists():
+        return {}
+    values = json.loads(path.read_text()).get("Values", {})
+    return {key: str(value) for key, value in values.items()}
+
+
+def route_prefix(host_json: Path) -> str:
+    try:
+        config = json.loads(host_json.read_text())
+    except FileNotFoundError:
+        return "api"
+    prefix: str = config.get("extensions", {}).get("http", {}).get("routePrefix", "api")
+    return prefix.strip("/")
+
+
+def starlette_path(prefix: str, route: str) -> str:
+    """ASP.NET route template to Starlette path: ``{name:int?}`` -> ``{name}``, ``{*rest}`` -> ``{rest:path}``."""
+    path = "/" + "/".join(part for part in (prefix, route.strip("/")) if part)
+
+    def parameter(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name.startswith("*"):
+            return "{" + name[1:] + ":path}"
+        return "{" + name.split(":")[0].rstrip("?") + "}"
+
+    return re.sub(r"\{([^}]+)\}", parameter, path)
+
+
+def http_routes(function_app: Any, prefix: str) -> list[Route]:
+    routes = []
+    for function in function_app.get_functions():
+        trigger = function.get_trigger()
+        if trigger is None or trigger.get_binding_name() != "httpTrigger":
+            continue
+        handler = function.get_user_function()
+        methods = [str(m.value if hasattr(m, "value") else m).upper() for m in (trigger.methods or [])] or ALL_METHODS
+
+        async def endpoint(request: Request, _handler: Any = handler, _param: str = trigger.name) -> Any:
+            return await _handler(**{_param: request})
+
+        routes.append(
+            Route(
+                starlette_path(prefix, trigger.route or function.get_function_name()),
+                endpoint,
+                methods=methods,
+                name=function.get_function_name(),
+            )
+        )
+    return routes
+
+
+def build_app(module_name: str = "function_app") -> Starlette:
+    module = importlib.import_module(module_name)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        yield
+        runtime = getattr(module, "runtime", None)
+        if runtime is not None:
+            await runtime.aclose()
+
+    return Starlette(routes=http_routes(module.app, route_prefix(ROOT / "host.json")), lifespan=lifespan)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=7071)
+    parser.add_argument("--settings", type=Path, default=ROOT / "local.settings.json")
+    args = parser.parse_args(argv)
+    for key, value in load_local_settings(args.settings).items():
+        os.environ.setdefault(key, value)
+    # The Functions worker configures logging in Azure; here the root logger shows the gateway's own records.
+    logging.basicConfig(
+        level=os.environ.get("GATEWAY_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    sys.path.insert(0, str(ROOT))
+    app = build_app()
+    base = f"http://{args.host}:{args.port}"
+    print(f"AI gateway listening on {base}/api  (health: {base}/api/health)", flush=True)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=os.environ.get("GATEWAY_DEVHOST_LOG_LEVEL", "info"),
+        timeout_graceful_shutdown=5,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""What a verified caller may do: its app roles, and the per-caller policy an admin set."""
+
+from __future__ import annotations
+
+from shared.auth.identity import ROLE_USE, Caller
+from shared.errors import forbidden
+from shared.policy.callers import CallerPolicyStore
+from shared.protocol.calls import ModelCall
+
+
+def require_role(caller: Caller, role: str) -> None:
+    if not caller.has_role(role):
+        raise forbidden(
+            f"This operation needs the '{role}' app role, which the caller does not have.", code="missing_role"
+        )
+
+
+class Authorizer:
+    def __init__(self, policies: CallerPolicyStore) -> None:
+        self.policies = policies
+
+    async def authorize(self, caller: Caller, call: ModelCall) -> None:
+        require_role(caller, ROLE_USE)
+        policy = await self.policies.get(caller.id)
+        if policy.allowed_deployments is not None and call.deployment not in policy.allowed_deployments:
+            raise forbidden(
+                f"The deployment '{call.deployment}' is not allowed for this caller.", code="deployment_not_allowed"
+            )

@@ -1,0 +1,94 @@
+"""Per-caller policies set by an admin, kept in Table Storage and cached briefly per instance."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from azure.core.exceptions import ResourceNotFoundError
+from azure.data.tables import UpdateMode
+from azure.data.tables.aio import TableClient
+
+from shared.errors import bad_request
+from shared.protocol.deployments import is_deployment_name
+from shared.storage.tables import table_key
+
+POLICY_PARTITION = "policy"
+POLICY_CACHE_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class CallerPolicy:
+    """Per-caller restrictions set by an admin. ``allowed_deployments=None`` means every gateway deployment."""
+
+    caller_id: str
+    allowed_deployments: frozenset[str] | None = None
+    note: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "caller_id": self.caller_id,
+            "allowed_deployments": sorted(self.allowed_deployments) if self.allowed_deployments is not None else None,
+            "note": self.note,
+        }
+
+    @classmethod
+    def from_request(cls, caller_id: str, body: object) -> CallerPolicy:
+        if not isinstance(body, dict):
+            raise bad_request("The policy must be a JSON object.")
+        allowed = body.get("allowed_deployments")
+        if allowed is not None:
+            if not isinstance(allowed, list) or not all(is_deployment_name(d) for d in allowed):
+                raise bad_request(
+                    "'allowed_deployments' must be null or an array of deployment names.", param="allowed_deployments"
+                )
+            allowed = frozenset(allowed)
+        note = body.get("note", "")
+        if not isinstance(note, str) or len(note) > 500:
+            raise bad_request("'note' must be a string of at most 500 characters.", param="note")
+        return cls(caller_id, allowed, note)
+
+
+class CallerPolicyStore:
+    """Policies by caller id, cached briefly per instance (changes reach every instance within the cache time)."""
+
+    def __init__(self, table: TableClient, cache_seconds: float = POLICY_CACHE_SECONDS) -> None:
+        self._table = table
+        self._cache_seconds = cache_seconds
+        self._cache: dict[str, tuple[float, CallerPolicy]] = {}
+
+    async def get(self, caller_id: str) -> CallerPolicy:
+        cached = self._cache.get(caller_id)
+        if cached and time.monotonic() - cached[0] < self._cache_seconds:
+            return cached[1]
+        try:
+            entity = await self._table.get_entity(POLICY_PARTITION, table_key(caller_id))
+        except ResourceNotFoundError:
+            policy = CallerPolicy(caller_id)
+        else:
+            allowed = entity.get("AllowedDeployments")
+            policy = CallerPolicy(
+                caller_id,
+                frozenset(json.loads(allowed)) if allowed is not None else None,
+                entity.get("Note", ""),
+            )
+        self._cache[caller_id] = (time.monotonic(), policy)
+        return policy
+
+    async def put(self, policy: CallerPolicy) -> None:
+        entity = {
+            "PartitionKey": POLICY_PARTITION,
+            "RowKey": table_key(policy.caller_id),
+            "CallerId": policy.caller_id,
+            "Note": policy.note,
+        }
+        if policy.allowed_deployments is not None:
+            entity["AllowedDeployments"] = json.dumps(sorted(policy.allowed_deployments))
+        await self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+        self._cache.pop(policy.caller_id, None)
+
+    async def delete(self, caller_id: str) -> None:
+        await self._table.delete_entity(POLICY_PARTITION, table_key(caller_id))
+        self._cache.pop(caller_id, None)

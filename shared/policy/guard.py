@@ -1,0 +1,141 @@
+"""Guardrails: what the gateway accepts before anything is reserved or forwarded.
+
+Each check fails with a 4xx OpenAI-shaped error that names the offending parameter; nothing that fails
+here reaches the upstream or is recorded as usage.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+
+from shared.errors import bad_request, not_found
+from shared.json_body import parse_json_object, read_body
+from shared.protocol.api_versions import is_api_version
+from shared.protocol.calls import ModelCall
+from shared.protocol.deployments import is_deployment_name
+from shared.protocol.operations import Operation, OperationKind
+from shared.protocol.tokens import estimate_prompt_tokens
+from shared.settings import GuardrailSettings
+
+
+def check_deployment(name: Any, settings: GuardrailSettings, *, param: str | None = None) -> str:
+    if not isinstance(name, str) or not name:
+        raise bad_request(
+            "A deployment name is required (the 'model' field on the v1 API).", code="missing_model", param=param
+        )
+    if not is_deployment_name(name):
+        raise bad_request(
+            "The deployment name may use letters, digits, '.', '_' and '-' only (at most 64 characters).",
+            code="invalid_deployment",
+            param=param,
+        )
+    if settings.allowed_deployments is not None and name not in settings.allowed_deployments:
+        raise not_found(f"The deployment '{name}' is not available through this gateway.", code="DeploymentNotFound")
+    return name
+
+
+def check_api_version(request: Request, operation: Operation) -> str | None:
+    if not operation.style.dated:
+        return None
+    version = request.query_params.get("api-version")
+    if not version:
+        raise bad_request(
+            "The 'api-version' query parameter is required, e.g. ?api-version=2024-10-21.",
+            code="missing_api_version",
+            param="api-version",
+        )
+    if not is_api_version(version):
+        raise bad_request(
+            f"The api-version {version!r} is not a valid Azure OpenAI API version.",
+            code="invalid_api_version",
+            param="api-version",
+        )
+    return version
+
+
+def _check_types(body: dict[str, Any], operation: Operation) -> None:
+    if "stream" in body and not isinstance(body["stream"], bool):
+        raise bad_request("'stream' must be true or false.", code="invalid_type", param="stream")
+    if body.get("stream") and not operation.can_stream:
+        raise bad_request(f"{operation.name} does not support streaming.", code="invalid_value", param="stream")
+    options = body.get("stream_options")
+    if options is not None:
+        if not isinstance(options, dict):
+            raise bad_request("'stream_options' must be an object.", code="invalid_type", param="stream_options")
+        if "include_usage" in options and not isinstance(options["include_usage"], bool):
+            raise bad_request(
+                "'stream_options.include_usage' must be true or false.",
+                code="invalid_type",
+                param="stream_options.include_usage",
+            )
+    if operation.kind is OperationKind.CHAT:
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+            raise bad_request(
+                "'messages' must be a non-empty array of message objects.", code="invalid_type", param="messages"
+            )
+    elif operation.kind is OperationKind.COMPLETIONS:
+        if not isinstance(body.get("prompt"), (str, list)):
+            raise bad_request("'prompt' must be a string or an array.", code="invalid_type", param="prompt")
+    elif operation.kind is OperationKind.EMBEDDINGS:
+        value = body.get("input")
+        if not isinstance(value, (str, list)) or value in ("", []):
+            raise bad_request("'input' must be a non-empty string or array.", code="invalid_type", param="input")
+    elif operation.kind is OperationKind.RESPONSES:
+        if not isinstance(body.get("input"), (str, list)):
+            raise bad_request(
+                "'input' must be a string or an array of input items.", code="invalid_type", param="input"
+            )
+
+
+def _check_output_limit(body: dict[str, Any], operation: Operation, settings: GuardrailSettings) -> int | None:
+    limit: int | None = None
+    for field in operation.output_limit_fields:
+        if field not in body or body[field] is None:
+            continue
+        value = body[field]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise bad_request(f"'{field}' must be a positive integer.", code="invalid_type", param=field)
+        if value > settings.max_output_tokens:
+            raise bad_request(
+                f"'{field}' is {value}, above this gateway's ceiling of {settings.max_output_tokens} tokens.",
+                code="max_tokens_too_large",
+                param=field,
+            )
+        limit = value if limit is None else min(limit, value)
+    return limit
+
+
+async def guard(
+    request: Request, operation: Operation, settings: GuardrailSettings, deployment: str | None
+) -> ModelCall:
+    """Apply every guardrail to an incoming model request and describe what to forward."""
+    api_version = check_api_version(request, operation)
+    body = parse_json_object(await read_body(request, settings.max_request_bytes))
+    if operation.style.deployment_in_path:
+        deployment = check_deployment(deployment, settings)
+    else:
+        deployment = check_deployment(body.get("model"), settings, param="model")
+    _check_types(body, operation)
+    max_output = _check_output_limit(body, operation, settings)
+    prompt_estimate = estimate_prompt_tokens(body)
+    if prompt_estimate > settings.max_prompt_tokens:
+        raise bad_request(
+            f"The prompt is about {prompt_estimate} tokens, above this gateway's limit of "
+            f"{settings.max_prompt_tokens}.",
+            code="prompt_too_large",
+        )
+    stream = bool(body.get("stream", False))
+    wants_usage = bool((body.get("stream_options") or {}).get("include_usage", False))
+    return ModelCall(
+        operation=operation,
+        deployment=deployment,
+        api_version=api_version,
+        body=body,
+        stream=stream,
+        client_wants_stream_usage=wants_usage,
+        prompt_tokens_estimate=prompt_estimate,
+        max_output_tokens=max_output,
+    )

@@ -1,0 +1,66 @@
+"""The OpenAI-compatible operations the gateway serves, and where each goes upstream."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from urllib.parse import quote
+
+
+class OperationKind(StrEnum):
+    """What an operation does, whichever API style carries it; the value is what logs and usage rows record."""
+
+    CHAT = "chat.completions"
+    COMPLETIONS = "completions"
+    EMBEDDINGS = "embeddings"
+    RESPONSES = "responses"
+
+
+class ApiStyle(StrEnum):
+    """Where the deployment and the api-version go."""
+
+    DEPLOYMENTS = "deployments"  # dated API, deployment in the path: /openai/deployments/{d}/...?api-version=
+    DATED = "dated"  # dated API, deployment as the body's "model": /openai/responses?api-version=
+    V1 = "v1"  # v1 API, deployment as the body's "model", no api-version: /openai/v1/...
+
+    @property
+    def deployment_in_path(self) -> bool:
+        return self is ApiStyle.DEPLOYMENTS
+
+    @property
+    def dated(self) -> bool:
+        return self is not ApiStyle.V1
+
+
+@dataclass(frozen=True)
+class Operation:
+    kind: OperationKind
+    path: str  # below the deployment (dated API) or below /openai/v1
+    style: ApiStyle
+    # Body fields that cap the output, in the order the upstream honours them.
+    output_limit_fields: tuple[str, ...] = ()
+    can_stream: bool = True
+
+    @property
+    def name(self) -> str:
+        """For logs, messages and usage records: ``chat.completions``, ``embeddings``, ..."""
+        return self.kind.value
+
+    def upstream_path(self, deployment: str) -> str:
+        """Path below the Azure OpenAI endpoint's ``/openai`` root (``/v1`` is part of the v1 client's base URL)."""
+        if self.style.deployment_in_path:
+            return f"/deployments/{quote(deployment, safe='')}/{self.path}"
+        return f"/{self.path}"
+
+
+_CHAT_LIMITS = ("max_completion_tokens", "max_tokens")
+_RESPONSES_LIMITS = ("max_output_tokens",)
+
+CHAT = Operation(OperationKind.CHAT, "chat/completions", ApiStyle.DEPLOYMENTS, _CHAT_LIMITS)
+COMPLETIONS = Operation(OperationKind.COMPLETIONS, "completions", ApiStyle.DEPLOYMENTS, ("max_tokens",))
+EMBEDDINGS = Operation(OperationKind.EMBEDDINGS, "embeddings", ApiStyle.DEPLOYMENTS, can_stream=False)
+RESPONSES = Operation(OperationKind.RESPONSES, "responses", ApiStyle.DATED, _RESPONSES_LIMITS)
+
+V1_CHAT = Operation(OperationKind.CHAT, "chat/completions", ApiStyle.V1, _CHAT_LIMITS)
+V1_EMBEDDINGS = Operation(OperationKind.EMBEDDINGS, "embeddings", ApiStyle.V1, can_stream=False)
+V1_RESPONSES = Operation(OperationKind.RESPONSES, "responses", ApiStyle.V1, _RESPONSES_LIMITS)

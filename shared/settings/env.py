@@ -1,0 +1,214 @@
+"""Reading the settings from the environment (app settings in Azure, ``local.settings.json`` locally).
+
+A bad value stops the app at start-up with a :class:`SettingsError` that names the setting, instead of failing on
+the first request.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import TypeVar
+from urllib.parse import urlparse
+
+from shared.accounting.prices import Price, PriceError, parse_prices
+from shared.hosting import easy_auth_enabled, https_or_loopback, is_loopback_http, running_in_azure
+from shared.protocol.api_versions import DEFAULT_API_VERSION, DEFAULT_STREAM_USAGE_MIN_API_VERSION, is_api_version
+from shared.protocol.deployments import is_deployment_name
+from shared.settings.sections import (
+    AccountingSettings,
+    AuthSettings,
+    GuardrailSettings,
+    Settings,
+    StorageSettings,
+    UpstreamSettings,
+)
+
+N = TypeVar("N", int, float)
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names it and says what is expected."""
+
+
+def settings_from_env(env: Mapping[str, str]) -> Settings:
+    in_azure = running_in_azure(env)
+    settings = Settings(
+        upstream=_upstream(env, in_azure),
+        guardrails=GuardrailSettings(
+            allowed_deployments=_deployments(env, "GATEWAY_ALLOWED_DEPLOYMENTS"),
+            max_request_bytes=_positive_int(env, "GATEWAY_MAX_REQUEST_BYTES", 4 * 1024 * 1024),
+            max_prompt_tokens=_positive_int(env, "GATEWAY_MAX_PROMPT_TOKENS", 128_000),
+            max_output_tokens=_positive_int(env, "GATEWAY_MAX_OUTPUT_TOKENS", 16_384),
+        ),
+        storage=_storage(env, in_azure),
+        auth=AuthSettings(
+            tenant_ids=_list(env, "GATEWAY_AUTH_TENANT_IDS"),
+            client_id=_str(env, "GATEWAY_AUTH_CLIENT_ID"),
+            authority=_authority(env, "GATEWAY_AUTH_AUTHORITY"),
+            easy_auth=easy_auth_enabled(env),
+            api_keys_enabled=_bool(env, "GATEWAY_API_KEYS_ENABLED", True),
+            api_key_cache_seconds=_non_negative_float(env, "GATEWAY_API_KEY_CACHE_SECONDS", 30.0),
+            local_dev=_bool(env, "GATEWAY_LOCAL_DEV_AUTH", False),
+        ),
+        accounting=AccountingSettings(prices=_prices(env, "GATEWAY_PRICES")),
+        in_azure=in_azure,
+    )
+    if settings.auth.local_dev and in_azure:
+        raise SettingsError(
+            "GATEWAY_LOCAL_DEV_AUTH=true is refused: this process runs in Azure App Service/Functions, "
+            "where every caller must be authenticated."
+        )
+    if bool(settings.auth.tenant_ids) != bool(settings.auth.client_id):
+        raise SettingsError(
+            "GATEWAY_AUTH_TENANT_IDS and GATEWAY_AUTH_CLIENT_ID go together: set both to validate Entra tokens "
+            "in-process, or neither."
+        )
+    return settings
+
+
+def _upstream(env: Mapping[str, str], in_azure: bool) -> UpstreamSettings:
+    endpoint = _url(env, "AZURE_OPENAI_ENDPOINT")
+    if endpoint is None and in_azure:
+        raise SettingsError(
+            "AZURE_OPENAI_ENDPOINT is not set. In Azure the gateway needs the private Azure OpenAI endpoint "
+            "(https://<custom-subdomain>.openai.azure.com); the local simulator only runs on a developer machine."
+        )
+    if endpoint is not None and urlparse(endpoint).scheme == "http":
+        # Entra tokens must never travel over plain HTTP: http:// is only for a local simulator on loopback.
+        if in_azure or not is_loopback_http(endpoint):
+            raise SettingsError(
+                "AZURE_OPENAI_ENDPOINT must use https; http:// is accepted only for a local simulator on "
+                "127.0.0.1/localhost outside Azure."
+            )
+    return UpstreamSettings(
+        endpoint=endpoint,
+        api_version=_api_version(env, "AZURE_OPENAI_API_VERSION", DEFAULT_API_VERSION),
+        timeout_seconds=_positive_float(env, "GATEWAY_UPSTREAM_TIMEOUT_SECONDS", 120.0),
+        connect_timeout_seconds=_positive_float(env, "GATEWAY_UPSTREAM_CONNECT_TIMEOUT_SECONDS", 10.0),
+        stream_usage_min_api_version=_api_version(
+            env, "GATEWAY_STREAM_USAGE_MIN_API_VERSION", DEFAULT_STREAM_USAGE_MIN_API_VERSION
+        ),
+    )
+
+
+def _storage(env: Mapping[str, str], in_azure: bool) -> StorageSettings:
+    connection_string = _str(env, "GATEWAY_STORAGE_CONNECTION_STRING")
+    table_endpoint = _url(env, "GATEWAY_STORAGE_TABLE_ENDPOINT")
+    if table_endpoint is not None and urlparse(table_endpoint).scheme != "https":
+        raise SettingsError(
+            "GATEWAY_STORAGE_TABLE_ENDPOINT must use https (managed identity tokens are never "
+            "sent over plain HTTP); for Azurite use GATEWAY_STORAGE_CONNECTION_STRING."
+        )
+    if connection_string is None and table_endpoint is None and not in_azure:
+        # Local default, the same account the Functions host uses (Azurite with UseDevelopmentStorage=true).
+        # Never in Azure: there the gateway's tables are reached with its managed identity, not the host's key.
+        webjobs = _str(env, "AzureWebJobsStorage")
+        if webjobs and ("AccountName=" in webjobs or "UseDevelopmentStorage=true" in webjobs):
+            connection_string = webjobs
+    if connection_string is None and table_endpoint is None:
+        raise SettingsError(
+            "No Table Storage configured: set GATEWAY_STORAGE_TABLE_ENDPOINT (managed identity, in Azure) or "
+            "GATEWAY_STORAGE_CONNECTION_STRING (or AzureWebJobsStorage=UseDevelopmentStorage=true locally)."
+        )
+    return StorageSettings(connection_string=connection_string, table_endpoint=table_endpoint)
+
+
+# --- parsing helpers: each names the setting in its error ------------------------------------------------
+
+
+def _str(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name, "").strip()
+    return value or None
+
+
+def _authority(env: Mapping[str, str], name: str) -> str:
+    value = _url(env, name) or "https://login.microsoftonline.com"
+    if not https_or_loopback(value):
+        raise SettingsError(f"{name} must be an https URL (http only for a loopback test identity provider).")
+    return value
+
+
+def _url(env: Mapping[str, str], name: str) -> str | None:
+    value = _str(env, name)
+    if value is None:
+        return None
+    parsed = urlparse(value)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise SettingsError(f"{name} must be an http(s) URL such as https://example.openai.azure.com (got {value!r}).")
+    return value.rstrip("/")
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    value = _str(env, name)
+    if value is None:
+        return default
+    lowered = value.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be true or false (got {value!r}).")
+
+
+def _number(
+    env: Mapping[str, str],
+    name: str,
+    default: N,
+    parse: Callable[[str], N],
+    valid: Callable[[N], bool],
+    expected: str,
+) -> N:
+    value = _str(env, name)
+    if value is None:
+        return default
+    try:
+        number = parse(value)
+    except ValueError:
+        number = None
+    if number is None or not valid(number):
+        raise SettingsError(f"{name} must be {expected} (got {value!r}).")
+    return number
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    return _number(env, name, default, int, lambda n: n > 0, "a positive whole number")
+
+
+def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
+    return _number(env, name, default, float, lambda n: 0 < n < math.inf, "a positive number of seconds")
+
+
+def _non_negative_float(env: Mapping[str, str], name: str, default: float) -> float:
+    return _number(env, name, default, float, lambda n: 0 <= n < math.inf, "a number of seconds, 0 or more")
+
+
+def _prices(env: Mapping[str, str], name: str) -> dict[str, Price]:
+    try:
+        return parse_prices(_str(env, name))
+    except PriceError as exc:
+        raise SettingsError(f"{name} {exc}.") from None
+
+
+def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    value = _str(env, name)
+    if value is None:
+        return ()
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def _api_version(env: Mapping[str, str], name: str, default: str) -> str:
+    value = _str(env, name) or default
+    if not is_api_version(value):
+        raise SettingsError(f"{name} must look like 2024-10-21 or 2025-04-01-preview (got {value!r}).")
+    return value
+
+
+def _deployments(env: Mapping[str, str], name: str) -> frozenset[str] | None:
+    items = _list(env, name)
+    if not items or items == ("*",):
+        return None
+    for item in items:
+        if not is_deployment_name(item):
+            raise SettingsError(f"{name} has an invalid deployment name {item!r}.")
+    return frozenset(items)

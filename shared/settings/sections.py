@@ -1,0 +1,82 @@
+"""The gateway's settings as small frozen sections, one per concern.
+
+Each component receives only the section it needs (the upstream client gets :class:`UpstreamSettings`, the
+guardrails :class:`GuardrailSettings`, ...), so what a component may depend on is visible in its signature.
+:class:`Settings` only groups them; :func:`shared.settings.env.settings_from_env` builds it from the environment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlparse
+
+from shared.accounting.prices import Price
+from shared.protocol.api_versions import DEFAULT_API_VERSION, DEFAULT_STREAM_USAGE_MIN_API_VERSION
+
+
+@dataclass(frozen=True)
+class UpstreamSettings:
+    # Azure OpenAI. None means: use the embedded local simulator (never allowed in Azure).
+    endpoint: str | None = None
+    api_version: str = DEFAULT_API_VERSION
+    timeout_seconds: float = 120.0
+    connect_timeout_seconds: float = 10.0
+    stream_usage_min_api_version: str = DEFAULT_STREAM_USAGE_MIN_API_VERSION
+
+    @property
+    def uses_simulator(self) -> bool:
+        """No endpoint: the gateway starts its embedded simulator."""
+        return self.endpoint is None
+
+    @property
+    def is_local(self) -> bool:
+        """A plain-HTTP loopback upstream (a separately run simulator): gets a placeholder token, never a real one."""
+        return self.endpoint is not None and urlparse(self.endpoint).scheme == "http"
+
+
+@dataclass(frozen=True)
+class GuardrailSettings:
+    allowed_deployments: frozenset[str] | None = None  # None: any well-formed deployment name
+    max_request_bytes: int = 4 * 1024 * 1024
+    max_prompt_tokens: int = 128_000
+    max_output_tokens: int = 16_384
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """Table Storage: a connection string (local, Azurite) or a table endpoint used with the managed identity."""
+
+    connection_string: str | None = None
+    table_endpoint: str | None = None
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    tenant_ids: tuple[str, ...] = ()
+    client_id: str | None = None
+    authority: str = "https://login.microsoftonline.com"
+    easy_auth: bool = False  # App Service Authentication runs in front of the app (WEBSITE_AUTH_ENABLED)
+    api_keys_enabled: bool = True
+    api_key_cache_seconds: float = 30.0
+    local_dev: bool = False
+
+    @property
+    def validates_entra_tokens(self) -> bool:
+        return self.client_id is not None
+
+
+@dataclass(frozen=True)
+class AccountingSettings:
+    # USD per million tokens by deployment, for the usage ledger's cost column.
+    prices: Mapping[str, Price] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Settings:
+    upstream: UpstreamSettings
+    guardrails: GuardrailSettings
+    storage: StorageSettings
+    auth: AuthSettings
+    accounting: AccountingSettings
+    in_azure: bool = False

@@ -1,0 +1,51 @@
+"""Azure Table Storage: one service client per process, by connection string (local) or managed identity."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from azure.core.credentials_async import AsyncTokenCredential
+from azure.data.tables.aio import TableServiceClient
+
+from shared.settings import StorageSettings
+
+API_KEYS_TABLE = "gatewayApiKeys"
+CALLER_POLICIES_TABLE = "gatewayCallerPolicies"
+USAGE_TABLE = "gatewayUsage"
+GATEWAY_TABLES = (API_KEYS_TABLE, CALLER_POLICIES_TABLE, USAGE_TABLE)
+
+
+def table_service(
+    settings: StorageSettings, managed_identity: Callable[[], AsyncTokenCredential]
+) -> TableServiceClient:
+    """By connection string when one is configured, else by the managed identity ``managed_identity()`` gives."""
+    if settings.connection_string:
+        return TableServiceClient.from_connection_string(settings.connection_string)
+    assert settings.table_endpoint  # settings_from_env guarantees one of the two
+    return TableServiceClient(endpoint=settings.table_endpoint, credential=managed_identity())
+
+
+async def ensure_tables(service: TableServiceClient) -> None:
+    """Create the gateway's tables if missing (Bicep creates them in Azure; Azurite starts empty)."""
+    for name in GATEWAY_TABLES:
+        await service.create_table_if_not_exists(name)
+
+
+async def check_storage(service: TableServiceClient) -> None:
+    """Raise if Table Storage cannot be reached or refuses the gateway's credentials."""
+    async for _ in service.query_tables(f"TableName eq '{API_KEYS_TABLE}'", results_per_page=1):
+        break
+
+
+_FORBIDDEN_KEY_CHARS = set("/\\#?%")
+
+
+def table_key(value: str) -> str:
+    """Make any identifier (e.g. ``{tenant}/{object id}``) a valid PartitionKey/RowKey, reversibly.
+
+    Table keys may not contain ``/ \\ # ?`` or control characters; those (and ``%`` itself) are percent-encoded.
+    """
+    return "".join(
+        f"%{ord(ch):02X}" if ch in _FORBIDDEN_KEY_CHARS or ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F else ch
+        for ch in value
+    )

@@ -1,0 +1,142 @@
+"""The upstream Azure OpenAI client: managed identity, raw pass-through, no hidden retries.
+
+The ``openai`` package sends the requests (``AsyncAzureOpenAI`` for the dated API, ``AsyncOpenAI`` for the v1
+API), but the gateway asks for the raw HTTP response so that unknown request and response fields, SSE bytes
+and rate-limit headers survive unchanged. ``max_retries=0``: the caller's SDK decides whether to retry,
+with the upstream's ``retry-after`` headers in hand.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx2
+import openai
+from azure.core.credentials_async import AsyncTokenCredential
+from azure.core.exceptions import ClientAuthenticationError
+from openai import RequestOptions
+
+from shared.errors import GatewayError
+from shared.protocol.calls import ModelCall
+from shared.settings import UpstreamSettings
+
+log = logging.getLogger(__name__)
+
+COGNITIVE_SERVICES_SCOPE = "https://cognitiveservices.azure.com/.default"
+
+# Response headers the caller gets back from the upstream: rate limits, retry hints and request ids.
+_PASSTHROUGH_PREFIXES = ("x-ratelimit-", "x-ms-", "openai-")
+_PASSTHROUGH_HEADERS = frozenset({"retry-after", "retry-after-ms", "apim-request-id", "x-request-id"})
+
+TokenProvider = Callable[[], Awaitable[str]]
+
+
+def passthrough_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    return {
+        name: value
+        for name, value in headers.items()
+        if name.lower() in _PASSTHROUGH_HEADERS or name.lower().startswith(_PASSTHROUGH_PREFIXES)
+    }
+
+
+def managed_identity_token_provider(credential: AsyncTokenCredential) -> TokenProvider:
+    """Entra tokens for Azure OpenAI from the app's managed identity (``AZURE_CLIENT_ID`` picks a user-assigned one)."""
+    from azure.identity.aio import get_bearer_token_provider
+
+    return get_bearer_token_provider(credential, COGNITIVE_SERVICES_SCOPE)
+
+
+def simulator_token_provider() -> TokenProvider:
+    async def token() -> str:
+        return "local-simulator-token"
+
+    return token
+
+
+@dataclass
+class UpstreamResponse:
+    """An upstream answer whose body has not been read yet (unless it is an error)."""
+
+    status: int
+    headers: dict[str, str]
+    raw: httpx2.Response
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    @property
+    def content_type(self) -> str:
+        return self.raw.headers.get("content-type", "application/json")
+
+    async def read(self) -> bytes:
+        try:
+            return await self.raw.aread()
+        except httpx2.HTTPError as exc:
+            raise GatewayError(
+                502, "The upstream model service broke off its response.", code="upstream_incomplete"
+            ) from exc
+        finally:
+            await self.raw.aclose()
+
+    async def aclose(self) -> None:
+        await self.raw.aclose()
+
+
+class Upstream:
+    def __init__(self, endpoint: str, token_provider: TokenProvider, settings: UpstreamSettings) -> None:
+        """``endpoint`` is the settings' one, or the embedded simulator's when the settings name none."""
+        self.endpoint = endpoint.rstrip("/")
+        self._http = httpx2.AsyncClient(
+            timeout=httpx2.Timeout(settings.timeout_seconds, connect=settings.connect_timeout_seconds),
+            limits=httpx2.Limits(max_connections=200, max_keepalive_connections=50),
+        )
+        self._dated = openai.AsyncAzureOpenAI(
+            azure_endpoint=self.endpoint,
+            api_version=settings.api_version,
+            azure_ad_token_provider=token_provider,
+            max_retries=0,
+            http_client=self._http,
+        )
+        self._v1 = openai.AsyncOpenAI(
+            base_url=f"{self.endpoint}/openai/v1",
+            api_key=token_provider,
+            max_retries=0,
+            http_client=self._http,
+        )
+
+    async def send(self, call: ModelCall, body: dict[str, Any], request_id: str) -> UpstreamResponse:
+        """Send the call; return the response with headers read and body unread (errors are read)."""
+        path = call.operation.upstream_path(call.deployment)
+        options: RequestOptions = {"headers": {"x-ms-client-request-id": request_id}}
+        if call.operation.style.dated:
+            client: openai.AsyncOpenAI = self._dated
+            options["params"] = {"api-version": call.api_version}
+        else:
+            client = self._v1
+        try:
+            raw = await client.post(path, cast_to=httpx2.Response, body=body, options=options, stream=True)
+        except openai.APIStatusError as exc:
+            # Non-2xx answers arrive as exceptions; the response (already read) goes back to the caller as is.
+            return UpstreamResponse(exc.response.status_code, passthrough_headers(exc.response.headers), exc.response)
+        except openai.APITimeoutError as exc:
+            raise GatewayError(
+                504, "The upstream model service did not answer in time.", code="upstream_timeout"
+            ) from exc
+        except ClientAuthenticationError as exc:
+            log.error("could not get an Entra token for Azure OpenAI from the managed identity")
+            raise GatewayError(
+                502, "The gateway could not authenticate to the upstream model service.", code="upstream_auth_failed"
+            ) from exc
+        except openai.APIConnectionError as exc:
+            log.warning("upstream connection failed: %s", type(exc.__cause__ or exc).__name__)
+            raise GatewayError(
+                502, "The upstream model service could not be reached.", code="upstream_unreachable"
+            ) from exc
+        return UpstreamResponse(raw.status_code, passthrough_headers(raw.headers), raw)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()

@@ -1,0 +1,148 @@
+"""Relay an upstream server-sent-event stream to the caller, event by event, learning its usage on the way.
+
+Bytes go out as they came in, one complete event at a time, with one exception: when the gateway itself
+asked for ``stream_options.include_usage`` (so it can account a stream exactly) and the caller did not,
+the extra usage chunk is dropped so the caller sees the stream it asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import httpx2
+
+from shared.errors import error_body
+from shared.protocol.calls import ModelCall
+from shared.protocol.operations import OperationKind
+from shared.protocol.sse import event_data, next_boundary
+from shared.protocol.tokens import texts_in, tokens_for_bytes
+from shared.protocol.usage import Usage, parse_usage
+from shared.upstream.client import UpstreamResponse
+
+log = logging.getLogger(__name__)
+
+_RESPONSES_FINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+_RESPONSES_TEXT_EVENTS = frozenset(
+    {
+        "response.output_text.delta",
+        "response.function_call_arguments.delta",
+        "response.refusal.delta",
+        "response.reasoning_summary_text.delta",
+    }
+)
+
+
+class StreamRelay:
+    def __init__(self, upstream: UpstreamResponse, call: ModelCall, *, drop_usage_chunk: bool) -> None:
+        self._upstream = upstream
+        self._call = call
+        self._drop_usage_chunk = drop_usage_chunk
+        self._output_text_bytes = 0
+        self._reported: Usage | None = None
+        self.finished = False  # saw the end of the stream ([DONE] or the final Responses event)
+        self.broken = False  # the upstream broke off mid-stream, or ended without its final event
+        self.relayed = False  # events() ran to its end (as opposed to being abandoned by the caller)
+
+    @property
+    def usage(self) -> Usage:
+        """Upstream-reported usage, or an estimate flagged as such when the stream did not report it."""
+        if self._reported is not None:
+            return self._reported
+        return Usage(self._call.prompt_tokens_estimate, tokens_for_bytes(self._output_text_bytes), estimated=True)
+
+    @property
+    def outcome(self) -> str:
+        if self.finished:
+            return "completed"
+        return "upstream_incomplete" if self.broken else "caller_gone"
+
+    async def aclose(self) -> None:
+        # Shielded: when the caller hangs up, the ASGI server cancels this task, and an unshielded await here would
+        # be cancelled too, leaving the upstream connection checked out of the pool.
+        with anyio.CancelScope(shield=True):
+            await self._upstream.aclose()
+
+    async def events(self) -> AsyncIterator[bytes]:
+        buffer = b""
+        try:
+            async for chunk in self._upstream.raw.aiter_bytes():
+                buffer += chunk
+                while True:
+                    index, length = next_boundary(buffer)
+                    if index < 0:
+                        break
+                    event, buffer = buffer[: index + length], buffer[index + length :]
+                    if self._inspect(event):
+                        yield event
+            if buffer.strip() and self._inspect(buffer):
+                yield buffer if buffer.endswith(b"\n\n") else buffer.rstrip(b"\r\n") + b"\n\n"
+            if not self.finished:
+                self.broken = True  # the upstream closed cleanly but never sent its final event
+            self.relayed = True
+        except httpx2.HTTPError as exc:
+            self.broken = True
+            log.warning("upstream stream broke off: %s", type(exc).__name__)
+            # An in-band error: the status line is long gone, but OpenAI SDKs raise APIError on this event.
+            yield _sse_error("The upstream model service broke off the stream; the response is incomplete.")
+            self.relayed = True
+        finally:
+            await self.aclose()
+
+    def _inspect(self, event: bytes) -> bool:
+        """Learn from one event; return False to drop it from what the caller sees."""
+        data = event_data(event)
+        if not data:
+            return True
+        if data == b"[DONE]":
+            self.finished = True
+            return True
+        try:
+            payload = json.loads(data)
+        except ValueError:
+            return True
+        if not isinstance(payload, dict):
+            return True
+        if self._call.operation.kind is OperationKind.RESPONSES:
+            self._inspect_responses_event(payload)
+            return True
+        choices = payload.get("choices")
+        if isinstance(choices, list):
+            for choice in choices:
+                if isinstance(choice, dict):
+                    self._output_text_bytes += _generated_bytes(choice)
+        usage = parse_usage(payload.get("usage"))
+        if usage is not None:
+            self._reported = usage
+            if choices == [] and self._drop_usage_chunk:
+                return False
+        return True
+
+    def _inspect_responses_event(self, payload: dict[str, Any]) -> None:
+        kind = payload.get("type")
+        if kind in _RESPONSES_TEXT_EVENTS and isinstance(payload.get("delta"), str):
+            self._output_text_bytes += len(payload["delta"].encode())
+        elif kind in _RESPONSES_FINAL_EVENTS:
+            self.finished = True
+            response = payload.get("response")
+            usage = parse_usage(response.get("usage")) if isinstance(response, dict) else None
+            if usage is not None:
+                self._reported = usage
+
+
+def _sse_error(message: str) -> bytes:
+    body = error_body(message, code="upstream_incomplete", type="server_error")
+    return f"data: {json.dumps(body)}\n\n".encode()
+
+
+def _generated_bytes(choice: dict[str, Any]) -> int:
+    """UTF-8 size of what a chat or completions chunk generated (content, refusals, tool-call arguments)."""
+    delta = choice.get("delta")
+    if isinstance(delta, dict):
+        generated: Any = {key: value for key, value in delta.items() if key != "role"}
+    else:
+        generated = choice.get("text")
+    return sum(len(text.encode()) for text in texts_in(generated))
