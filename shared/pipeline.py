@@ -27,7 +27,7 @@ from shared.protocol.calls import ModelCall
 from shared.protocol.operations import Operation, OperationKind
 from shared.protocol.usage import Usage, usage_from_body
 from shared.settings import GuardrailSettings
-from shared.upstream.client import Upstream
+from shared.upstream.pool import Upstream
 from shared.upstream.relay import StreamRelay
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,7 @@ class Gateway:
             log.exception("request %s failed while forwarding", request_id)
             await self.accounting.settle(reservation, None, 500, outcome="gateway_error")
             return internal_error_response(request_id)
+        reservation.backend = upstream.backend
         headers = {**upstream.headers, REQUEST_ID_HEADER: request_id}
         if not upstream.ok:
             content = await upstream.read()

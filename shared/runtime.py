@@ -30,7 +30,8 @@ from shared.pipeline import Gateway
 from shared.policy.authorization import Authorizer
 from shared.policy.callers import CallerPolicyStore
 from shared.protocol.operations import Operation
-from shared.settings import Settings, settings_from_env
+from shared.settings import BackendSettings, Settings, settings_from_env
+from shared.settings.sections import ANY_DEPLOYMENT
 from shared.storage.tables import (
     API_KEYS_TABLE,
     CALLER_POLICIES_TABLE,
@@ -39,12 +40,8 @@ from shared.storage.tables import (
     table_service,
 )
 from shared.telemetry.logs import cap_library_loggers
-from shared.upstream.client import (
-    TokenProvider,
-    Upstream,
-    managed_identity_token_provider,
-    simulator_token_provider,
-)
+from shared.upstream.client import TokenProvider, managed_identity_token_provider, simulator_token_provider
+from shared.upstream.pool import Upstream
 
 if TYPE_CHECKING:
     from shared.local.simulator.embedded import EmbeddedSimulator
@@ -77,6 +74,7 @@ class Runtime:
         self._credential: AsyncTokenCredential | None = None
         self._tables: TableServiceClient | None = None
         self._simulator: EmbeddedSimulator | None = None
+        self._azure_openai_tokens: TokenProvider | None = None
 
     async def services(self) -> Services:
         """The built services; the first call builds them (a failure leaves nothing behind and raises)."""
@@ -133,9 +131,14 @@ class Runtime:
         if self._credential is not None:
             await self._credential.close()
             self._credential = None
+            self._azure_openai_tokens = None
 
-    def _upstream_endpoint(self) -> tuple[str, TokenProvider]:
+    def _default_backend(self) -> BackendSettings | None:
+        """What serves deployments without a pool of their own: the "*" pool (None here), AZURE_OPENAI_ENDPOINT, or
+        the embedded simulator."""
         settings = self.settings.upstream
+        if ANY_DEPLOYMENT in settings.pools:
+            return None
         if settings.endpoint is None:
             from shared.local.simulator.embedded import EmbeddedSimulator
 
@@ -143,17 +146,22 @@ class Runtime:
             log.warning(
                 "AZURE_OPENAI_ENDPOINT is not set: using the local Azure OpenAI simulator at %s", self._simulator.url
             )
-            return self._simulator.url, simulator_token_provider()
-        if settings.is_local:
-            return settings.endpoint, simulator_token_provider()
-        return settings.endpoint, managed_identity_token_provider(self._managed_identity())
+            return BackendSettings(label="simulator", endpoint=self._simulator.url)
+        return BackendSettings(label="default", endpoint=settings.endpoint)
+
+    def _token_provider(self, backend: BackendSettings) -> TokenProvider:
+        """A placeholder for a loopback simulator; otherwise the managed identity's, one provider for all endpoints."""
+        if backend.is_local:
+            return simulator_token_provider()
+        if self._azure_openai_tokens is None:
+            self._azure_openai_tokens = managed_identity_token_provider(self._managed_identity())
+        return self._azure_openai_tokens
 
     async def _build(self) -> Services:
         settings = self.settings
         tables = self._tables = table_service(settings.storage, self._managed_identity)
         await ensure_tables(tables)
-        endpoint, tokens = self._upstream_endpoint()
-        upstream = Upstream(endpoint, tokens, settings.upstream)
+        upstream = Upstream.from_settings(settings.upstream, self._token_provider, self._default_backend())
         auth = settings.auth
         api_keys = (
             ApiKeyStore(tables.get_table_client(API_KEYS_TABLE), cache_seconds=auth.api_key_cache_seconds)

@@ -52,6 +52,7 @@ class UsageRecord:
     estimated: bool
     cost_usd: float | None
     duration_ms: int
+    backend: str | None = None  # label of the upstream backend that served the call
 
     def entity(self) -> dict[str, Any]:
         entity = {
@@ -74,6 +75,7 @@ class UsageRecord:
             "ReasoningTokens": self.reasoning_tokens,
             "Estimated": self.estimated,
             "DurationMs": self.duration_ms,
+            "Backend": self.backend or "",
         }
         if self.cost_usd is not None:
             entity["CostUsd"] = self.cost_usd

@@ -31,6 +31,7 @@ class Reservation:
     call: ModelCall
     started: float = field(default_factory=time.monotonic)
     settled: bool = False
+    backend: str | None = None  # the label of the upstream backend whose answer the caller got
 
     def claim(self) -> bool:
         """Take the one right to settle this call (synchronous, so no await can race it)."""
@@ -78,6 +79,7 @@ class Accounting:
             estimated=usage.estimated,
             cost_usd=price.cost(usage) if price else None,
             duration_ms=round((time.monotonic() - reservation.started) * 1000),
+            backend=reservation.backend,
         )
         log.info(
             "model call %s settled: %s %s by %s status=%s outcome=%s tokens=%d+%d%s",
@@ -107,6 +109,7 @@ class Accounting:
                     "total_tokens": usage.total_tokens,
                     "usage_estimated": usage.estimated,
                     "duration_ms": record.duration_ms,
+                    "backend": record.backend or "",
                 }.items()
             },
         )

@@ -7,6 +7,7 @@ from shared.settings.env import SettingsError, settings_from_env
 from shared.settings.sections import (
     AccountingSettings,
     AuthSettings,
+    BackendSettings,
     GuardrailSettings,
     Settings,
     StorageSettings,
@@ -16,6 +17,7 @@ from shared.settings.sections import (
 __all__ = [
     "AccountingSettings",
     "AuthSettings",
+    "BackendSettings",
     "GuardrailSettings",
     "Settings",
     "SettingsError",

@@ -15,9 +15,11 @@ from shared.accounting.prices import Price, PriceError, parse_prices
 from shared.hosting import easy_auth_enabled, https_or_loopback, is_loopback_http, running_in_azure
 from shared.protocol.api_versions import DEFAULT_API_VERSION, DEFAULT_STREAM_USAGE_MIN_API_VERSION, is_api_version
 from shared.protocol.deployments import is_deployment_name
+from shared.settings.backends import BackendsError, parse_backends
 from shared.settings.sections import (
     AccountingSettings,
     AuthSettings,
+    BackendSettings,
     GuardrailSettings,
     Settings,
     StorageSettings,
@@ -69,10 +71,12 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
 
 def _upstream(env: Mapping[str, str], in_azure: bool) -> UpstreamSettings:
     endpoint = _url(env, "AZURE_OPENAI_ENDPOINT")
-    if endpoint is None and in_azure:
+    pools = _backends(env, "GATEWAY_BACKENDS", in_azure)
+    if endpoint is None and in_azure and "*" not in pools:
         raise SettingsError(
             "AZURE_OPENAI_ENDPOINT is not set. In Azure the gateway needs the private Azure OpenAI endpoint "
-            "(https://<custom-subdomain>.openai.azure.com); the local simulator only runs on a developer machine."
+            '(https://<custom-subdomain>.openai.azure.com), or a "*" pool in GATEWAY_BACKENDS; the local '
+            "simulator only runs on a developer machine."
         )
     if endpoint is not None and urlparse(endpoint).scheme == "http":
         # Entra tokens must never travel over plain HTTP: http:// is only for a local simulator on loopback.
@@ -89,6 +93,14 @@ def _upstream(env: Mapping[str, str], in_azure: bool) -> UpstreamSettings:
         stream_usage_min_api_version=_api_version(
             env, "GATEWAY_STREAM_USAGE_MIN_API_VERSION", DEFAULT_STREAM_USAGE_MIN_API_VERSION
         ),
+        pools=pools,
+        max_attempts=_number(
+            env, "GATEWAY_BACKEND_MAX_ATTEMPTS", 3, int, lambda n: 1 <= n <= 10, "a whole number from 1 to 10"
+        ),
+        failover_seconds=_non_negative_float(env, "GATEWAY_BACKEND_FAILOVER_SECONDS", 30.0),
+        cooldown_seconds=_positive_float(env, "GATEWAY_BACKEND_COOLDOWN_SECONDS", 5.0),
+        breaker_failures=_positive_int(env, "GATEWAY_BACKEND_BREAKER_FAILURES", 5),
+        breaker_open_seconds=_positive_float(env, "GATEWAY_BACKEND_BREAKER_SECONDS", 30.0),
     )
 
 
@@ -188,6 +200,13 @@ def _prices(env: Mapping[str, str], name: str) -> dict[str, Price]:
         return parse_prices(_str(env, name))
     except PriceError as exc:
         raise SettingsError(f"{name} {exc}.") from None
+
+
+def _backends(env: Mapping[str, str], name: str, in_azure: bool) -> dict[str, tuple[BackendSettings, ...]]:
+    try:
+        return parse_backends(name, _str(env, name), in_azure=in_azure)
+    except BackendsError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:

@@ -16,6 +16,26 @@ from shared.protocol.api_versions import DEFAULT_API_VERSION, DEFAULT_STREAM_USA
 
 
 @dataclass(frozen=True)
+class BackendSettings:
+    """One Azure OpenAI deployment a call may be sent to: a member of a backend pool (``GATEWAY_BACKENDS``)."""
+
+    label: str  # short, shown to callers in x-gateway-backend and stored in the ledger: never a URL or secret
+    endpoint: str
+    deployment: str | None = None  # the deployment's name on this endpoint; None: the name the caller used
+    priority: int = 1  # lower numbers first; a higher number serves only when no lower one can
+    weight: int = 1  # share of the traffic within its priority group
+
+    @property
+    def is_local(self) -> bool:
+        """A plain-HTTP loopback endpoint (a local simulator): gets a placeholder token, never a real one."""
+        return urlparse(self.endpoint).scheme == "http"
+
+
+# The pool key that serves every deployment without a pool of its own.
+ANY_DEPLOYMENT = "*"
+
+
+@dataclass(frozen=True)
 class UpstreamSettings:
     # Azure OpenAI. None means: use the embedded local simulator (never allowed in Azure).
     endpoint: str | None = None
@@ -23,11 +43,18 @@ class UpstreamSettings:
     timeout_seconds: float = 120.0
     connect_timeout_seconds: float = 10.0
     stream_usage_min_api_version: str = DEFAULT_STREAM_USAGE_MIN_API_VERSION
+    # Backend pools by the deployment name callers use ("*": any other). Empty: one backend, ``endpoint``.
+    pools: Mapping[str, tuple[BackendSettings, ...]] = field(default_factory=dict)
+    max_attempts: int = 3  # attempts per call across a pool, the first one included
+    failover_seconds: float = 30.0  # no new attempt starts later than this after the first one
+    cooldown_seconds: float = 5.0  # how long a 429 without retry-after-ms/retry-after cools a backend
+    breaker_failures: int = 5  # consecutive failures (5xx, timeouts, connection errors) that open the circuit
+    breaker_open_seconds: float = 30.0  # how long an open circuit stays open before a probe may half-open it
 
     @property
     def uses_simulator(self) -> bool:
-        """No endpoint: the gateway starts its embedded simulator."""
-        return self.endpoint is None
+        """No endpoint and no pool for every deployment: the gateway starts its embedded simulator."""
+        return self.endpoint is None and ANY_DEPLOYMENT not in self.pools
 
     @property
     def is_local(self) -> bool:
