@@ -13,6 +13,7 @@ Routing (docs/decisions.md D40-D42):
 * At most ``max_attempts`` attempts, and none starts more than ``failover_seconds`` after the first.
 * When no backend can take the call, the gateway answers itself: 429 with the soonest ``retry-after`` /
   ``retry-after-ms`` across the pool when any backend is cooling, else 503 with the soonest half-open time.
+  When attempts end otherwise, the caller gets the last backend's own answer.
 * Nothing is retried once a response has been accepted: :meth:`Upstream.send` returns on the status line, and
   the pipeline starts sending from there. A stream that breaks later ends in-band, never on another backend.
 
@@ -232,9 +233,12 @@ class Upstream:
     async def _exhausted(
         self, pool: BackendPool, call: ModelCall, last: UpstreamResponse | UpstreamUnavailable | None
     ) -> UpstreamResponse:
-        """No attempt left: the last backend's answer, or the gateway's own when no backend can take a call now."""
+        """No attempt left. The gateway answers itself when no backend was tried (all cooling or open), or when the
+        last one rate-limited the call and none can take it now (its retry-after would speak for one backend
+        only); otherwise the caller gets the last backend's own answer."""
         now = time.monotonic()
-        if last is None or not pool.any_available(now):
+        rate_limited = isinstance(last, UpstreamResponse) and last.status == 429
+        if last is None or (rate_limited and not pool.any_available(now)):
             await _discard(last)
             raise _pool_unavailable(pool, call.deployment, now)
         if isinstance(last, UpstreamUnavailable):
@@ -254,7 +258,7 @@ class Upstream:
 def _pool_unavailable(pool: BackendPool, deployment: str, now: float) -> GatewayError:
     soonest = min(backend.health.available_at(now) for backend in pool.backends)
     wait = 1.0 if math.isinf(soonest) else max(0.0, soonest - now)  # inf: only probes in flight
-    millis = math.ceil(wait * 1000)
+    millis = max(1, math.ceil(wait * 1000))  # SDKs ignore a retry-after-ms of 0 and back off on their own
     headers = {"retry-after-ms": str(millis), "retry-after": str(math.ceil(millis / 1000))}
     if any(backend.health.cooling(now) for backend in pool.backends):
         return GatewayError(

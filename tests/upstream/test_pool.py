@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import replace
 
@@ -276,5 +277,18 @@ async def test_a_pool_of_one_passes_the_upstream_429_through_and_keeps_no_state(
         assert response.status == 429 and response.headers["retry-after-ms"] == "5000"
         await response.read()
         assert await _served_by(upstream) == "only"  # not cooled: the caller decides when to retry
+    finally:
+        await upstream.aclose()
+
+
+async def test_when_attempts_end_without_success_the_caller_gets_the_last_backends_own_answer(sims):
+    a, b = sims
+    a.behave(fault="429", retry_after_ms=5000, times=1)
+    b.behave(fault="500", times=1)
+    upstream = _pool(_backend("a", a.url, priority=1), _backend("b", b.url, priority=2))
+    try:
+        response = await upstream.send(_call(), HELLO, "req")
+        assert (response.status, response.backend) == (500, "b")  # b can serve the next call: no 429 from the pool
+        assert json.loads(await response.read())["error"]
     finally:
         await upstream.aclose()
