@@ -180,3 +180,15 @@ def test_dead_and_half_dead_backends_open_their_circuits_and_ready_shows_it(pool
     assert pool["dead"]["circuit"] == pool["silent"]["circuit"] == "open"
     assert pool["b"]["circuit"] == "closed"
     assert "127.0.0.1" not in json.dumps(ready)  # labels only, never endpoints
+
+
+def test_the_single_endpoint_default_is_a_pool_of_one_named_default(gateway, sim):
+    raw = _client(gateway).chat.completions.with_raw_response.create(model=MINI, messages=HELLO)
+    assert raw.headers["x-gateway-backend"] == "default"
+    pools = httpx.get(f"{gateway.api}/ready").json()["checks"]["upstream"]["pools"]
+    assert [backend["label"] for backend in pools["*"]] == ["default"]
+    sim.behave(fault="429", retry_after_ms=1500, times=1)
+    with pytest.raises(openai.RateLimitError) as caught:
+        _client(gateway).chat.completions.create(model=MINI, messages=HELLO)
+    assert caught.value.response.headers["retry-after-ms"] == "1500"  # the upstream's own 429, passed through
+    assert caught.value.response.headers["x-gateway-backend"] == "default"
