@@ -88,7 +88,3 @@ class CallerPolicyStore:
             entity["AllowedDeployments"] = json.dumps(sorted(policy.allowed_deployments))
         await self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
         self._cache.pop(policy.caller_id, None)
-
-    async def delete(self, caller_id: str) -> None:
-        await self._table.delete_entity(POLICY_PARTITION, table_key(caller_id))
-        self._cache.pop(caller_id, None)

@@ -61,10 +61,6 @@ class AuthSettings:
     api_key_cache_seconds: float = 30.0
     local_dev: bool = False
 
-    @property
-    def validates_entra_tokens(self) -> bool:
-        return self.client_id is not None
-
 
 @dataclass(frozen=True)
 class AccountingSettings:
