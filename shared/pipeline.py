@@ -26,6 +26,7 @@ from shared.protocol.api_versions import version_date
 from shared.protocol.calls import ModelCall
 from shared.protocol.operations import Operation, OperationKind
 from shared.protocol.usage import Usage, usage_from_body
+from shared.quotas.enforcer import with_quota_headers
 from shared.settings import GuardrailSettings
 from shared.upstream.client import Upstream
 from shared.upstream.relay import StreamRelay
@@ -86,7 +87,7 @@ class Gateway:
             log.exception("request %s failed while forwarding", request_id)
             await self.accounting.settle(reservation, None, 500, outcome="gateway_error")
             return internal_error_response(request_id)
-        headers = {**upstream.headers, REQUEST_ID_HEADER: request_id}
+        headers = {**with_quota_headers(upstream.headers, reservation.quota.headers), REQUEST_ID_HEADER: request_id}
         if not upstream.ok:
             content = await upstream.read()
             return Response(

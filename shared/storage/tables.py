@@ -12,7 +12,8 @@ from shared.settings import StorageSettings
 API_KEYS_TABLE = "gatewayApiKeys"
 CALLER_POLICIES_TABLE = "gatewayCallerPolicies"
 USAGE_TABLE = "gatewayUsage"
-GATEWAY_TABLES = (API_KEYS_TABLE, CALLER_POLICIES_TABLE, USAGE_TABLE)
+QUOTA_TABLE = "gatewayQuota"
+GATEWAY_TABLES = (API_KEYS_TABLE, CALLER_POLICIES_TABLE, USAGE_TABLE, QUOTA_TABLE)
 
 
 def table_service(

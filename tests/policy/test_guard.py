@@ -114,9 +114,6 @@ async def test_embeddings_cannot_stream_and_need_input():
     ).param == "stream"
     empty = {"model": "text-embedding-3-small", "input": []}
     assert (await refused(empty, operation=V1_EMBEDDINGS, deployment=None, query="")).param == "input"
-        "model",
-        "input",
-    )
 
 
 async def test_the_responses_api_reads_the_deployment_from_model_and_caps_max_output_tokens():
