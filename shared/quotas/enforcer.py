@@ -92,6 +92,7 @@ class QuotaEnforcer:
         *,
         output_ceiling: int,
     ) -> None:
+        self._clock = leases.clock
         self._settings = settings
         self._leases = leases
         self._policies = policies
@@ -116,7 +117,7 @@ class QuotaEnforcer:
         ``used`` is what instances have committed (they commit at least every few seconds while busy);
         ``remaining`` is what the caller can still be admitted for, leases held by calls in flight excluded.
         """
-        now = datetime.now(UTC)
+        now = self._clock()
         result: dict[str, object] = {}
         for scope, limit, units in await self.limits_for(caller):
             result[limit.value] = await self._status_of(
@@ -166,7 +167,7 @@ class QuotaEnforcer:
                     code="cost_budget_unpriced",
                 )
             needs[Unit.NANO_USD] = price.cost_nano_usd(call.prompt_tokens_estimate, self.output_allowance(call))
-        now = datetime.now(UTC)
+        now = self._clock()
         reservation = QuotaReservation(price=price)
         try:
             for scope, limit, units in plans:

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -76,10 +77,12 @@ class Denied:
 
 
 class QuotaLeases:
-    def __init__(self, store: CounterStore) -> None:
+    def __init__(self, store: CounterStore, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.store = store
+        self.clock = clock  # UTC now: which window a call falls in (tests move it)
         self._counters: dict[CounterId, LocalCounter] = {}
         self._keeper: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self.storage_changes = 0  # for the benchmark: storage round trips made
 
     def local(self, counter: CounterId, limit: int, window_end: datetime) -> LocalCounter:
@@ -107,9 +110,7 @@ class QuotaLeases:
                 local.inflight += need
                 local.window_total += need
                 return None
-            outcome = await self._change(
-                local, keep=local.inflight + max(0, local.balance), need=need - max(0, local.balance)
-            )
+            outcome = await self._change(local, need=need - local.balance)
             if outcome.granted == 0:
                 return Denied(local, need, outcome)
             local.inflight += need
@@ -134,27 +135,37 @@ class QuotaLeases:
     async def aclose(self) -> None:
         """Hand every balance back and commit what was spent (on shutdown)."""
         if self._keeper is not None:
-            self._keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._keeper
+            self._stopping.set()  # the keeper finishes the change it is making (cancelling it mid-write could not
+            await self._keeper  # tell whether storage took the change), then stops
             self._keeper = None
+            self._stopping.clear()
         for local in list(self._counters.values()):
             if local.spent or local.granted:
                 with contextlib.suppress(Exception):
                     async with local.lock:
-                        await self._change(local, keep=local.inflight, need=0)
+                        await self._change(local, release=max(0, local.balance))
 
-    async def _change(self, local: LocalCounter, *, keep: int, need: int) -> Outcome:
+    async def _change(self, local: LocalCounter, *, release: int = 0, need: int = 0) -> Outcome:
+        """Commit what was spent, hand ``release`` of the free balance back, and lease ``need`` more.
+
+        Calls settle and reserve from the balance while the storage change is in flight (only lease changes take
+        the counter's lock), so the change works on what it took at its start: the released part leaves the
+        balance before the await, and only the spent amount it committed is subtracted after it.
+        """
+        local.granted -= release
+        committing = local.spent
+        keep = max(0, local.granted - committing)  # in flight + the balance kept (0 when more was spent than held)
         try:
             outcome = await self.store.change(
-                local.counter, local.limit, local.window_end, spent=local.spent, keep=keep, need=max(0, need)
+                local.counter, local.limit, local.window_end, spent=committing, keep=keep, need=max(0, need)
             )
         except (AzureError, CounterBusy, OSError) as exc:
+            local.granted += release
             local.storage_failed = True
             raise QuotaStorageError(type(exc).__name__) from exc
         self.storage_changes += 1
         local.storage_failed = False
-        local.spent = 0
+        local.spent -= committing
         local.granted = outcome.own
         local.seen_free = outcome.free
         local.seen_used = outcome.used
@@ -168,8 +179,11 @@ class QuotaLeases:
 
     async def _keep(self) -> None:
         while True:
-            await asyncio.sleep(KEEPER_INTERVAL_SECONDS)
-            now, wall = time.monotonic(), datetime.now(UTC)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), KEEPER_INTERVAL_SECONDS)
+            if self._stopping.is_set():
+                return
+            now, wall = time.monotonic(), self.clock()
             for counter, local in list(self._counters.items()):
                 if local.lock.locked():
                     continue
@@ -178,22 +192,22 @@ class QuotaLeases:
                         # A past window admits nothing more: forget it once its calls have settled.
                         if local.inflight <= 0:
                             if local.spent and not counter.limit.is_rate:
-                                async with local.lock:
-                                    await self._change(local, keep=0, need=0)  # the window's final use, on record
+                                async with local.lock:  # the window's final use, on record
+                                    await self._change(local, release=max(0, local.balance))
                             del self._counters[counter]
                         continue
                     idle = now - local.last_used >= IDLE_RETURN_SECONDS
                     if idle and (local.balance > 0 or local.spent):
                         async with local.lock:
-                            await self._change(local, keep=local.inflight, need=0)
+                            await self._change(local, release=max(0, local.balance))
                     elif local.spent and (
                         local.balance < 0 or now - local.last_commit >= COMMIT_SECONDS or now >= local.lease_renew_at
                     ):
                         async with local.lock:
-                            await self._change(local, keep=local.inflight + max(0, local.balance), need=0)
+                            await self._change(local)
                     elif local.granted and now >= local.lease_renew_at:
                         async with local.lock:
-                            await self._change(local, keep=local.inflight + max(0, local.balance), need=0)
+                            await self._change(local)
                 except QuotaStorageError as exc:
                     log.warning("quota counter %s could not be updated (%s); retrying", counter.row_key, exc)
                 except Exception:
