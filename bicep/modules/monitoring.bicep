@@ -19,6 +19,9 @@ param retentionInDays int = 30
 @description('Principal ID of the function app identity.')
 param principalId string
 
+@description('Resource ID of the function app identity: seeds the role-assignment name.')
+param principalResourceId string
+
 @description('Private-endpoint subnet.')
 param privateEndpointSubnetId string
 
@@ -105,7 +108,7 @@ module privateEndpoint 'private-endpoint.bicep' = {
 }
 
 resource metricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(appInsights.id, principalId, roleMonitoringMetricsPublisher)
+  name: guid(appInsights.id, principalResourceId, roleMonitoringMetricsPublisher)
   scope: appInsights
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleMonitoringMetricsPublisher)
