@@ -435,7 +435,9 @@ module jumpbox 'modules/jumpbox.bicep' = if (enableJumpbox) {
     jumpboxSubnetId: network.outputs.jumpboxSubnetId
     bastionSubnetId: network.outputs.bastionSubnetId
     adminUsername: jumpboxAdminUsername
-    sshPublicKey: jumpboxSshPublicKey
+    // The module rejects a short/empty key (@minLength). The placeholder only stands in while the module is
+    // switched off, because ARM may validate a condition-false module's parameters too (Azure/bicep#2371).
+    sshPublicKey: enableJumpbox ? jumpboxSshPublicKey : 'unused: enableJumpbox is false'
     encryptionAtHost: jumpboxEncryptionAtHost
   }
 }
@@ -446,7 +448,8 @@ module apim 'modules/apim.bicep' = if (enableApim) {
     location: location
     tags: allTags
     resourceToken: resourceToken
-    publisherEmail: apimPublisherEmail
+    // Same pattern: the module rejects an empty e-mail; the placeholder only stands in while APIM is off.
+    publisherEmail: enableApim ? apimPublisherEmail : 'unused@example.invalid'
     publisherName: apimPublisherName
     subnetId: network.outputs.apimSubnetId
     functionAppHostName: functionApp.outputs.defaultHostName

@@ -398,7 +398,8 @@ var apimSubnets = [
       addressPrefix: apimSubnetPrefix
       defaultOutboundAccess: false
       networkSecurityGroup: {
-        id: nsgApim.id
+        // By resource ID: nsgApim exists only with enableApim, like this subnet (dependsOn on the VNet below).
+        id: resourceId('Microsoft.Network/networkSecurityGroups', 'nsg-apim-${resourceToken}')
       }
       natGateway: {
         id: natGateway.id
@@ -434,6 +435,9 @@ resource vnet 'Microsoft.Network/virtualNetworks@2025-05-01' = {
     // No custom DNS servers: Azure DNS (168.63.129.16) resolves the linked private DNS zones.
     subnets: concat(baseSubnets, enableJumpbox ? jumpboxSubnets : [], enableApim ? apimSubnets : [])
   }
+  dependsOn: [
+    nsgApim
+  ]
 }
 
 output vnetId string = vnet.id

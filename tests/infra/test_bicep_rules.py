@@ -195,7 +195,9 @@ def test_jumpbox_needs_a_key_and_makes_encryption_at_host_optional():
     assert os_profile["linuxConfiguration"]["patchSettings"]["patchMode"] == "AutomaticByPlatform"
     assert os_profile["allowExtensionOperations"] is True  # platform patching needs it
     params = main_modules()["jumpbox"]["body"]["params"]
-    assert params["sshPublicKey"] == "jumpboxSshPublicKey" and params["encryptionAtHost"] == "jumpboxEncryptionAtHost"
+    key_expr = params["sshPublicKey"]["operator"]["operands"]
+    assert key_expr["condition"] == "enableJumpbox" and key_expr["true_value"] == "jumpboxSshPublicKey"
+    assert params["encryptionAtHost"] == "jumpboxEncryptionAtHost"
     assert main_modules()["jumpbox"]["raw"]["condition"] == "enableJumpbox"
 
 
@@ -203,6 +205,8 @@ def test_apim_needs_a_publisher_email():
     email = template("modules/apim.bicep")["parameters"]["publisherEmail"]
     assert email.get("default") is None and decorator(email, "min_length")["argument"] >= 3
     assert main_modules()["apim"]["raw"]["condition"] == "enableApim"
+    email_expr = main_modules()["apim"]["body"]["params"]["publisherEmail"]["operator"]["operands"]
+    assert email_expr["condition"] == "enableApim" and email_expr["true_value"] == "apimPublisherEmail"
 
 
 def test_private_inbound_needs_its_zone_and_api_keys_switch_easy_auth():
