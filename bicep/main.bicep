@@ -410,7 +410,9 @@ module functionApp 'modules/functionapp.bicep' = {
     enableGatewayApiKeys: enableGatewayApiKeys
     gatewayPrices: gatewayPrices
     enablePrivateInbound: enablePrivateInbound
-    restrictToApim: enableApim
+    // With a private endpoint APIM comes in through it (public access off); service-endpoint rules aren't
+    // supported on apps that have a private endpoint, so the APIM subnet rule is only for public inbound.
+    restrictToApim: enableApim && !enablePrivateInbound
     apimSubnetId: enableApim ? apimSubnetId : ''
     scmAllowedIpRanges: scmAllowedIpRanges
     maximumElasticWorkerCount: maximumElasticWorkerCount

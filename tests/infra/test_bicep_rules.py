@@ -131,7 +131,11 @@ def test_with_apim_the_site_admits_only_apims_subnet():
     assert rule["action"] == "Allow" and rule["vnetSubnetResourceId"] == "<apim subnet id>"
     assert site_config()["ipSecurityRestrictionsDefaultAction"] == "Allow"  # no APIM: Easy Auth guards the app
     params = main_modules()["functionApp"]["body"]["params"]
-    assert params["restrictToApim"] == "enableApim"
+    main = template("main.bicep")
+    for apim, private in ((True, False), (True, True), (False, False), (False, True)):
+        restrict = Scope(main, {"enableApim": apim, "enablePrivateInbound": private}).resolve(params["restrictToApim"])
+        # Service-endpoint rules aren't supported with a private endpoint; APIM then comes in through it.
+        assert restrict is (apim and not private), (apim, private)
     subnets = Scope(template("modules/network.bicep")).resolve("apimSubnets")
     assert subnets[0]["properties"]["serviceEndpoints"] == [{"service": "Microsoft.Web"}]
 
@@ -478,3 +482,9 @@ def test_preflight_is_wired_into_azd_and_deploy_script():
     doc = yaml.safe_load((REPO_ROOT / "azure.yaml").read_text(encoding="utf-8"))
     assert "scripts/preflight.sh" in doc["hooks"]["preprovision"]["run"]
     assert "scripts/preflight.sh" in (REPO_ROOT / "scripts" / "deploy.sh").read_text(encoding="utf-8")
+
+
+def test_entra_assignment_script_sets_app_role_assignment_required():
+    script = (REPO_ROOT / "scripts" / "entra-require-assignment.sh").read_text(encoding="utf-8")
+    assert "az ad sp update --id \"$API_ID\" --set appRoleAssignmentRequired=true" in script
+    assert "--check" in script  # report-only mode for audits
