@@ -196,17 +196,31 @@ var contentSettingsKeyVault = {
 }
 
 // Quickstart mode: the connection string itself, at creation (the key is then visible in the app settings).
-var contentSettingsConnectionString = deferContentShare ? {} : {
+var contentSettingsConnectionString = {
   WEBSITE_CONTENTAZUREFILECONNECTIONSTRING: 'DefaultEndpointsProtocol=https;AccountName=${contentStorage.name};AccountKey=${contentStorage.listKeys().keys[0].value};EndpointSuffix=${storageSuffix}'
   WEBSITE_CONTENTSHARE: contentShareName
   WEBSITE_CONTENTOVERVNET: '1'
 }
 
-var creationSettings = union(baseSettings, contentSettingsConnectionString)
-var creationAppSettings = [for setting in items(creationSettings): {
+// The loop runs over deployment-time values only (module parameters); the runtime connection string is appended.
+var baseAppSettings = [for setting in items(baseSettings): {
   name: setting.key
   value: setting.value
 }]
+var creationAppSettings = concat(baseAppSettings, [
+  {
+    name: 'WEBSITE_CONTENTAZUREFILECONNECTIONSTRING'
+    value: contentSettingsConnectionString.WEBSITE_CONTENTAZUREFILECONNECTIONSTRING
+  }
+  {
+    name: 'WEBSITE_CONTENTSHARE'
+    value: contentShareName
+  }
+  {
+    name: 'WEBSITE_CONTENTOVERVNET'
+    value: '1'
+  }
+])
 var deferredSettings = union(baseSettings, contentSettingsKeyVault)
 
 resource contentStorage 'Microsoft.Storage/storageAccounts@2025-06-01' existing = {

@@ -476,12 +476,15 @@ def test_app_settings_identity_based_storage_and_gateway_settings():
     assert settings["GATEWAY_STORAGE_TABLE_ENDPOINT"] == "https://${storageAccountName}.table.${storageSuffix}"
     assert settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"].endswith("Authorization=AAD")
     assert "APPINSIGHTS_INSTRUMENTATIONKEY" not in settings
-    # The fallback mode carries the same settings, with the plain content-share connection string instead.
-    fallback = Scope(tpl, {"deferContentShare": False}).resolve("creationSettings")
-    assert {k: v for k, v in fallback.items() if not k.startswith("WEBSITE_")} == {
-        k: v for k, v in settings.items() if not k.startswith("WEBSITE_")}
+    # The fallback mode carries the same settings (the loop over baseSettings) plus the plain connection string.
+    loop = tpl["variables"]["baseAppSettings"]["value"]["loop_type"]
+    assert loop["type"] == "object" and loop["detail"]["object_name"] == "baseSettings"
+    fallback = scope.resolve("contentSettingsConnectionString")
     connection = fallback["WEBSITE_CONTENTAZUREFILECONNECTIONSTRING"]
     assert "AccountKey=${contentStorage.listKeys().keys[0].value}" in connection
+    assert fallback["WEBSITE_CONTENTSHARE"] == "contentShareName"
+    creation = json.dumps(tpl["variables"]["creationAppSettings"]["value"])
+    assert '"baseAppSettings"' in creation and "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING" in creation
 
 
 # --- Easy Auth -------------------------------------------------------------------------------------------------
