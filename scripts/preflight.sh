@@ -17,7 +17,7 @@ LOCATION="${AZURE_LOCATION:-}"
 SKIP_AZURE=0
 while [ $# -gt 0 ]; do
   case "$1" in
-    -l|--location) LOCATION="$2"; shift 2 ;;
+    -l|--location) [ -n "${2:-}" ] && LOCATION="$2"; shift 2 ;;
     --skip-azure) SKIP_AZURE=1; shift ;;
     -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "preflight: unknown option $1" >&2; exit 2 ;;
