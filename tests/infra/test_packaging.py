@@ -80,7 +80,10 @@ def test_package_holds_the_app_and_nothing_else(checkout):
         assert "__pycache__" not in name and not name.endswith(".pyc"), name
         assert name not in ("local.settings.json", "local.settings.json.example", ".env", ".funcignore"), name
     top_level = {name.split("/")[0] for name in files}
-    assert top_level == {"function_app.py", "host.json", "requirements.txt", "shared"}, top_level
+    expected = {"function_app.py", "host.json", "requirements.txt", "shared"}
+    assert top_level == expected, (
+        f"the package now ships {sorted(top_level - expected)} / misses {sorted(expected - top_level)}: if the app "
+        "needs a new top-level path, add it to `expected` here; if not, list it in .funcignore")
 
 
 def test_deploy_script_zips_the_funcignore_package():
