@@ -275,6 +275,7 @@ module monitoring 'modules/monitoring.bicep' = {
     location: location
     tags: allTags
     resourceToken: resourceToken
+    appInsightsName: appInsightsName
     retentionInDays: logRetentionInDays
     principalId: identity.properties.principalId
     principalResourceId: identity.id

@@ -11,6 +11,9 @@ param tags object = {}
 @description('Name suffix shared by the resources of this deployment.')
 param resourceToken string
 
+@description('Application Insights component name (computed in main.bicep; API Management refers to it by name).')
+param appInsightsName string
+
 @description('Log retention in days.')
 @minValue(30)
 @maxValue(730)
@@ -48,7 +51,7 @@ resource workspace 'Microsoft.OperationalInsights/workspaces@2025-07-01' = {
 }
 
 resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
-  name: 'appi-${resourceToken}'
+  name: appInsightsName
   location: location
   tags: tags
   kind: 'web'
