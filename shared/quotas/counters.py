@@ -99,10 +99,11 @@ class CounterStore:
         for attempt in range(MAX_ATTEMPTS):
             entity, etag = await self._read(counter)
             now = time.time()
-            used, leases = _used(entity), _leases(entity)
+            used, leases, folded = _used(entity), _leases(entity), _int((entity or {}).get("Folded"))
             for instance, (amount, expires) in list(leases.items()):
                 if instance != self.instance_id and expires <= now:
-                    used += amount  # an instance that died holding a lease: count it spent (conservative)
+                    used += amount  # an instance that died holding a lease: count it spent (conservative) ...
+                    folded += amount  # ... and mark the counter for reconciliation against the ledger
                     del leases[instance]
             used += spent
             elsewhere = sum(amount for instance, (amount, _) in leases.items() if instance != self.instance_id)
@@ -115,7 +116,7 @@ class CounterStore:
                 leases[self.instance_id] = (own, now + self.lease_seconds)
             else:
                 leases.pop(self.instance_id, None)
-            new = _entity(counter, limit, window_end, used, leases)
+            new = _entity(counter, limit, window_end, used, leases, folded)
             try:
                 if etag is None:
                     await self._table.create_entity(new)
@@ -143,6 +144,34 @@ class CounterStore:
             else:
                 elsewhere += amount
         return Outcome(0, own, used, elsewhere, limit)
+
+    async def folded(self, now: datetime, quiet_seconds: float) -> list[tuple[CounterId, int, int]]:
+        """Counters of current windows where a dead instance's lease was counted as spent, nobody holds a lease
+        and nothing changed for ``quiet_seconds``: (counter, limit, used) to check against the ledger."""
+        found = []
+        async for entity in self._table.query_entities("Folded gt 0L and WindowEnd gt @now", parameters={"now": now}):
+            changed = entity.metadata.get("timestamp")
+            if _leases(dict(entity)) or changed is None or (now - changed).total_seconds() < quiet_seconds:
+                continue
+            counter = CounterId(entity["Scope"], Limit(entity["LimitName"]), entity["Window"])
+            found.append((counter, _int(entity["Limit"]), _used(dict(entity))))
+        return found
+
+    async def reconcile(self, counter: CounterId, limit: int, window_end: datetime, used: int) -> bool:
+        """Set a quiet counter's use to what the ledger recorded, if that is less (the fold counted a dead
+        instance's unspent lease as used), and clear its mark. False if the counter changed meanwhile (it will be
+        looked at again next time)."""
+        entity, etag = await self._read(counter)
+        if entity is None or etag is None or _leases(entity):
+            return False
+        new = _entity(counter, limit, window_end, min(used, _used(entity)), {}, 0)
+        try:
+            await self._table.update_entity(
+                new, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
+            )
+        except ResourceModifiedError:
+            return False
+        return True
 
     async def delete_expired(self, now: datetime | None = None) -> int:
         """Delete counters whose window ended (the cleanup timer); returns how many were deleted."""
@@ -185,7 +214,12 @@ def _leases(entity: dict[str, Any] | None) -> dict[str, tuple[int, float]]:
 
 
 def _entity(
-    counter: CounterId, limit: int, window_end: datetime, used: int, leases: dict[str, tuple[int, float]]
+    counter: CounterId,
+    limit: int,
+    window_end: datetime,
+    used: int,
+    leases: dict[str, tuple[int, float]],
+    folded: int = 0,
 ) -> dict[str, Any]:
     return {
         "PartitionKey": counter.partition_key,
@@ -197,4 +231,5 @@ def _entity(
         "Limit": EntityProperty(limit, EdmType.INT64),
         "Used": EntityProperty(used, EdmType.INT64),
         "Leases": json.dumps({instance: [amount, round(expires, 3)] for instance, (amount, expires) in leases.items()}),
+        "Folded": EntityProperty(folded, EdmType.INT64),  # expired leases counted as used, not yet reconciled
     }

@@ -102,6 +102,10 @@ class QuotaEnforcer:
     async def aclose(self) -> None:
         await self._leases.aclose()
 
+    async def delete_expired_counters(self) -> int:
+        """Counter rows of windows that ended are dead weight: the cleanup timer deletes them."""
+        return await self._leases.store.delete_expired(self._clock())
+
     async def limits_for(self, caller: Caller, deployment: str | None = None) -> list[tuple[str, Limit, int]]:
         """(scope, limit, value in counter units) of every limit that applies to the caller (and deployment)."""
         policy = await self._policies.get(caller.id)
