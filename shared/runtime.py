@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -30,11 +31,15 @@ from shared.pipeline import Gateway
 from shared.policy.authorization import Authorizer
 from shared.policy.callers import CallerPolicyStore
 from shared.protocol.operations import Operation
+from shared.quotas.counters import CounterStore
+from shared.quotas.enforcer import QuotaEnforcer
+from shared.quotas.leases import QuotaLeases
 from shared.settings import BackendSettings, Settings, settings_from_env
 from shared.settings.sections import ANY_DEPLOYMENT
 from shared.storage.tables import (
     API_KEYS_TABLE,
     CALLER_POLICIES_TABLE,
+    QUOTA_TABLE,
     USAGE_TABLE,
     ensure_tables,
     table_service,
@@ -61,6 +66,7 @@ class Services:
     api_keys: ApiKeyStore | None  # None: gateway API keys are switched off (GATEWAY_API_KEYS_ENABLED=false)
     ledger: UsageLedger
     usage_table: TableClient  # what finance reads
+    quotas: QuotaEnforcer
     simulator: EmbeddedSimulator | None  # the embedded local upstream, when AZURE_OPENAI_ENDPOINT is empty
 
 
@@ -108,6 +114,7 @@ class Runtime:
         """Flush what is queued and close network clients (the local dev host calls this on shutdown)."""
         if self._services is not None:
             await self._services.gateway.drain()
+            await self._services.quotas.aclose()  # hand leased budget back for the other instances
             await self._services.ledger.flush()
             await self._services.gateway.upstream.aclose()
             self._services = None
@@ -183,16 +190,23 @@ class Runtime:
         policies = CallerPolicyStore(tables.get_table_client(CALLER_POLICIES_TABLE))
         usage_table = tables.get_table_client(USAGE_TABLE)
         ledger = UsageLedger(usage_table)
+        quotas = QuotaEnforcer(
+            settings.quotas,
+            QuotaLeases(CounterStore(tables.get_table_client(QUOTA_TABLE), instance_id=uuid.uuid4().hex)),
+            policies,
+            settings.accounting.prices,
+            output_ceiling=settings.guardrails.max_output_tokens,
+        )
         gateway = Gateway(
             settings.guardrails,
             authenticator,
             Authorizer(policies),
             upstream,
-            Accounting(ledger, settings.accounting.prices),
+            Accounting(ledger, settings.accounting.prices, quotas),
             stream_usage_min_api_version=settings.upstream.stream_usage_min_api_version,
         )
         return Services(
-            settings, tables, gateway, authenticator, policies, api_keys, ledger, usage_table, self._simulator
+            settings, tables, gateway, authenticator, policies, api_keys, ledger, usage_table, quotas, self._simulator
         )
 
 
