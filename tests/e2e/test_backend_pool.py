@@ -192,3 +192,30 @@ def test_the_single_endpoint_default_is_a_pool_of_one_named_default(gateway, sim
         _client(gateway).chat.completions.create(model=MINI, messages=HELLO)
     assert caught.value.response.headers["retry-after-ms"] == "1500"  # the upstream's own 429, passed through
     assert caught.value.response.headers["x-gateway-backend"] == "default"
+
+
+def test_a_quota_counts_calls_not_attempts(start_gateway, backends, storage_connection_string):
+    a, b = backends["a"], backends["b"]
+    pools = {"*": [{"label": "a", "endpoint": a.url, "priority": 1}, {"label": "b", "endpoint": b.url, "priority": 2}]}
+    gateway = start_gateway(
+        {
+            "GATEWAY_BACKENDS": json.dumps(pools),
+            "GATEWAY_DEFAULT_REQUESTS_PER_MINUTE": "3",
+            "GATEWAY_STORAGE_CONNECTION_STRING": storage_connection_string,
+            "GATEWAY_LOCAL_DEV_AUTH": "true",
+        }
+    )
+    a.behave(fault="429", retry_after_ms=1)  # every call: a 429 on a, then b
+    if time.gmtime().tm_sec >= 56:  # the four calls below (well under a second) must share one UTC minute
+        time.sleep(61 - time.gmtime().tm_sec)
+    azure = _client(gateway)
+    served = [
+        azure.chat.completions.with_raw_response.create(model=MINI, messages=HELLO).headers["x-gateway-backend"]
+        for _ in range(3)
+    ]
+    assert served == ["b", "b", "b"]
+    assert (len(a.requests()), len(b.requests())) == (3, 3)  # six attempts
+    with pytest.raises(openai.RateLimitError) as caught:  # three calls: the limit, not six
+        azure.chat.completions.create(model=MINI, messages=HELLO)
+    assert caught.value.code == "requests_per_minute_exceeded"
+    assert len(a.requests()) == 3  # refused before any backend
