@@ -39,8 +39,10 @@ log = logging.getLogger(__name__)
 BATCH_LIMIT = 100  # a Table Storage transaction holds at most 100 operations, all in one partition
 FLUSH_SECONDS = 0.5
 WRITE_TIMEOUT_SECONDS = 15.0  # one transaction attempt; a hung connection must not stall the queue
+# The ledger retries on its own schedule (backoff capped at BACKOFF_MAX_SECONDS, so rows flow again within
+# seconds of storage returning), not the SDK's, whose growing backoff could hold a batch for minutes.
 BACKOFF_FIRST_SECONDS = 0.2
-BACKOFF_MAX_SECONDS = 5.0
+BACKOFF_MAX_SECONDS = 2.0
 MAX_BACKLOG_ROWS = 10_000
 MAX_BACKLOG_SECONDS = 60.0
 RETRY_AFTER_SECONDS = 5
@@ -317,7 +319,7 @@ class UsageLedger:
         operations = [("upsert", p.record.entity(), {"mode": UpdateMode.REPLACE}) for p in rows]
         while True:
             try:
-                await asyncio.wait_for(self._table.submit_transaction(operations), WRITE_TIMEOUT_SECONDS)
+                await asyncio.wait_for(self._table.submit_transaction(operations, retry_total=0), WRITE_TIMEOUT_SECONDS)
                 break
             except HttpResponseError as exc:
                 if _refused(exc):
@@ -335,7 +337,7 @@ class UsageLedger:
             while True:
                 try:
                     await asyncio.wait_for(
-                        self._table.upsert_entity(pending.record.entity(), mode=UpdateMode.REPLACE),
+                        self._table.upsert_entity(pending.record.entity(), mode=UpdateMode.REPLACE, retry_total=0),
                         WRITE_TIMEOUT_SECONDS,
                     )
                     done.append(key)
