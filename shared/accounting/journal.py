@@ -191,8 +191,13 @@ class ReplayReport:
         }
 
 
-def orphaned(path: Path, *, host: str, stale_seconds: float, now: float | None = None) -> bool:
-    """Nobody will append to or confirm this file any more: its process on this machine is gone, or it is stale."""
+def orphaned(
+    path: Path, *, host: str, stale_seconds: float, now: float | None = None, own_prefix: str | None = None
+) -> bool:
+    """Nobody will append to or confirm this file any more: its process on this machine is gone, or it is stale.
+
+    ``own_prefix`` is this process's journal prefix: a file with this machine's name and this process's id but
+    another start time is an earlier process's (containers reuse process ids after a restart)."""
     match = _NAME.fullmatch(path.name)
     try:
         age = (now or time.time()) - path.stat().st_mtime
@@ -200,7 +205,10 @@ def orphaned(path: Path, *, host: str, stale_seconds: float, now: float | None =
         return False
     if match is not None and match["host"] == host:
         pid = int(match["pid"])
-        if pid != os.getpid() and not _process_alive(pid):
+        if pid == os.getpid():
+            if own_prefix is not None and not path.name.startswith(own_prefix):
+                return True
+        elif not _process_alive(pid):
             return True
     return age >= stale_seconds
 
@@ -275,7 +283,8 @@ async def replay(
     for path in journal_files(directory):
         if exclude is not None and exclude.owns(path):
             continue
-        if not every_file and not orphaned(path, host=host, stale_seconds=stale_seconds):
+        own_prefix = exclude.prefix if exclude is not None else None
+        if not every_file and not orphaned(path, host=host, stale_seconds=stale_seconds, own_prefix=own_prefix):
             continue
         try:
             file_target, records = await asyncio.to_thread(read_journal, path, report)

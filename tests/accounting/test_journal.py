@@ -75,9 +75,12 @@ async def test_only_orphaned_files_are_replayed_unless_asked(table, tmp_path):
     assert orphaned(dead, host="here", stale_seconds=120)
     assert not orphaned(elsewhere, host="here", stale_seconds=120)
     assert orphaned(elsewhere, host="here", stale_seconds=120, now=time.time() + 121)
+    earlier = tmp_path / f"here.{os.getpid()}.1.1.jsonl"  # a container restarted: same process id, older start
+    shutil.copy(dead, earlier)
     report = await replay(tmp_path, table, exclude=live, host="here")
-    assert (report.files, report.rows) == (1, 1)
-    assert not dead.exists() and elsewhere.exists()
+    assert (report.files, report.rows) == (2, 2)
+    assert not dead.exists() and not earlier.exists() and elsewhere.exists()
+    assert len(journal_files(tmp_path)) == 2  # the live segment and the other instance's file stay
     live.close()
 
 
