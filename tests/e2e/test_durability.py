@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableClient
 
 from tests.azurite import ROOT, Azurite
@@ -132,7 +133,10 @@ def ledger(storage: Azurite, request_ids: set[str]) -> dict[str, int]:
     rows = table.query_entities(
         "PartitionKey eq @day", parameters={"day": today}, select=["RowKey", "PromptTokens", "CompletionTokens"]
     )
-    return {r["RowKey"]: r["PromptTokens"] + r["CompletionTokens"] for r in rows if r["RowKey"] in request_ids}
+    try:
+        return {r["RowKey"]: r["PromptTokens"] + r["CompletionTokens"] for r in rows if r["RowKey"] in request_ids}
+    except ResourceNotFoundError:  # no gateway has created the table yet
+        return {}
 
 
 def wait_for_ledger(storage: Azurite, load: Load, seconds: float = 20) -> dict[str, int]:
@@ -270,3 +274,41 @@ def test_sigkill_under_load_loses_nothing_once_the_journal_is_replayed(start, st
     again = replay_command("--journal", str(copy), "--all", env=env)
     assert again["rows"] == replayed["rows"]
     assert ledger(storage, set(load.served)) == after
+
+
+def test_the_dev_host_runs_the_replay_timer_without_any_request(storage, simulator, tmp_path):
+    """`make run` runs timer functions: a crashed process's journal reaches the ledger with no call made."""
+    from shared.accounting.journal import Journal
+    from tests.accounting.test_ledger import record
+
+    journal_dir = tmp_path / "timer"
+    crashed = Journal(journal_dir, "devstoreaccount1/gatewayUsage")
+    row = record(prompt=7, completion=3)
+    crashed.append(row)
+    os.close(crashed._current.fd)  # as a killed process leaves it: not closed, not confirmed
+    orphan = next(journal_dir.iterdir())
+    orphan.rename(journal_dir / orphan.name.replace(f".{os.getpid()}.", f".{_dead_pid()}.", 1))
+
+    gateway = GatewayProcess(
+        {
+            "AZURE_OPENAI_ENDPOINT": simulator.url,
+            "GATEWAY_STORAGE_CONNECTION_STRING": storage.connection_string,
+            "GATEWAY_LOCAL_DEV_AUTH": "true",
+            "GATEWAY_LEDGER_JOURNAL_DIR": str(journal_dir),
+            "GATEWAY_DEVHOST_TIMER_SECONDS": "0.5",
+        }
+    ).start()
+    try:
+        deadline = time.monotonic() + 20
+        while not ledger(storage, {row.request_id}) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert ledger(storage, {row.request_id}) == {row.request_id: 10}
+        assert list(journal_dir.iterdir()) == []
+    finally:
+        gateway.stop()
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
