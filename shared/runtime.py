@@ -203,7 +203,10 @@ class Runtime:
         settings = self.settings.ledger
         journal = None
         if settings.journal_dir is not None:
-            journal = Journal(Path(settings.journal_dir), journal_target(usage_table), fsync=settings.journal_fsync)
+            try:
+                journal = Journal(Path(settings.journal_dir), journal_target(usage_table), fsync=settings.journal_fsync)
+            except OSError as exc:  # serve, recorded through storage only; /api/ready shows "journal": false
+                log.error("the ledger journal directory cannot be used (%s): rows wait in memory only", exc)
         else:
             log.warning("GATEWAY_LEDGER_JOURNAL_DIR=off: usage rows wait for Table Storage in memory only")
         limits = BacklogLimits(max_rows=settings.max_backlog_rows, max_seconds=settings.max_backlog_seconds)

@@ -184,7 +184,8 @@ class UsageLedger:
                 entry = self.journal.append(record)
             except OSError as exc:
                 self.journal_errors += 1
-                log.error("usage row %s not journaled (%s); it is queued in memory only", record.request_id, exc)
+                if self.journal_errors == 1 or self.journal_errors % 100 == 0:
+                    log.error("%d usage rows not journaled (%s); queued in memory only", self.journal_errors, exc)
         self._pending[self._next] = _Pending(record, day_partition(record.at), time.monotonic(), entry)
         self._next += 1
         if len(self._pending) == 1 or len(self._pending) >= BATCH_LIMIT:
