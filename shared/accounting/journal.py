@@ -30,7 +30,6 @@ import re
 import socket
 import time
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,7 +107,7 @@ class Journal:
         segment.unconfirmed += 1
         return JournalEntry(segment)
 
-    def confirm(self, entries: Iterable[JournalEntry]) -> None:
+    def confirm(self, entries: list[JournalEntry]) -> None:
         """These rows are in the table: a segment whose rows are all confirmed is closed and deleted."""
         for entry in entries:
             entry.segment.unconfirmed -= 1
