@@ -17,7 +17,7 @@ files that are orphaned: written by a process on this machine that no longer run
 harmless: the rows are upserted, and its owner writes the same rows again.
 
 Files are named ``<host>.<pid>.<start-ms>.<seq>.jsonl``; the first line names the table the rows belong
-to, so a journal is never replayed into another storage account.
+to (endpoint, account, table), so a journal is never replayed into another storage account or emulator.
 """
 
 from __future__ import annotations
@@ -56,7 +56,9 @@ def instance_name(env: dict[str, str] | None = None) -> str:
 
 
 def journal_target(table: TableClient) -> str:
-    return f"{table.account_name}/{table.table_name}"
+    """The table a journal's rows belong to: endpoint, account and table (``http://127.0.0.1:10002/devstoreaccount1/
+    gatewayUsage`` locally), so rows journaled against one Azurite or account never land in another."""
+    return f"{table.url.rstrip('/')}/{table.table_name}"
 
 
 @dataclass(eq=False)

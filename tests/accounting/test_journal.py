@@ -120,7 +120,7 @@ async def test_a_row_after_an_idle_spell_is_written_without_a_flush(table):
 async def test_while_storage_is_away_rows_are_kept_and_calls_refused_past_the_limit(table, tmp_path):
     # A real Table client aimed at a port where nothing listens: every write fails, none may be dropped.
     away = TableClient.from_connection_string(connection_string(free_port()), table.table_name, retry_total=0)
-    journal = Journal(tmp_path, journal_target(away))
+    journal = Journal(tmp_path, journal_target(table))  # the same table, away for now (another port here)
     ledger = UsageLedger(away, journal=journal, flush_seconds=0.01, limits=BacklogLimits(max_rows=5, max_seconds=60))
     for i in range(4):
         await ledger.record(record(prompt=i))
