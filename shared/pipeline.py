@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
+from azure.core.exceptions import AzureError
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -26,11 +27,19 @@ from shared.protocol.api_versions import version_date
 from shared.protocol.calls import ModelCall
 from shared.protocol.operations import Operation, OperationKind
 from shared.protocol.usage import Usage, usage_from_body
+from shared.quotas.enforcer import with_quota_headers
 from shared.settings import GuardrailSettings
 from shared.upstream.client import Upstream
 from shared.upstream.relay import StreamRelay
 
 log = logging.getLogger(__name__)
+
+STORAGE_UNAVAILABLE = GatewayError(
+    503,
+    "The gateway cannot reach its storage right now, so it cannot check this call; retry shortly.",
+    code="storage_unavailable",
+    headers={"retry-after": "5"},
+)
 
 
 class Authenticates(Protocol):
@@ -70,6 +79,9 @@ class Gateway:
             reservation = await self.accounting.reserve(caller, call, request_id)
         except GatewayError as error:
             return error_response(error, request_id)
+        except AzureError as exc:  # Table Storage (keys, policies, quota counters) unreachable: fail closed
+            log.error("request %s refused: Table Storage failed (%s)", request_id, type(exc).__name__)
+            return error_response(STORAGE_UNAVAILABLE, request_id)
         except Exception:
             log.exception("request %s failed before forwarding", request_id)
             return internal_error_response(request_id)
@@ -87,7 +99,7 @@ class Gateway:
             log.exception("request %s failed while forwarding", request_id)
             await self.accounting.settle(reservation, None, 500, outcome="gateway_error")
             return internal_error_response(request_id)
-        headers = {**upstream.headers, REQUEST_ID_HEADER: request_id}
+        headers = {**with_quota_headers(upstream.headers, reservation.quota.headers), REQUEST_ID_HEADER: request_id}
         if not upstream.ok:
             content = await upstream.read()
             return Response(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,10 +33,14 @@ from shared.pipeline import Gateway
 from shared.policy.authorization import Authorizer
 from shared.policy.callers import CallerPolicyStore
 from shared.protocol.operations import Operation
+from shared.quotas.counters import CounterStore
+from shared.quotas.enforcer import QuotaEnforcer
+from shared.quotas.leases import QuotaLeases
 from shared.settings import Settings, settings_from_env
 from shared.storage.tables import (
     API_KEYS_TABLE,
     CALLER_POLICIES_TABLE,
+    QUOTA_TABLE,
     USAGE_TABLE,
     ensure_tables,
     table_service,
@@ -66,6 +71,7 @@ class Services:
     api_keys: ApiKeyStore | None  # None: gateway API keys are switched off (GATEWAY_API_KEYS_ENABLED=false)
     ledger: UsageLedger
     usage_table: TableClient  # what finance reads
+    quotas: QuotaEnforcer
     simulator: EmbeddedSimulator | None  # the embedded local upstream, when AZURE_OPENAI_ENDPOINT is empty
 
 
@@ -116,6 +122,7 @@ class Runtime:
             self._recovery = None
         if self._services is not None:
             await self._services.gateway.drain()
+            await self._services.quotas.aclose()  # hand leased budget back for the other instances
             await self._services.ledger.close()  # what storage did not take in time stays in the journal
             await self._services.gateway.upstream.aclose()
             self._services = None
@@ -185,18 +192,25 @@ class Runtime:
         policies = CallerPolicyStore(tables.get_table_client(CALLER_POLICIES_TABLE))
         usage_table = tables.get_table_client(USAGE_TABLE)
         ledger = self._ledger(usage_table)
+        quotas = QuotaEnforcer(
+            settings.quotas,
+            QuotaLeases(CounterStore(tables.get_table_client(QUOTA_TABLE), instance_id=uuid.uuid4().hex)),
+            policies,
+            settings.accounting.prices,
+            output_ceiling=settings.guardrails.max_output_tokens,
+        )
         gateway = Gateway(
             settings.guardrails,
             authenticator,
             Authorizer(policies),
             upstream,
-            Accounting(ledger, settings.accounting.prices),
+            Accounting(ledger, settings.accounting.prices, quotas),
             stream_usage_min_api_version=settings.upstream.stream_usage_min_api_version,
         )
         # Rows an earlier process left unwritten (a crash, a kill) reach the table without waiting for the timer.
         self._recovery = asyncio.get_running_loop().create_task(_recover_quietly(ledger))
         return Services(
-            settings, tables, gateway, authenticator, policies, api_keys, ledger, usage_table, self._simulator
+            settings, tables, gateway, authenticator, policies, api_keys, ledger, usage_table, quotas, self._simulator
         )
 
     def _ledger(self, usage_table: TableClient) -> UsageLedger:

@@ -20,6 +20,7 @@ from shared.accounting.prices import Price
 from shared.auth.identity import Caller
 from shared.protocol.calls import ModelCall
 from shared.protocol.usage import Usage
+from shared.quotas.enforcer import QuotaEnforcer, QuotaReservation
 
 log = logging.getLogger("gateway.usage")
 
@@ -29,6 +30,7 @@ class Reservation:
     request_id: str
     caller: Caller
     call: ModelCall
+    quota: QuotaReservation = field(default_factory=QuotaReservation)
     started: float = field(default_factory=time.monotonic)
     settled: bool = False
 
@@ -41,12 +43,15 @@ class Reservation:
 
 
 class Accounting:
-    def __init__(self, ledger: UsageLedger, prices: Mapping[str, Price]) -> None:
+    def __init__(self, ledger: UsageLedger, prices: Mapping[str, Price], quotas: QuotaEnforcer | None = None) -> None:
         self.ledger = ledger
         self.prices = prices
+        self.quotas = quotas
 
     async def reserve(self, caller: Caller, call: ModelCall, request_id: str) -> Reservation:
-        return Reservation(request_id, caller, call)
+        """Hold the call's quota (refusing it with a 429/403/503 GatewayError), before anything is forwarded."""
+        quota = await self.quotas.reserve(caller, call) if self.quotas is not None else QuotaReservation()
+        return Reservation(request_id, caller, call, quota)
 
     async def settle(self, reservation: Reservation, usage: Usage | None, status: int, *, outcome: str) -> None:
         """Settle once: the first call records, any later one does nothing."""
@@ -56,6 +61,8 @@ class Accounting:
     async def record(self, reservation: Reservation, usage: Usage | None, status: int, *, outcome: str) -> None:
         """Record a call whose settlement the caller has already claimed."""
         usage = usage or Usage()
+        if self.quotas is not None:
+            self.quotas.settle(reservation.quota, usage)  # synchronous, before any await: nothing can skip it
         caller, call = reservation.caller, reservation.call
         price = self.prices.get(call.deployment)
         record = UsageRecord(

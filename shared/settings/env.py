@@ -15,11 +15,13 @@ from shared.accounting.prices import Price, PriceError, parse_prices
 from shared.hosting import easy_auth_enabled, https_or_loopback, is_loopback_http, running_in_azure
 from shared.protocol.api_versions import DEFAULT_API_VERSION, DEFAULT_STREAM_USAGE_MIN_API_VERSION, is_api_version
 from shared.protocol.deployments import is_deployment_name
+from shared.quotas.limits import Limit, LimitError, Limits, parse_limit_value
 from shared.settings.sections import (
     AccountingSettings,
     AuthSettings,
     GuardrailSettings,
     LedgerSettings,
+    QuotaSettings,
     Settings,
     StorageSettings,
     UpstreamSettings,
@@ -53,6 +55,11 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
             local_dev=_bool(env, "GATEWAY_LOCAL_DEV_AUTH", False),
         ),
         accounting=AccountingSettings(prices=_prices(env, "GATEWAY_PRICES")),
+        quotas=QuotaSettings(
+            defaults=_default_limits(env),
+            output_allowance=_optional_positive_int(env, "GATEWAY_QUOTA_OUTPUT_ALLOWANCE"),
+            fail_open=_bool(env, "GATEWAY_QUOTA_FAIL_OPEN", False),
+        ),
         in_azure=in_azure,
         ledger=_ledger(env, in_azure),
     )
@@ -230,3 +237,38 @@ def _deployments(env: Mapping[str, str], name: str) -> frozenset[str] | None:
         if not is_deployment_name(item):
             raise SettingsError(f"{name} has an invalid deployment name {item!r}.")
     return frozenset(items)
+
+
+DEFAULT_LIMIT_SETTINGS = {
+    Limit.REQUESTS_PER_MINUTE: "GATEWAY_DEFAULT_REQUESTS_PER_MINUTE",
+    Limit.TOKENS_PER_MINUTE: "GATEWAY_DEFAULT_TOKENS_PER_MINUTE",
+    Limit.TOKENS_PER_DAY: "GATEWAY_DEFAULT_TOKENS_PER_DAY",
+    Limit.TOKENS_PER_MONTH: "GATEWAY_DEFAULT_TOKENS_PER_MONTH",
+    Limit.COST_USD_PER_MONTH: "GATEWAY_DEFAULT_COST_USD_PER_MONTH",
+}
+
+
+def _default_limits(env: Mapping[str, str]) -> Limits:
+    """``GATEWAY_DEFAULT_REQUESTS_PER_MINUTE`` ... ``GATEWAY_DEFAULT_COST_USD_PER_MONTH``; empty means unlimited."""
+    values = {}
+    for limit, name in DEFAULT_LIMIT_SETTINGS.items():
+        text = _str(env, name)
+        if text is None:
+            continue
+        try:
+            number: object = text if limit is Limit.COST_USD_PER_MONTH else int(text)
+        except ValueError:
+            number = text
+        try:
+            values[limit] = parse_limit_value(limit, number, name)
+        except LimitError as exc:
+            raise SettingsError(
+                f"{name} must be a whole number, 0 or more (cost: US dollars), or empty for unlimited (got {text!r})."
+            ) from exc
+    return Limits(values)
+
+
+def _optional_positive_int(env: Mapping[str, str], name: str) -> int | None:
+    if _str(env, name) is None:
+        return None
+    return _positive_int(env, name, 1)

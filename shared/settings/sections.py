@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 
 from shared.accounting.prices import Price
 from shared.protocol.api_versions import DEFAULT_API_VERSION, DEFAULT_STREAM_USAGE_MIN_API_VERSION
+from shared.quotas.limits import Limits
 
 
 @dataclass(frozen=True)
@@ -61,10 +62,6 @@ class AuthSettings:
     api_key_cache_seconds: float = 30.0
     local_dev: bool = False
 
-    @property
-    def validates_entra_tokens(self) -> bool:
-        return self.client_id is not None
-
 
 @dataclass(frozen=True)
 class AccountingSettings:
@@ -83,11 +80,21 @@ class LedgerSettings:
 
 
 @dataclass(frozen=True)
+class QuotaSettings:
+    defaults: Limits = field(default_factory=Limits)  # GATEWAY_DEFAULT_<LIMIT>; a policy overrides per caller
+    # Output tokens reserved for a call that sets no max_tokens/max_completion_tokens/max_output_tokens; None: the
+    # guardrail ceiling (GATEWAY_MAX_OUTPUT_TOKENS), the only figure no answer can exceed.
+    output_allowance: int | None = None
+    fail_open: bool = False  # storage unreachable: refuse (503), or admit against per-instance limits
+
+
+@dataclass(frozen=True)
 class Settings:
     upstream: UpstreamSettings
     guardrails: GuardrailSettings
     storage: StorageSettings
     auth: AuthSettings
     accounting: AccountingSettings
+    quotas: QuotaSettings = field(default_factory=QuotaSettings)
     in_azure: bool = False
     ledger: LedgerSettings = field(default_factory=LedgerSettings)

@@ -92,7 +92,8 @@ class Upstream:
         self.endpoint = endpoint.rstrip("/")
         self._http = httpx2.AsyncClient(
             timeout=httpx2.Timeout(settings.timeout_seconds, connect=settings.connect_timeout_seconds),
-            limits=httpx2.Limits(max_connections=200, max_keepalive_connections=50),
+            # Idle connections close before a server would close them (uvicorn: 5 s): no request races a close.
+            limits=httpx2.Limits(max_connections=200, max_keepalive_connections=50, keepalive_expiry=4.0),
         )
         self._dated = openai.AsyncAzureOpenAI(
             azure_endpoint=self.endpoint,
