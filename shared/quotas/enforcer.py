@@ -37,6 +37,7 @@ from shared.quotas.leases import (
     QuotaStorageError,
 )
 from shared.quotas.limits import NANO_USD_PER_USD, Limit, Unit
+from shared.quotas.reconcile import LedgerTokens, reconcile_folded_counters
 from shared.quotas.windows import window_end, window_key
 from shared.settings import QuotaSettings
 
@@ -105,6 +106,10 @@ class QuotaEnforcer:
     async def delete_expired_counters(self) -> int:
         """Counter rows of windows that ended are dead weight: the cleanup timer deletes them."""
         return await self._leases.store.delete_expired(self._clock())
+
+    async def reconcile(self, ledger_tokens: LedgerTokens) -> int:
+        """Correct counters that counted a dead instance's lease as spent, from the ledger (docs/quotas.md)."""
+        return await reconcile_folded_counters(self._leases.store, ledger_tokens, self._clock())
 
     async def limits_for(self, caller: Caller, deployment: str | None = None) -> list[tuple[str, Limit, int]]:
         """(scope, limit, value in counter units) of every limit that applies to the caller (and deployment)."""

@@ -97,6 +97,16 @@ class AccountingSettings:
 
 
 @dataclass(frozen=True)
+class LedgerSettings:
+    """Durability of the usage ledger (docs/durability.md)."""
+
+    journal_dir: str | None = None  # None: no journal (rows wait in memory only)
+    journal_fsync: bool = False
+    max_backlog_rows: int = 10_000
+    max_backlog_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
 class QuotaSettings:
     defaults: Limits = field(default_factory=Limits)  # GATEWAY_DEFAULT_<LIMIT>; a policy overrides per caller
     # Output tokens reserved for a call that sets no max_tokens/max_completion_tokens/max_output_tokens; None: the
@@ -114,3 +124,4 @@ class Settings:
     accounting: AccountingSettings
     quotas: QuotaSettings = field(default_factory=QuotaSettings)
     in_azure: bool = False
+    ledger: LedgerSettings = field(default_factory=LedgerSettings)

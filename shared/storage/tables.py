@@ -46,8 +46,9 @@ async def ensure_tables(service: TableServiceClient) -> None:
 
 
 async def check_storage(service: TableServiceClient) -> None:
-    """Raise if Table Storage cannot be reached or refuses the gateway's credentials."""
-    async for _ in service.query_tables(f"TableName eq '{API_KEYS_TABLE}'", results_per_page=1):
+    """Raise if Table Storage cannot be reached or refuses the gateway's credentials (at once: a probe that waits
+    for the SDK's retries times out instead of answering)."""
+    async for _ in service.query_tables(f"TableName eq '{API_KEYS_TABLE}'", results_per_page=1, retry_total=0):
         break
 
 
