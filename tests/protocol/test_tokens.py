@@ -102,6 +102,17 @@ def test_text_counts_equal_the_reference_tokenizer(reference, encoding, name):
 
 
 @BOTH
+def test_the_shipped_encoder_is_the_reference_token_for_token(reference, encoding):
+    from shared.protocol.encodings import encoder
+
+    shipped = encoder(encoding)
+    assert shipped._pat_str == reference[encoding]._pat_str
+    assert shipped._special_tokens == reference[encoding]._special_tokens
+    for text in TEXTS.values():
+        assert shipped.encode_ordinary(text) == reference[encoding].encode_ordinary(text)
+
+
+@BOTH
 @pytest.mark.parametrize("name", CONVERSATIONS)
 def test_chat_prompts_equal_the_reference_count(reference, encoding, name):
     messages = CONVERSATIONS[name]
@@ -254,3 +265,29 @@ def test_the_simulator_reports_the_pre_flight_count(sim):
         completion = client.chat.completions.create(model="gpt-4o", messages=messages)  # type: ignore[arg-type]
         assert completion.usage is not None
         assert completion.usage.prompt_tokens == count_prompt(CHAT, {"messages": messages}, Encoding.O200K_BASE)
+
+
+@BOTH
+def test_lone_surrogates_which_json_accepts_are_counted_not_raised(reference, encoding):
+    text = json.loads('"a\\ud800b \\udfff"')
+    assert count_text(text, encoding) == len(reference[encoding].encode_ordinary(text))
+
+
+def test_the_encoders_are_built_once_and_shared_by_threads():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from shared.protocol.encodings import encoder
+
+    texts = [TEXTS[name] * 50 for name in TEXTS] * 4
+    expected = [count_text(t) for t in texts]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert list(pool.map(count_text, texts)) == expected
+    assert encoder(Encoding.O200K_BASE) is encoder(Encoding.O200K_BASE)
+
+
+def test_a_vocabulary_that_does_not_match_tiktokens_hash_is_refused():
+    from shared.protocol.encodings import _packaged_ranks
+
+    url = "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken"
+    with pytest.raises(RuntimeError, match="does not match"):
+        _packaged_ranks(url, expected_hash="0" * 64)

@@ -8,6 +8,7 @@ import math
 import struct
 from typing import Any
 
+from shared.protocol.encodings import encoder
 from shared.protocol.operations import OperationKind
 from shared.protocol.tokens import DEFAULT_ENCODING, Encoding, count_prompt, count_text
 
@@ -15,6 +16,9 @@ _WORDS = (
     "the gateway answered this request from the local simulator with a short deterministic reply "
     "so that tests can count every token exactly and compare what callers see with what was recorded"
 ).split()
+
+
+encoder(DEFAULT_ENCODING)  # loaded when the simulator starts, so no request waits for the vocabulary
 
 
 def count_tokens(text: str, encoding: Encoding = DEFAULT_ENCODING) -> int:
