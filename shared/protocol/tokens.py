@@ -62,8 +62,20 @@ PER_MESSAGE_OVERHEAD = 4
 
 
 def count_text(text: str, encoding: Encoding = DEFAULT_ENCODING) -> int:
-    """The exact number of tokens of ``text`` (special-token strings count as the plain text they are)."""
-    return len(encoder(encoding).encode_ordinary(text)) if text else 0
+    """The exact number of tokens of ``text`` (special-token strings count as the plain text they are).
+
+    tiktoken's regex overflows its stack on whitespace runs of about a million characters and then raises a
+    Rust panic, which is a ``BaseException`` (openai/tiktoken#15, #258). Such a text counts as its UTF-8 size:
+    a token is at least one byte, so that is an upper bound, and a body must never turn into a 500.
+    """
+    if not text:
+        return 0
+    try:
+        return len(encoder(encoding).encode_ordinary(text))
+    except BaseException as error:
+        if type(error).__name__ != "PanicException":
+            raise
+        return len(text.encode("utf-8", "surrogatepass"))
 
 
 def count_prompt(

@@ -8,6 +8,7 @@ messages were sent to the API and ``usage.prompt_tokens`` printed (124 for gpt-4
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import json
@@ -291,3 +292,42 @@ def test_a_vocabulary_that_does_not_match_tiktokens_hash_is_refused():
     url = "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken"
     with pytest.raises(RuntimeError, match="does not match"):
         _packaged_ranks(url, expected_hash="0" * 64)
+
+
+@pytest.mark.parametrize(("audio_format", "bytes_per_second"), [("wav", 16_000), ("mp3", 1_000)])
+def test_audio_counts_at_least_ten_tokens_per_second_at_the_formats_lowest_bitrate(audio_format, bytes_per_second):
+    seconds = 30
+    data = base64.b64encode(b"\0" * bytes_per_second * seconds).decode()
+    part = {"type": "input_audio", "input_audio": {"data": data, "format": audio_format}}
+    with_audio = {"messages": [{"role": "user", "content": [part]}]}
+    without = {"messages": [{"role": "user", "content": []}]}
+    assert count_prompt(CHAT, with_audio) - count_prompt(CHAT, without) >= 10 * seconds
+
+
+def test_inline_files_count_at_least_their_base64_text():
+    data = base64.b64encode(bytes(range(256)) * 40).decode()
+    part = {"type": "file", "file": {"filename": "report.pdf", "file_data": f"data:application/pdf;base64,{data}"}}
+    counted = count_prompt(CHAT, {"messages": [{"role": "user", "content": [part]}]})
+    assert counted > count_text(data)
+
+
+@BOTH
+def test_responses_tool_outputs_count_their_text_and_calls_their_json(encoding):
+    call = {"type": "function_call", "call_id": "c1", "name": "lookup", "arguments": '{"q": "Zürich"}'}
+    output = {"type": "function_call_output", "call_id": "c1", "output": TEXTS["japanese"]}
+    counted = count_prompt(OperationKind.RESPONSES, {"input": [call, output]}, encoding)
+    assert counted >= count_text(TEXTS["japanese"], encoding) + count_text('lookup{"q": "Zürich"}', encoding)
+
+
+@BOTH
+def test_legacy_functions_count_like_tools(encoding):
+    messages = [{"role": "user", "content": "Weather?"}]
+    as_tools = count_prompt(CHAT, {"messages": messages, "tools": [WEATHER_TOOL]}, encoding)
+    as_functions = count_prompt(CHAT, {"messages": messages, "functions": [WEATHER_TOOL["function"]]}, encoding)
+    plain = count_prompt(CHAT, {"messages": messages}, encoding)
+    assert plain < as_functions <= as_tools
+
+
+def test_a_text_that_overflows_tiktokens_regex_counts_as_its_bytes_instead_of_raising():
+    spaces = " " * 1_200_000  # o200k_base's split pattern overflows the regex stack on this (a Rust panic)
+    assert count_text(spaces, Encoding.O200K_BASE) == len(spaces)
