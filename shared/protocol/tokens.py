@@ -47,9 +47,9 @@ TOKENS_PER_TOOL_CALL = TOKENS_PER_MESSAGE  # each call is rendered like a messag
 SCHEMA_OVERHEAD = TOOLS_BLOCK_OVERHEAD  # a response schema is rendered into the system header like tools
 
 # Images: the per-image maximum of the published formulas (detail high/auto, largest image). Tile models:
-# base + 8 tiles (gpt-4o 85 + 8 x 170 = 1445; o1/o3 1275; gpt-5 1190); patch models: 1536 patches x the
-# model's multiplier (gpt-4.1-nano and gpt-5-nano 2.46 -> 3779). gpt-4o-mini bills images at 2833 + 8 x 5667
-# to keep gpt-4o's image price, far above the rest, so it gets its own ceiling.
+# base + at most 8 tiles (gpt-4o 85 + 8 x 170 = 1445); patch models: at most 1536 patches x the model's
+# multiplier (gpt-4.1-nano 2.46 -> 3779). gpt-4o-mini bills images at 2833 + 8 x 5667 to keep gpt-4o's
+# image price, far above the rest, so it gets its own ceiling.
 IMAGE_CEILING = 3779
 GPT_4O_MINI_IMAGE_CEILING = 2833 + 8 * 5667
 # Audio: ~10 tokens per second of audio; the lowest bitrates the formats accept (8 kbit/s mp3 = 1,000 B/s,
@@ -105,7 +105,7 @@ class _Counter:
         return count_text(text, self.encoding)
 
     def json(self, value: Any) -> int:
-        """Tokens of a value's compact JSON: the upper bound for structures rendered in unpublished ways."""
+        """Tokens of a value's JSON (default separators): the upper bound for what renders in unpublished ways."""
         if value is None:
             return 0
         return self.text(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
