@@ -120,6 +120,7 @@ async def guard(
         deployment = check_deployment(body.get("model"), settings, param="model")
     _check_types(body, operation)
     max_output = _check_output_limit(body, operation, settings)
+    # Exact count instead (D24): count_prompt(operation.kind, body, encoding_for_model(deployment), model=deployment)
     prompt_estimate = estimate_prompt_tokens(body)
     if prompt_estimate > settings.max_prompt_tokens:
         raise bad_request(
