@@ -1,0 +1,209 @@
+"""What the simulated model answers: deterministic, but of the form the request asks for.
+
+A real model's words cannot be simulated, its form can, and the form is what client libraries parse: tool
+calls whose arguments validate against the tool's schema, JSON that validates against ``response_format``,
+``n`` choices, a reply cut at ``max_tokens`` (``finish_reason: "length"``) or before a ``stop`` sequence.
+Everything derives from a seed hashed from the request body, so the same request gets the same answer.
+
+Which form (docs/decisions.md D27):
+- tools offered and ``tool_choice`` not ``none``: on a user turn the model calls tools (``auto``: the tools whose
+  name or description shares words with the last user message, the first tool when none does; only one
+  unless ``parallel_tool_calls`` allows more), ``required`` always calls, a named tool is always that tool.
+  A turn whose last message is a tool result (``auto``) gets a final answer instead;
+- a final answer follows ``response_format``/``text.format``: a schema-valid object for ``json_schema``, a JSON
+  object for ``json_object``, otherwise the simulator's plain sentence.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.local.simulator.schema_values import value_for
+
+DEFAULT_REPLY_TOKENS = 12
+_SENTENCE = (
+    "the gateway answered this request from the local simulator with a short deterministic reply "
+    "so that tests can count every token exactly and compare what callers see with what was recorded"
+).split()
+_PIECE = re.compile(r"\s*(?:\w+|[^\w\s])|\s+$")
+_WORD = re.compile(r"[a-z0-9]+")
+
+Counter = Callable[[str], int]
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # as generated; may be cut short by the token limit
+    pieces: tuple[str, ...]  # the argument fragments as streamed
+
+
+@dataclass(frozen=True)
+class Choice:
+    index: int
+    content: str | None
+    pieces: tuple[str, ...]  # content as streamed, one generation step each
+    tool_calls: tuple[ToolCall, ...]
+    finish_reason: str
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
+class Ask:
+    """The parts of a request that shape the answer, the same for chat completions and responses."""
+
+    seed: str
+    choices: int = 1
+    limit: int | None = None
+    stop: tuple[str, ...] = ()
+    tools: tuple[Tool, ...] = ()
+    tool_choice: str | None = "auto"  # "auto", "none", "required" or a tool's name
+    parallel_tool_calls: bool = True
+    after_tool_result: bool = False
+    last_user_text: str = ""
+    output_format: str = "text"  # "text", "json_object" or "json_schema"
+    output_schema: dict[str, Any] | None = None
+    reply_tokens: int = DEFAULT_REPLY_TOKENS
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def seed_of(body: Any) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def pieces_of(text: str) -> list[str]:
+    """Split text into generation steps (a word or a punctuation mark with its leading space); joined, the text."""
+    return _PIECE.findall(text)
+
+
+def answer(ask: Ask, count: Counter) -> list[Choice]:
+    return [_choice(ask, index, count) for index in range(ask.choices)]
+
+
+def _choice(ask: Ask, index: int, count: Counter) -> Choice:
+    seed = f"{ask.seed}:{index}"
+    calls = _tools_to_call(ask)
+    if calls:
+        budget = ask.limit
+        made: list[ToolCall] = []
+        used = 0
+        cut = False
+        for position, tool in enumerate(calls):
+            arguments = json.dumps(value_for(tool.parameters, f"{seed}:{tool.name}"), separators=(",", ":"))
+            kept, spent, truncated = _take(pieces_of(arguments), None if budget is None else budget - used, count)
+            spent += count(tool.name)
+            made.append(ToolCall(_call_id(seed, position), tool.name, "".join(kept), tuple(kept)))
+            used += spent
+            if truncated:
+                cut = True
+                break
+        finish = "length" if cut else ("stop" if ask.tool_choice not in ("auto", "required") else "tool_calls")
+        return Choice(index, None, (), tuple(made), finish, used)
+
+    if ask.output_format == "json_schema":
+        value = value_for(ask.output_schema or {}, seed)
+        return _text_choice(index, pieces_of(json.dumps(value)), ask, count, wanted=None)
+    if ask.output_format == "json_object":
+        value = {"answer": " ".join(_sentence(index, 6))}
+        return _text_choice(index, pieces_of(json.dumps(value)), ask, count, wanted=None)
+    words = _sentence(index, ask.reply_tokens)
+    return _text_choice(index, [(" " if i else "") + w for i, w in enumerate(words)], ask, count, ask.reply_tokens)
+
+
+def _text_choice(index: int, pieces: list[str], ask: Ask, count: Counter, wanted: int | None) -> Choice:
+    """Cut at the first stop sequence (finish ``stop``, the sequence not included), then at the token limit."""
+    text = "".join(pieces)
+    stop_at = min((text.find(s) for s in ask.stop if s and s in text), default=-1)
+    if stop_at >= 0:
+        pieces = _cut_text(pieces, stop_at)
+    if wanted is not None:  # the plain sentence: as many pieces as tokens wanted
+        kept, used, _ = _take(pieces, wanted, count)
+        pieces = kept
+    kept, used, truncated = _take(pieces, ask.limit, count)
+    finish = "length" if truncated and stop_at < 0 else "stop"
+    return Choice(index, "".join(kept), tuple(kept), (), finish, used)
+
+
+def _take(pieces: Sequence[str], budget: int | None, count: Counter) -> tuple[list[str], int, bool]:
+    kept: list[str] = []
+    used = 0
+    for piece in pieces:
+        tokens = count(piece)
+        if budget is not None and used + tokens > budget:
+            return kept, used, True
+        kept.append(piece)
+        used += tokens
+    return kept, used, False
+
+
+def _cut_text(pieces: list[str], at: int) -> list[str]:
+    kept: list[str] = []
+    length = 0
+    for piece in pieces:
+        if length + len(piece) > at:
+            if at > length:
+                kept.append(piece[: at - length])
+            break
+        kept.append(piece)
+        length += len(piece)
+    return kept
+
+
+def _sentence(index: int, words: int) -> list[str]:
+    return [_SENTENCE[(index + i) % len(_SENTENCE)] for i in range(words)]
+
+
+def _call_id(seed: str, position: int) -> str:
+    return "call_" + hashlib.sha256(f"{seed}:call:{position}".encode()).hexdigest()[:24]
+
+
+def _tools_to_call(ask: Ask) -> list[Tool]:
+    if not ask.tools or ask.tool_choice == "none":
+        return []
+    if ask.tool_choice not in ("auto", "required", None):
+        return [t for t in ask.tools if t.name == ask.tool_choice][:1]
+    if ask.tool_choice == "auto" and ask.after_tool_result:
+        return []
+    words = set(_WORD.findall(ask.last_user_text.lower()))
+    scored = [(len(words & _tool_words(t)), position, t) for position, t in enumerate(ask.tools)]
+    relevant = [t for score, _, t in sorted(scored, key=lambda s: (-s[0], s[1])) if score > 0]
+    chosen = relevant or [ask.tools[0]]
+    return chosen if ask.parallel_tool_calls else chosen[:1]
+
+
+def _tool_words(tool: Tool) -> set[str]:
+    text = f"{tool.name} {tool.description}".lower().replace("_", " ").replace("-", " ")
+    return {w for w in _WORD.findall(text) if len(w) > 2 and w not in _STOPWORDS}
+
+
+_STOPWORDS = frozenset("the and for with from this that get set what which are you your".split())
+
+
+def logprobs_for(piece: str, seed: str, top: int) -> dict[str, Any]:
+    """One content token's logprob entry, shaped as the chat API returns it; values are deterministic."""
+    digest = hashlib.sha256(f"{seed}:{piece}".encode()).digest()
+    logprob = -round(digest[0] / 255 * 2, 6)
+    alternatives = [{"token": piece, "logprob": logprob, "bytes": list(piece.encode())}]
+    for rank in range(1, top):
+        other = f"{piece}{rank}"
+        alternatives.append(
+            {
+                "token": other,
+                "logprob": round(logprob - rank - digest[rank % 32] / 255, 6),
+                "bytes": list(other.encode()),
+            }
+        )
+    return {"token": piece, "logprob": logprob, "bytes": list(piece.encode()), "top_logprobs": alternatives[:top]}
