@@ -80,8 +80,13 @@ class Ask:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def seed_of(body: Any) -> str:
-    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+_TRANSPORT_FIELDS = frozenset({"stream", "stream_options"})  # how the answer travels, not what it is
+
+
+def seed_of(body: dict[str, Any]) -> str:
+    """The same request, streamed or not, gets the same answer."""
+    shaping = {k: v for k, v in body.items() if k not in _TRANSPORT_FIELDS}
+    return hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def pieces_of(text: str) -> list[str]:
