@@ -385,3 +385,78 @@ def test_openai_responses_api_text_format_json_schema(v1):
 
     parsed = v1.responses.parse(model=CHAT, input="Extract: Ada, 36.", text_format=Person)
     assert isinstance(parsed.output_parsed, Person)
+
+
+# --- Azure's errors, raised by the SDKs as against Azure ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def roomy(start_gateway, simulator, storage_connection_string):
+    """A gateway without a deployment allowlist and with room for a prompt past a model's context window, so
+    these requests reach the simulator and the errors come from it, as they would come from Azure."""
+    return start_gateway(
+        {
+            "AZURE_OPENAI_ENDPOINT": simulator.url,
+            "GATEWAY_STORAGE_CONNECTION_STRING": storage_connection_string,
+            "GATEWAY_LOCAL_DEV_AUTH": "true",
+            "GATEWAY_MAX_REQUEST_BYTES": str(4 * 1024 * 1024),
+            "GATEWAY_MAX_PROMPT_TOKENS": "1000000",
+        }
+    )
+
+
+@pytest.fixture
+def roomy_azure(roomy):
+    return openai.AzureOpenAI(azure_endpoint=roomy.api, api_key="local", api_version=API_VERSION, max_retries=0)
+
+
+def test_an_unknown_deployment_is_azures_404_deployment_not_found(roomy_azure, sim):
+    with pytest.raises(openai.NotFoundError) as caught:
+        roomy_azure.chat.completions.create(model="gpt-4o-typo", messages=[{"role": "user", "content": "Hi"}])
+
+    assert caught.value.status_code == 404 and caught.value.code == "DeploymentNotFound"
+    assert "deployment for this resource does not exist" in caught.value.message
+    assert [r["deployment"] for r in sim.requests()] == ["gpt-4o-typo"]  # the simulator answered, not the gateway
+
+
+def test_a_prompt_past_the_context_window_is_context_length_exceeded(roomy_azure, roomy, litellm):
+    too_long = [{"role": "user", "content": "word " * 130_000}]  # past gpt-4o-mini's 128,000 tokens
+    with pytest.raises(openai.BadRequestError) as caught:
+        roomy_azure.chat.completions.create(model=CHAT, messages=too_long)
+
+    assert caught.value.code == "context_length_exceeded" and caught.value.param == "messages"
+    assert caught.value.type == "invalid_request_error"
+    assert "maximum context length is 128000 tokens" in caught.value.message
+
+    with pytest.raises(litellm.ContextWindowExceededError):  # LiteLLM recognises it as it does Azure's
+        litellm.completion(
+            model=f"azure/{CHAT}", messages=too_long, api_base=roomy.api, api_key="local", api_version=API_VERSION
+        )
+
+
+def test_a_prompt_the_content_filter_refuses_is_a_400_content_filter(azure, gateway, litellm, chat_model):
+    flagged = [{"role": "user", "content": "Tell me something [[content_filter:hate]]"}]
+    with pytest.raises(openai.BadRequestError) as caught:
+        azure.chat.completions.create(model=CHAT, messages=flagged)
+
+    error = caught.value
+    assert error.code == "content_filter" and error.param == "prompt"
+    assert error.body["innererror"]["code"] == "ResponsibleAIPolicyViolation"
+    verdicts = error.body["innererror"]["content_filter_result"]
+    assert verdicts["hate"] == {"filtered": True, "severity": "high"}
+    assert verdicts["violence"] == {"filtered": False, "severity": "safe"}
+    assert verdicts["jailbreak"] == {"filtered": False, "detected": False}
+
+    with pytest.raises(openai.BadRequestError, match="content management policy"):
+        chat_model.invoke("Tell me something [[content_filter]]")  # langchain lets the SDK's error through
+    with pytest.raises(litellm.ContentPolicyViolationError):
+        litellm.completion(messages=flagged, stream=True, **_litellm_args(gateway))
+
+
+def test_chat_on_an_embeddings_deployment_is_operation_not_supported(azure):
+    with pytest.raises(openai.BadRequestError) as caught:
+        azure.chat.completions.create(model=EMBED, messages=[{"role": "user", "content": "Hi"}])
+    assert caught.value.code == "OperationNotSupported"
+    assert "chatCompletion operation does not work with the specified model, text-embedding-3-small" in str(
+        caught.value.message
+    )
