@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from typing import Any
 
 _WORDS = (
@@ -29,6 +30,25 @@ _FORMATS = {
     "ipv4": "192.0.2.1",
 }
 MAX_DEPTH = 12  # recursive schemas (a tree node referring to itself) stop here with the smallest valid value
+SHRINK_DEPTH = 6  # from here on: only required properties, null where allowed, fewest array items
+_PATTERN_CANDIDATES = (
+    "alpha",
+    "Alpha",
+    "ALPHA",
+    "alpha_bravo",
+    "alpha-bravo",
+    "a1",
+    "A1",
+    "123",
+    "12345",
+    "2026-01-01",
+    "00:00",
+    "someone@example.com",
+    "https://example.com/",
+    "+15550100",
+    "AB-123",
+    "ab12cd",
+)
 
 
 def value_for(schema: Any, seed: str) -> Any:
@@ -63,6 +83,8 @@ class _Builder:
         return node
 
     def build(self, schema: Any, depth: int) -> Any:
+        if depth > 4 * MAX_DEPTH:  # a schema that requires itself forever has no finite instance
+            return {}
         schema = self.resolve(schema, depth)
         if "const" in schema:
             return schema["const"]
@@ -72,9 +94,13 @@ class _Builder:
         for key in ("anyOf", "oneOf"):
             options = schema.get(key)
             if isinstance(options, list) and options:
-                chosen = next((o for o in options if self._type_of(self.resolve(o, depth)) != "null"), options[0])
+                resolved = [self.resolve(o, depth) for o in options]
+                wanted = (lambda o: self._type_of(o) == "null") if depth >= SHRINK_DEPTH else None
+                chosen = next((o for o in resolved if wanted and wanted(o)), None) or next(
+                    (o for o in resolved if self._type_of(o) != "null"), resolved[0]
+                )
                 base = {k: v for k, v in schema.items() if k != key}
-                return self.build({**base, **self.resolve(chosen, depth)}, depth + 1)
+                return self.build({**base, **chosen}, depth + 1)
         all_of = schema.get("allOf")
         if isinstance(all_of, list) and all_of:
             merged: dict[str, Any] = {k: v for k, v in schema.items() if k != "allOf"}
@@ -121,7 +147,7 @@ class _Builder:
         required = schema.get("required")
         required = [r for r in required if isinstance(r, str)] if isinstance(required, list) else []
         names = list(properties) + [r for r in required if r not in properties]
-        if depth >= MAX_DEPTH:
+        if depth >= SHRINK_DEPTH:
             names = required  # only what must be there, so recursion ends
         result: dict[str, Any] = {}
         for name in names:
@@ -131,7 +157,7 @@ class _Builder:
     def _array(self, schema: dict[str, Any], depth: int) -> list[Any]:
         low = _int(schema.get("minItems"), 0)
         high = _int(schema.get("maxItems"), max(low, 2))
-        count = min(max(low, 0 if depth >= MAX_DEPTH else min(2, high)), high)
+        count = min(max(low, 0 if depth >= SHRINK_DEPTH else min(2, high)), high)
         prefix = schema.get("prefixItems")
         items = schema.get("items", {})
         values: list[Any] = []
@@ -149,6 +175,16 @@ class _Builder:
             return _FORMATS[form]
         low = _int(schema.get("minLength"), 0)
         high = _int(schema.get("maxLength"), 10_000)
+        pattern = schema.get("pattern")
+        if isinstance(pattern, str):
+            try:
+                matcher = re.compile(pattern)
+            except re.error:
+                matcher = None
+            words = [self.rng.choice(_WORDS) for _ in range(3)]
+            for candidate in (*words, "_".join(words), *_PATTERN_CANDIDATES):
+                if matcher and matcher.search(candidate) and low <= len(candidate) <= high:
+                    return candidate
         text = " ".join(self.rng.choice(_WORDS) for _ in range(self.rng.randint(1, 3)))
         while len(text) < low:
             text += " " + self.rng.choice(_WORDS)
