@@ -350,3 +350,12 @@ async def test_embeddings_honour_dimensions_and_count_tokens(client):
     assert body["usage"]["prompt_tokens"] == 3
     native = await client.post("/openai/v1/embeddings", json={"model": "text-embedding-3-large", "input": "x"})
     assert len(native.json()["data"][0]["embedding"]) == 3072
+
+
+async def test_embedding_inputs_past_the_models_limit_are_refused(client):
+    response = await client.post(
+        "/openai/v1/embeddings", json={"model": "text-embedding-3-small", "input": ["short", "word " * 8200]}
+    )
+    error = response.json()["error"]
+    assert response.status_code == 400 and error["code"] == "context_length_exceeded" and error["param"] == "input"
+    assert "maximum context length is 8191 tokens" in error["message"]

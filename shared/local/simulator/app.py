@@ -26,7 +26,7 @@ from shared.local.simulator import azure_errors, chat_wire, reading, responses_w
 from shared.local.simulator.azure_errors import AzureError
 from shared.local.simulator.behaviours import Behaviour, BehaviourBook
 from shared.local.simulator.deployments import Deployment, deployments_from, deployments_from_env
-from shared.local.simulator.replies import DEFAULT_REPLY_TOKENS, answer
+from shared.local.simulator.replies import DEFAULT_REPLY_TOKENS, Counter, answer
 from shared.local.simulator.text import count_tokens, embedding, encode_base64
 from shared.protocol.api_versions import is_api_version, version_date
 
@@ -229,8 +229,9 @@ def _answer(operation: str, body: dict[str, Any], deployment: Deployment, behavi
     return _json(responses_wire.response(rid, model, prompt, body, choice), behaviour)
 
 
-def _count(deployment: Deployment) -> Any:
-    """The token counter of a deployment's model family (its ``encoding``): the one place replies are counted."""
+def _count(deployment: Deployment) -> Counter:
+    """The token counter for a deployment's replies: the one place that would pick its family's ``encoding``
+    (``deployment.model.encoding``) once ``count_tokens`` takes one."""
     return count_tokens
 
 
@@ -284,8 +285,8 @@ def _embeddings(deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]:
                 f"input[{index}]",
                 "invalid_type",
             )
-        if count > family.context_window:
-            raise azure_errors.context_length_exceeded(family.context_window, count, None, "input")
+        if count > family.input_limit:
+            raise azure_errors.context_length_exceeded(family.input_limit, count, None, "input")
         reading.check_content_filter(text)
         tokens += count
         vector = embedding(text, dimensions)

@@ -31,6 +31,11 @@ class ModelFamily:
     dimensions: int = 0  # embeddings: the native vector length
     accepts_dimensions: bool = False  # embeddings: whether ``dimensions`` may shorten the vector
     reasoning: bool = False  # o-series and gpt-5: ``max_completion_tokens`` only, no ``max_tokens``
+    max_input_tokens: int | None = None  # where the prompt alone has a lower limit than the window (gpt-5)
+
+    @property
+    def input_limit(self) -> int:
+        return self.max_input_tokens or self.context_window
 
 
 FAMILIES: dict[str, ModelFamily] = {
@@ -43,18 +48,18 @@ FAMILIES: dict[str, ModelFamily] = {
         ModelFamily("gpt-4.1-nano", "chat", "o200k_base", 1_047_576, 32_768),
         ModelFamily("o3-mini", "chat", "o200k_base", 200_000, 100_000, reasoning=True),
         ModelFamily("o4-mini", "chat", "o200k_base", 200_000, 100_000, reasoning=True),
-        ModelFamily("gpt-5", "chat", "o200k_base", 400_000, 128_000, reasoning=True),
-        ModelFamily("gpt-5-mini", "chat", "o200k_base", 400_000, 128_000, reasoning=True),
-        ModelFamily("gpt-5-nano", "chat", "o200k_base", 400_000, 128_000, reasoning=True),
+        ModelFamily("gpt-5", "chat", "o200k_base", 400_000, 128_000, reasoning=True, max_input_tokens=272_000),
+        ModelFamily("gpt-5-mini", "chat", "o200k_base", 400_000, 128_000, reasoning=True, max_input_tokens=272_000),
+        ModelFamily("gpt-5-nano", "chat", "o200k_base", 400_000, 128_000, reasoning=True, max_input_tokens=272_000),
         ModelFamily("gpt-4", "chat", "cl100k_base", 8_192, 8_192),
         ModelFamily("gpt-35-turbo", "chat", "cl100k_base", 16_385, 4_096),
         ModelFamily(
-            "text-embedding-3-small", "embeddings", "cl100k_base", 8_192, dimensions=1536, accepts_dimensions=True
+            "text-embedding-3-small", "embeddings", "cl100k_base", 8_191, dimensions=1536, accepts_dimensions=True
         ),
         ModelFamily(
-            "text-embedding-3-large", "embeddings", "cl100k_base", 8_192, dimensions=3072, accepts_dimensions=True
+            "text-embedding-3-large", "embeddings", "cl100k_base", 8_191, dimensions=3072, accepts_dimensions=True
         ),
-        ModelFamily("text-embedding-ada-002", "embeddings", "cl100k_base", 8_192, dimensions=1536),
+        ModelFamily("text-embedding-ada-002", "embeddings", "cl100k_base", 8_191, dimensions=1536),
     )
 }
 

@@ -62,9 +62,11 @@ def check_content_filter(*prompt_parts: Any) -> None:
 
 
 def check_context(deployment: Deployment, prompt: int, completion: int | None, param: str) -> None:
-    window = deployment.model.context_window
-    if prompt + (completion or 0) > window:
-        raise azure_errors.context_length_exceeded(window, prompt, completion, param)
+    model = deployment.model
+    if prompt > model.input_limit:
+        raise azure_errors.context_length_exceeded(model.input_limit, prompt, None, param)
+    if prompt + (completion or 0) > model.context_window:
+        raise azure_errors.context_length_exceeded(model.context_window, prompt, completion, param)
 
 
 # --- field readers ---------------------------------------------------------------------------------------
