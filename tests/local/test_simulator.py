@@ -359,3 +359,44 @@ async def test_embedding_inputs_past_the_models_limit_are_refused(client):
     error = response.json()["error"]
     assert response.status_code == 400 and error["code"] == "context_length_exceeded" and error["param"] == "input"
     assert "maximum context length is 8191 tokens" in error["message"]
+
+
+async def test_responses_api_calls_tools_follows_up_and_honours_text_format(client):
+    tool = {"type": "function", "name": "lookup", "parameters": Order.model_json_schema()}
+    first = (
+        await client.post("/openai/v1/responses", json={"model": "gpt-4.1", "input": "Find order", "tools": [tool]})
+    ).json()
+    [call] = first["output"]
+    assert call["type"] == "function_call" and call["name"] == "lookup" and first["status"] == "completed"
+    Order.model_validate_json(call["arguments"])
+
+    follow = {
+        "model": "gpt-4.1",
+        "tools": [tool],
+        "input": [{"type": "function_call_output", "call_id": call["call_id"], "output": "{}"}],
+        "previous_response_id": first["id"],
+        "text": {"format": {"type": "json_schema", "name": "order", "schema": Order.model_json_schema()}},
+    }
+    final = (await client.post("/openai/v1/responses", json=follow)).json()
+    [message] = final["output"]
+    Order.model_validate_json(message["content"][0]["text"])
+    assert final["text"]["format"]["name"] == "order"
+
+    no_json_word = {"model": "gpt-4.1", "input": "hello", "text": {"format": {"type": "json_object"}}}
+    assert (await client.post("/openai/v1/responses", json=no_json_word)).status_code == 400
+    flagged = {
+        "model": "gpt-4.1",
+        "input": [{"role": "user", "content": [{"type": "input_text", "text": "[[content_filter]]"}]}],
+    }
+    refused = await client.post("/openai/v1/responses", json=flagged)
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "content_filter"
+
+
+async def test_legacy_completions_honour_n_stop_and_limits(client):
+    response = await client.post(
+        "/openai/deployments/gpt-4o-mini/completions?api-version=2024-10-21",
+        json={"prompt": "Say", "n": 2, "max_tokens": 3, "stop": "zzz"},
+    )
+    body = response.json()
+    assert [(c["index"], c["finish_reason"]) for c in body["choices"]] == [(0, "length"), (1, "length")]
+    assert body["usage"]["completion_tokens"] == 6
