@@ -114,7 +114,7 @@ def test_langchain_bind_tools_gets_tool_calls_then_a_final_answer(chat_model):
 
     [call] = first.tool_calls
     assert call["name"] == "get_weather" and call["id"].startswith("call_")
-    assert isinstance(call["args"]["city"], str) and call["args"]["city"]
+    assert call["args"]["city"] == "Paris"  # free text is taken from the prompt's names
     assert first.response_metadata["finish_reason"] == "tool_calls"
     result = ToolMessage(get_weather(**call["args"]), tool_call_id=call["id"])
 
@@ -226,6 +226,8 @@ def test_openai_parallel_tool_calls_validate_against_their_schemas(azure):
     assert choice.finish_reason == "tool_calls" and choice.message.content is None
     by_name = {call.function.name: call for call in choice.message.tool_calls}
     assert set(by_name) == {"get_weather", "get_time"}
+    assert json.loads(by_name["get_weather"].function.arguments)["city"] == "Paris"
+    assert json.loads(by_name["get_time"].function.arguments)["timezone"] == "Tokyo"
     for tool in (WEATHER_TOOL, TIME_TOOL):
         jsonschema.validate(
             json.loads(by_name[tool["function"]["name"]].function.arguments), tool["function"]["parameters"]

@@ -43,10 +43,10 @@ def _completion_tokens(choices: list[Choice]) -> int:
 
 
 def _logprobs(choice: Choice, ask: Ask) -> dict[str, Any] | None:
-    if not ask.extra.get("logprobs"):
+    if not ask.logprobs:
         return None
-    top = int(ask.extra.get("top_logprobs") or 0)
-    content = [logprobs_for(p, f"{ask.seed}:{choice.index}", top) for p in choice.pieces] if choice.pieces else None
+    seed = f"{ask.seed}:{choice.index}"
+    content = [logprobs_for(p, seed, ask.top_logprobs) for p in choice.pieces] if choice.pieces else None
     return {"content": content, "refusal": None}
 
 
@@ -128,15 +128,14 @@ def chat_chunks(
                     )
         else:
             yield chunk(choice.index, {"role": "assistant", "content": ""}, logprobs=None)
-            top = int(ask.extra.get("top_logprobs") or 0)
+            seed = f"{ask.seed}:{choice.index}"
             for piece in choice.pieces:
-                extra: dict[str, Any] = {"content_filter_results": FILTER_OK}
-                extra["logprobs"] = (
-                    {"content": [logprobs_for(piece, f"{ask.seed}:{choice.index}", top)], "refusal": None}
-                    if ask.extra.get("logprobs")
+                logprobs = (
+                    {"content": [logprobs_for(piece, seed, ask.top_logprobs)], "refusal": None}
+                    if ask.logprobs
                     else None
                 )
-                yield chunk(choice.index, {"content": piece}, **extra)
+                yield chunk(choice.index, {"content": piece}, content_filter_results=FILTER_OK, logprobs=logprobs)
         yield chunk(choice.index, {}, choice.finish_reason, logprobs=None)
     if include_usage:
         yield sse({**base, "choices": [], "usage": usage(prompt, _completion_tokens(choices))})

@@ -295,7 +295,8 @@ def chat_ask(body: dict[str, Any], deployment: Deployment, reply_tokens: int) ->
         output_format=format_kind,
         output_schema=schema,
         reply_tokens=reply_tokens,
-        extra={"logprobs": logprobs, "top_logprobs": top_logprobs or 0},
+        logprobs=logprobs,
+        top_logprobs=top_logprobs or 0,
     )
     _bool(body, "stream", False)
     check_content_filter(messages)

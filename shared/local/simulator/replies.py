@@ -7,8 +7,10 @@ Everything derives from a seed hashed from the request body, so the same request
 
 Which form (docs/decisions.md D27):
 - tools offered and ``tool_choice`` not ``none``: on a user turn the model calls tools (``auto``: the tools whose
-  name or description shares words with the last user message, the first tool when none does; only one
-  unless ``parallel_tool_calls`` allows more), ``required`` always calls, a named tool is always that tool.
+  name or description shares words with the last user message, in the order the message mentions them, the
+  first tool when none does; only the best match unless ``parallel_tool_calls`` allows more; free-text
+  arguments take the message's capitalised names in turn, so "weather in Paris" asks for Paris),
+  ``required`` always calls, a named tool is always that tool.
   A turn whose last message is a tool result (``auto``) gets a final answer instead;
 - a final answer follows ``response_format``/``text.format``: a schema-valid object for ``json_schema``, a JSON
   object for ``json_object``, otherwise the simulator's plain sentence.
@@ -20,7 +22,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from shared.local.simulator.schema_values import value_for
@@ -32,6 +34,7 @@ _SENTENCE = (
 ).split()
 _PIECE = re.compile(r"\s*(?:\w+|[^\w\s])|\s+$")
 _WORD = re.compile(r"[a-z0-9]+")
+_NAME = re.compile(r"\b[A-Z][a-z]+\b")
 
 Counter = Callable[[str], int]
 
@@ -77,7 +80,8 @@ class Ask:
     output_format: str = "text"  # "text", "json_object" or "json_schema"
     output_schema: dict[str, Any] | None = None
     reply_tokens: int = DEFAULT_REPLY_TOKENS
-    extra: dict[str, Any] = field(default_factory=dict)
+    logprobs: bool = False
+    top_logprobs: int = 0
 
 
 _TRANSPORT_FIELDS = frozenset({"stream", "stream_options"})  # how the answer travels, not what it is
@@ -94,6 +98,16 @@ def pieces_of(text: str) -> list[str]:
     return _PIECE.findall(text)
 
 
+def names_in(text: str) -> list[str]:
+    """Capitalised words past the first, in order ("weather in Paris and Tokyo" -> Paris, Tokyo): what a model
+    would put in a tool's free-text arguments."""
+    found = _NAME.findall(text)
+    first = _NAME.match(text.lstrip())
+    if first and found and found[0] == first.group(0):
+        found = found[1:]
+    return list(dict.fromkeys(found))
+
+
 def answer(ask: Ask, count: Counter) -> list[Choice]:
     return [_choice(ask, index, count) for index in range(ask.choices)]
 
@@ -101,13 +115,15 @@ def answer(ask: Ask, count: Counter) -> list[Choice]:
 def _choice(ask: Ask, index: int, count: Counter) -> Choice:
     seed = f"{ask.seed}:{index}"
     calls = _tools_to_call(ask)
+    names = names_in(ask.last_user_text)
     if calls:
         budget = ask.limit
         made: list[ToolCall] = []
         used = 0
         cut = False
         for position, tool in enumerate(calls):
-            arguments = json.dumps(value_for(tool.parameters, f"{seed}:{tool.name}"), separators=(",", ":"))
+            value = value_for(tool.parameters, f"{seed}:{tool.name}", names)
+            arguments = json.dumps(value, separators=(",", ":"))
             kept, spent, truncated = _take(pieces_of(arguments), None if budget is None else budget - used, count)
             spent += count(tool.name)
             made.append(ToolCall(_call_id(seed, position), tool.name, "".join(kept), tuple(kept)))
@@ -119,7 +135,7 @@ def _choice(ask: Ask, index: int, count: Counter) -> Choice:
         return Choice(index, None, (), tuple(made), finish, used)
 
     if ask.output_format == "json_schema":
-        value = value_for(ask.output_schema or {}, seed)
+        value = value_for(ask.output_schema or {}, seed, names)
         return _text_choice(index, pieces_of(json.dumps(value)), ask, count, wanted=None)
     if ask.output_format == "json_object":
         value = {"answer": " ".join(_sentence(index, 6))}
@@ -138,7 +154,7 @@ def _text_choice(index: int, pieces: list[str], ask: Ask, count: Counter, wanted
         kept, used, _ = _take(pieces, wanted, count)
         pieces = kept
     kept, used, truncated = _take(pieces, ask.limit, count)
-    finish = "length" if truncated and stop_at < 0 else "stop"
+    finish = "length" if truncated else "stop"
     return Choice(index, "".join(kept), tuple(kept), (), finish, used)
 
 
@@ -182,11 +198,17 @@ def _tools_to_call(ask: Ask) -> list[Tool]:
         return [t for t in ask.tools if t.name == ask.tool_choice][:1]
     if ask.tool_choice == "auto" and ask.after_tool_result:
         return []
-    words = set(_WORD.findall(ask.last_user_text.lower()))
-    scored = [(len(words & _tool_words(t)), position, t) for position, t in enumerate(ask.tools)]
-    relevant = [t for score, _, t in sorted(scored, key=lambda s: (-s[0], s[1])) if score > 0]
-    chosen = relevant or [ask.tools[0]]
-    return chosen if ask.parallel_tool_calls else chosen[:1]
+    words = _WORD.findall(ask.last_user_text.lower())
+    matches = []
+    for position, tool in enumerate(ask.tools):
+        mentioned = [i for i, word in enumerate(words) if word in _tool_words(tool)]
+        if mentioned:
+            matches.append((len(set(words[i] for i in mentioned)), mentioned[0], position, tool))
+    if not matches:
+        return [ask.tools[0]]
+    if not ask.parallel_tool_calls:
+        return [min(matches, key=lambda m: (-m[0], m[1], m[2]))[3]]
+    return [m[3] for m in sorted(matches, key=lambda m: (m[1], m[2]))]  # in the order the prompt asks
 
 
 def _tool_words(tool: Tool) -> set[str]:

@@ -51,16 +51,19 @@ _PATTERN_CANDIDATES = (
 )
 
 
-def value_for(schema: Any, seed: str) -> Any:
-    """A deterministic instance of ``schema`` (same schema and seed, same value)."""
+def value_for(schema: Any, seed: str, names: list[str] | None = None) -> Any:
+    """A deterministic instance of ``schema`` (same schema, seed and names, same value). Free-text strings take
+    ``names`` (words from the prompt, say) in turn before made-up words; the names used are removed from the list,
+    so several values built from one list (parallel tool calls) each get the next name."""
     root = schema if isinstance(schema, dict) else {}
-    return _Builder(root, random.Random(seed)).build(root, 0)
+    return _Builder(root, random.Random(seed), names if names is not None else []).build(root, 0)
 
 
 class _Builder:
-    def __init__(self, root: dict[str, Any], rng: random.Random) -> None:
+    def __init__(self, root: dict[str, Any], rng: random.Random, names: list[str]) -> None:
         self.root = root
         self.rng = rng
+        self.names = names
 
     def resolve(self, schema: Any, depth: int) -> dict[str, Any]:
         seen = 0
@@ -185,6 +188,8 @@ class _Builder:
             for candidate in (*words, "_".join(words), *_PATTERN_CANDIDATES):
                 if matcher and matcher.search(candidate) and low <= len(candidate) <= high:
                     return candidate
+        if self.names and low <= len(self.names[0]) <= high:
+            return self.names.pop(0)
         text = " ".join(self.rng.choice(_WORDS) for _ in range(self.rng.randint(1, 3)))
         while len(text) < low:
             text += " " + self.rng.choice(_WORDS)
