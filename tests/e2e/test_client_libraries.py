@@ -321,7 +321,7 @@ def test_openai_n_choices_stop_and_limits(azure):
     assert stopped.choices[0].finish_reason == "stop"
 
     cut = azure.chat.completions.create(model=CHAT, messages=hello, n=2, max_tokens=3)
-    assert [(c.finish_reason, len(c.message.content.split())) for c in cut.choices] == [("length", 3), ("length", 3)]
+    assert [c.finish_reason for c in cut.choices] == ["length", "length"]
     assert cut.usage.completion_tokens == 6
 
 

@@ -136,23 +136,19 @@ def _choice(ask: Ask, index: int, count: Counter) -> Choice:
 
     if ask.output_format == "json_schema":
         value = value_for(ask.output_schema or {}, seed, names)
-        return _text_choice(index, pieces_of(json.dumps(value)), ask, count, wanted=None)
+        return _text_choice(index, pieces_of(json.dumps(value)), ask, count)
     if ask.output_format == "json_object":
-        value = {"answer": " ".join(_sentence(index, 6))}
-        return _text_choice(index, pieces_of(json.dumps(value)), ask, count, wanted=None)
-    words = _sentence(index, ask.reply_tokens)
-    return _text_choice(index, [(" " if i else "") + w for i, w in enumerate(words)], ask, count, ask.reply_tokens)
+        value = {"answer": "".join(_sentence(index, 6, count)).strip()}
+        return _text_choice(index, pieces_of(json.dumps(value)), ask, count)
+    return _text_choice(index, _sentence(index, ask.reply_tokens, count), ask, count)
 
 
-def _text_choice(index: int, pieces: list[str], ask: Ask, count: Counter, wanted: int | None) -> Choice:
+def _text_choice(index: int, pieces: list[str], ask: Ask, count: Counter) -> Choice:
     """Cut at the first stop sequence (finish ``stop``, the sequence not included), then at the token limit."""
     text = "".join(pieces)
     stop_at = min((text.find(s) for s in ask.stop if s and s in text), default=-1)
     if stop_at >= 0:
         pieces = _cut_text(pieces, stop_at)
-    if wanted is not None:  # the plain sentence: as many pieces as tokens wanted
-        kept, used, _ = _take(pieces, wanted, count)
-        pieces = kept
     kept, used, truncated = _take(pieces, ask.limit, count)
     finish = "length" if truncated else "stop"
     return Choice(index, "".join(kept), tuple(kept), (), finish, used)
@@ -183,8 +179,23 @@ def _cut_text(pieces: list[str], at: int) -> list[str]:
     return kept
 
 
-def _sentence(index: int, words: int) -> list[str]:
-    return [_SENTENCE[(index + i) % len(_SENTENCE)] for i in range(words)]
+def _sentence(index: int, tokens: int, count: Counter) -> list[str]:
+    """The simulator's sentence (choice ``index`` starts ``index`` words in), exactly ``tokens`` tokens long: a word
+    that would overshoot under the deployment's tokenizer is skipped for the next one that fits."""
+    pieces: list[str] = []
+    used = misses = 0
+    position = index
+    while used < tokens and misses < len(_SENTENCE):
+        piece = (" " if pieces else "") + _SENTENCE[position % len(_SENTENCE)]
+        position += 1
+        spent = count(piece)
+        if 0 < spent and used + spent <= tokens:
+            pieces.append(piece)
+            used += spent
+            misses = 0
+        else:
+            misses += 1
+    return pieces
 
 
 def _call_id(seed: str, position: int) -> str:
