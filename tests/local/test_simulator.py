@@ -404,3 +404,19 @@ async def test_legacy_completions_honour_n_stop_and_limits(client):
     body = response.json()
     assert [(c["index"], c["finish_reason"]) for c in body["choices"]] == [(0, "length"), (1, "length")]
     assert body["usage"]["completion_tokens"] == 6
+
+
+async def test_logprobs_on_legacy_completions_and_responses(client):
+    legacy = (
+        await client.post(
+            "/openai/deployments/gpt-4o-mini/completions?api-version=2024-10-21",
+            json={"prompt": "Say", "max_tokens": 3, "logprobs": 2},
+        )
+    ).json()["choices"][0]
+    assert "".join(legacy["logprobs"]["tokens"]) == legacy["text"]
+    assert legacy["logprobs"]["text_offset"][0] == 0 and all(len(t) == 2 for t in legacy["logprobs"]["top_logprobs"])
+
+    body = {"model": "gpt-4.1", "input": "Hi", "include": ["message.output_text.logprobs"], "top_logprobs": 3}
+    part = (await client.post("/openai/v1/responses", json=body)).json()["output"][0]["content"][0]
+    assert "".join(e["token"] for e in part["logprobs"]) == part["text"]
+    assert all(len(e["top_logprobs"]) == 3 for e in part["logprobs"])

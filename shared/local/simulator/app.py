@@ -220,13 +220,13 @@ def _answer(operation: str, body: dict[str, Any], deployment: Deployment, behavi
         ask, prompt = reading.completions_ask(body, deployment, reply_tokens)
         choices = answer(ask, _count(deployment))
         if stream:
-            return _stream(chat_wire.completion_chunks(rid, model, prompt, choices, include_usage), behaviour)
-        return _json(chat_wire.completion(rid, model, prompt, choices), behaviour)
+            return _stream(chat_wire.completion_chunks(rid, model, prompt, ask, choices, include_usage), behaviour)
+        return _json(chat_wire.completion(rid, model, prompt, ask, choices), behaviour)
     ask, prompt = reading.responses_ask(body, deployment, reply_tokens)
     [choice] = answer(ask, _count(deployment))
     if stream:
-        return _stream(responses_wire.response_events(rid, model, prompt, body, choice), behaviour)
-    return _json(responses_wire.response(rid, model, prompt, body, choice), behaviour)
+        return _stream(responses_wire.response_events(rid, model, prompt, body, ask, choice), behaviour)
+    return _json(responses_wire.response(rid, model, prompt, body, ask, choice), behaviour)
 
 
 def _count(deployment: Deployment) -> Counter:

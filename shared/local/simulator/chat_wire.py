@@ -150,26 +150,58 @@ def _legacy_usage(prompt: int, completion: int) -> dict[str, Any]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def completion(rid: str, model: str, prompt: int, choices: list[Choice]) -> dict[str, Any]:
+def _legacy_logprobs(
+    pieces: tuple[str, ...] | list[str], seed: str, ask: Ask, offset: int = 0
+) -> dict[str, Any] | None:
+    """Legacy completions' logprobs: parallel lists of tokens, their logprobs, top alternatives and text offsets."""
+    if not ask.logprobs:
+        return None
+    entries = [logprobs_for(p, seed, ask.top_logprobs) for p in pieces]
+    offsets = []
+    for piece in pieces:
+        offsets.append(offset)
+        offset += len(piece)
+    return {
+        "tokens": [e["token"] for e in entries],
+        "token_logprobs": [e["logprob"] for e in entries],
+        "top_logprobs": [{t["token"]: t["logprob"] for t in e["top_logprobs"]} for e in entries],
+        "text_offset": offsets,
+    }
+
+
+def completion(rid: str, model: str, prompt: int, ask: Ask, choices: list[Choice]) -> dict[str, Any]:
     return {
         "id": f"cmpl-sim{rid}",
         "object": "text_completion",
         "created": int(time.time()),
         "model": model,
         "choices": [
-            {"index": c.index, "text": c.content or "", "finish_reason": c.finish_reason, "logprobs": None}
+            {
+                "index": c.index,
+                "text": c.content or "",
+                "finish_reason": c.finish_reason,
+                "logprobs": _legacy_logprobs(c.pieces, f"{ask.seed}:{c.index}", ask),
+            }
             for c in choices
         ],
         "usage": _legacy_usage(prompt, _completion_tokens(choices)),
     }
 
 
-def completion_chunks(rid: str, model: str, prompt: int, choices: list[Choice], include_usage: bool) -> Iterator[str]:
+def completion_chunks(
+    rid: str, model: str, prompt: int, ask: Ask, choices: list[Choice], include_usage: bool
+) -> Iterator[str]:
     base = {"id": f"cmpl-sim{rid}", "object": "text_completion", "created": int(time.time()), "model": model}
     for choice in choices:
+        offset = 0
         for piece in choice.pieces:
+            logprobs = _legacy_logprobs([piece], f"{ask.seed}:{choice.index}", ask, offset)
+            offset += len(piece)
             yield sse(
-                {**base, "choices": [{"index": choice.index, "text": piece, "finish_reason": None, "logprobs": None}]}
+                {
+                    **base,
+                    "choices": [{"index": choice.index, "text": piece, "finish_reason": None, "logprobs": logprobs}],
+                }
             )
         yield sse(
             {

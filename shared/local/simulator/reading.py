@@ -21,6 +21,7 @@ MAX_NESTING = 100  # far deeper than any real request (a tool schema nests a few
 MAX_CHOICES = 128
 MAX_STOP_SEQUENCES = 4
 MAX_TOP_LOGPROBS = 20
+MAX_LEGACY_LOGPROBS = 5
 CONTENT_FILTER_MARKER = re.compile(r"\[\[content_filter(?::(hate|self_harm|sexual|violence|jailbreak))?\]\]")
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
@@ -333,9 +334,15 @@ def responses_ask(body: dict[str, Any], deployment: Deployment, reply_tokens: in
         for i in items
         if isinstance(i, str) or (isinstance(i, dict) and i.get("role") == "user")
     ]
+    include = body.get("include")
+    if include is not None and (not isinstance(include, list) or not all(isinstance(i, str) for i in include)):
+        raise _type_error("include", "an array of strings", include)
+    top_logprobs = _int(body, "top_logprobs", 0, MAX_TOP_LOGPROBS)
     ask = Ask(
         seed=seed_of(body),
         limit=limit,
+        logprobs="message.output_text.logprobs" in (include or []),
+        top_logprobs=top_logprobs or 0,
         tools=tools,
         tool_choice=_tool_choice(body.get("tool_choice"), tools, nested=False),
         parallel_tool_calls=_bool(body, "parallel_tool_calls", True),
@@ -362,12 +369,15 @@ def completions_ask(body: dict[str, Any], deployment: Deployment, reply_tokens: 
     if prompt_value is not None and not isinstance(prompt_value, str | list):
         raise _type_error("prompt", "a string or an array", prompt_value)
     limit = _int(body, "max_tokens", 1)
+    logprobs = _int(body, "logprobs", 0, MAX_LEGACY_LOGPROBS)
     ask = Ask(
         seed=seed_of(body),
         choices=_int(body, "n", 1, MAX_CHOICES) or 1,
         limit=limit,
         stop=_stop(body),
         reply_tokens=reply_tokens,
+        logprobs=logprobs is not None,
+        top_logprobs=logprobs or 0,
     )
     _bool(body, "stream", False)
     check_content_filter(prompt_value)

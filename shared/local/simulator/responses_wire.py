@@ -15,14 +15,19 @@ from collections.abc import Iterator
 from typing import Any
 
 from shared.local.simulator.chat_wire import sse
-from shared.local.simulator.replies import Choice
+from shared.local.simulator.replies import Ask, Choice, logprobs_for
 
 
 def _status(choice: Choice) -> str:
     return "incomplete" if choice.finish_reason == "length" else "completed"
 
 
-def _output(rid: str, choice: Choice) -> list[dict[str, Any]]:
+def _logprobs(pieces: tuple[str, ...] | list[str], ask: Ask) -> list[dict[str, Any]]:
+    """Output text logprobs, when ``include`` asks for ``message.output_text.logprobs``."""
+    return [logprobs_for(p, f"{ask.seed}:0", ask.top_logprobs) for p in pieces] if ask.logprobs else []
+
+
+def _output(rid: str, ask: Ask, choice: Choice) -> list[dict[str, Any]]:
     if choice.tool_calls:
         return [
             {
@@ -41,13 +46,20 @@ def _output(rid: str, choice: Choice) -> list[dict[str, Any]]:
             "id": f"msg_sim{rid}",
             "status": _status(choice),
             "role": "assistant",
-            "content": [{"type": "output_text", "text": choice.content or "", "annotations": [], "logprobs": []}],
+            "content": [
+                {
+                    "type": "output_text",
+                    "text": choice.content or "",
+                    "annotations": [],
+                    "logprobs": _logprobs(choice.pieces, ask),
+                }
+            ],
         }
     ]
 
 
 def response(
-    rid: str, model: str, prompt: int, body: dict[str, Any], choice: Choice, status: str | None = None
+    rid: str, model: str, prompt: int, body: dict[str, Any], ask: Ask, choice: Choice, status: str | None = None
 ) -> dict[str, Any]:
     final = status is None
     status = status or _status(choice)
@@ -70,7 +82,7 @@ def response(
         "tool_choice": body.get("tool_choice", "auto"),
         "tools": body.get("tools") or [],
         "text": {"format": (text or {}).get("format") or {"type": "text"}},
-        "output": _output(rid, choice) if final else [],
+        "output": _output(rid, ask, choice) if final else [],
         "usage": {
             "input_tokens": prompt,
             "input_tokens_details": {"cached_tokens": 0},
@@ -83,16 +95,16 @@ def response(
     }
 
 
-def response_events(rid: str, model: str, prompt: int, body: dict[str, Any], choice: Choice) -> Iterator[str]:
+def response_events(rid: str, model: str, prompt: int, body: dict[str, Any], ask: Ask, choice: Choice) -> Iterator[str]:
     seq = itertools.count()
 
     def event(kind: str, **fields: Any) -> str:
         return sse({"type": kind, "sequence_number": next(seq), **fields}, kind)
 
-    started = response(rid, model, prompt, body, choice, status="in_progress")
+    started = response(rid, model, prompt, body, ask, choice, status="in_progress")
     yield event("response.created", response=started)
     yield event("response.in_progress", response=started)
-    done = response(rid, model, prompt, body, choice)
+    done = response(rid, model, prompt, body, ask, choice)
     for output_index, item in enumerate(done["output"]):
         if item["type"] == "function_call":
             call = choice.tool_calls[output_index]
@@ -123,8 +135,10 @@ def response_events(rid: str, model: str, prompt: int, body: dict[str, Any], cho
         where = {"item_id": item["id"], "output_index": output_index, "content_index": 0}
         yield event("response.content_part.added", **where, part=part)
         for piece in choice.pieces:
-            yield event("response.output_text.delta", **where, delta=piece, logprobs=[])
-        yield event("response.output_text.done", **where, text=choice.content or "", logprobs=[])
+            yield event("response.output_text.delta", **where, delta=piece, logprobs=_logprobs([piece], ask))
+        yield event(
+            "response.output_text.done", **where, text=choice.content or "", logprobs=_logprobs(choice.pieces, ask)
+        )
         yield event("response.content_part.done", **where, part=item["content"][0])
         yield event("response.output_item.done", output_index=output_index, item=item)
     yield event(f"response.{done['status']}", response=done)
