@@ -420,3 +420,18 @@ async def test_logprobs_on_legacy_completions_and_responses(client):
     part = (await client.post("/openai/v1/responses", json=body)).json()["output"][0]["content"][0]
     assert "".join(e["token"] for e in part["logprobs"]) == part["text"]
     assert all(len(e["top_logprobs"]) == 3 for e in part["logprobs"])
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "array", "minItems": 200, "items": {"type": "array", "minItems": 200, "items": {"type": "integer"}}},
+        {"type": "string", "minLength": 10_000_000},
+    ],
+)
+async def test_a_schema_whose_smallest_instance_is_huge_is_a_400_not_a_hang(client, schema):
+    tools = [
+        {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"x": schema}}}}
+    ]
+    response = await chat(client, tools=tools)
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_value"

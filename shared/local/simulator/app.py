@@ -27,6 +27,7 @@ from shared.local.simulator.azure_errors import AzureError
 from shared.local.simulator.behaviours import Behaviour, BehaviourBook
 from shared.local.simulator.deployments import Deployment, deployments_from, deployments_from_env
 from shared.local.simulator.replies import DEFAULT_REPLY_TOKENS, Counter, answer
+from shared.local.simulator.schema_values import SchemaTooLarge
 from shared.local.simulator.text import count_tokens, embedding, encode_base64
 from shared.protocol.api_versions import is_api_version, version_date
 
@@ -160,6 +161,8 @@ def create_app(env: Mapping[str, str] | None = None, deployments: Mapping[str, s
             return _answer(operation, body, deployment, behaviour, f"{next(ids):06d}")
         except AzureError as error:
             return _azure(error)
+        except SchemaTooLarge as error:
+            return _azure(azure_errors.invalid_request(f"Invalid schema: {error}.", None, "invalid_value"))
         except Exception as error:  # a body shape nothing above foresaw: still Azure's 400, never a 500
             logger.warning("simulator could not answer a %s request: %s", operation, type(error).__name__)
             return _azure(

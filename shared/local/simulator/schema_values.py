@@ -30,6 +30,7 @@ _FORMATS = {
     "ipv4": "192.0.2.1",
 }
 MAX_DEPTH = 12  # recursive schemas (a tree node referring to itself) stop here with the smallest valid value
+MAX_VALUES = 10_000  # values (and string characters / 10) one instance may take: bounds time and memory
 SHRINK_DEPTH = 6  # from here on: only required properties, null where allowed, fewest array items
 _PATTERN_CANDIDATES = (
     "alpha",
@@ -48,7 +49,13 @@ _PATTERN_CANDIDATES = (
     "+15550100",
     "AB-123",
     "ab12cd",
+    "",
 )
+
+
+class SchemaTooLarge(ValueError):
+    """The schema's smallest instance is larger than the simulator builds (``minItems``/``minLength`` in the
+    millions, or nested so that they multiply)."""
 
 
 def value_for(schema: Any, seed: str, names: list[str] | None = None) -> Any:
@@ -64,6 +71,12 @@ class _Builder:
         self.root = root
         self.rng = rng
         self.names = names
+        self.budget = MAX_VALUES
+
+    def spend(self, amount: int) -> None:
+        self.budget -= amount
+        if self.budget < 0:
+            raise SchemaTooLarge(f"the schema's instances need more than {MAX_VALUES} values")
 
     def resolve(self, schema: Any, depth: int) -> dict[str, Any]:
         seen = 0
@@ -88,6 +101,7 @@ class _Builder:
     def build(self, schema: Any, depth: int) -> Any:
         if depth > 4 * MAX_DEPTH:  # a schema that requires itself forever has no finite instance
             return {}
+        self.spend(1)
         schema = self.resolve(schema, depth)
         if "const" in schema:
             return schema["const"]
@@ -161,6 +175,7 @@ class _Builder:
         low = _int(schema.get("minItems"), 0)
         high = _int(schema.get("maxItems"), max(low, 2))
         count = min(max(low, 0 if depth >= SHRINK_DEPTH else min(2, high)), high)
+        self.spend(count)
         prefix = schema.get("prefixItems")
         items = schema.get("items", {})
         values: list[Any] = []
@@ -178,6 +193,7 @@ class _Builder:
             return _FORMATS[form]
         low = _int(schema.get("minLength"), 0)
         high = _int(schema.get("maxLength"), 10_000)
+        self.spend(low // 10)
         pattern = schema.get("pattern")
         if isinstance(pattern, str):
             try:
