@@ -455,6 +455,20 @@ def test_a_prompt_the_content_filter_refuses_is_a_400_content_filter(azure, gate
         litellm.completion(messages=flagged, stream=True, **_litellm_args(gateway))
 
 
+def test_a_reasoning_deployment_reports_reasoning_tokens_and_can_run_out(roomy_azure):
+    hello = [{"role": "user", "content": "Hello there, gateway!"}]
+    thought = roomy_azure.chat.completions.create(model="o4-mini", messages=hello)
+    assert thought.usage.completion_tokens_details.reasoning_tokens == 64
+    assert thought.usage.completion_tokens == 64 + 12 and thought.choices[0].message.content
+
+    out_of_room = roomy_azure.chat.completions.create(model="o4-mini", messages=hello, max_completion_tokens=32)
+    assert out_of_room.choices[0].finish_reason == "length" and out_of_room.choices[0].message.content == ""
+
+    with pytest.raises(openai.BadRequestError) as caught:
+        roomy_azure.chat.completions.create(model="o4-mini", messages=hello, max_tokens=32)
+    assert caught.value.code == "unsupported_parameter"
+
+
 def test_chat_on_an_embeddings_deployment_is_operation_not_supported(azure):
     with pytest.raises(openai.BadRequestError) as caught:
         azure.chat.completions.create(model=EMBED, messages=[{"role": "user", "content": "Hi"}])

@@ -435,3 +435,29 @@ async def test_a_schema_whose_smallest_instance_is_huge_is_a_400_not_a_hang(clie
     ]
     response = await chat(client, tools=tools)
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_value"
+
+
+async def test_reasoning_models_spend_reasoning_tokens_within_the_limit(client):
+    default = (await chat(client, "o4-mini")).json()
+    assert default["usage"]["completion_tokens"] == 12 + 64
+    assert default["usage"]["completion_tokens_details"]["reasoning_tokens"] == 64
+
+    exhausted = (await chat(client, "o4-mini", max_completion_tokens=50)).json()
+    choice = exhausted["choices"][0]
+    assert (choice["message"]["content"], choice["finish_reason"]) == ("", "length")  # the o-series empty answer
+    assert exhausted["usage"]["completion_tokens"] == 50
+
+    low = (await chat(client, "gpt-5-mini", max_completion_tokens=20, reasoning_effort="low")).json()
+    assert low["choices"][0]["finish_reason"] == "length"
+    assert (
+        low["usage"]["completion_tokens"] == 20 and low["usage"]["completion_tokens_details"]["reasoning_tokens"] == 16
+    )
+
+    assert (await chat(client, "o4-mini", reasoning_effort="extreme")).status_code == 400
+    plain = (await chat(client, "gpt-4o-mini", reasoning_effort="high")).json()
+    assert plain["usage"]["completion_tokens_details"]["reasoning_tokens"] == 0
+
+    response = await client.post(
+        "/openai/v1/responses", json={"model": "o4-mini", "input": "Hi", "reasoning": {"effort": "high"}}
+    )
+    assert response.json()["usage"]["output_tokens_details"]["reasoning_tokens"] == 256

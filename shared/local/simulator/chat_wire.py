@@ -28,13 +28,14 @@ def sse(data: dict[str, Any] | str, event: str | None = None) -> str:
     return (f"event: {event}\n" if event else "") + f"data: {payload}\n\n"
 
 
-def usage(prompt: int, completion: int) -> dict[str, Any]:
+def usage(prompt: int, choices: list[Choice]) -> dict[str, Any]:
+    completion = sum(c.completion_tokens for c in choices)
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
         "prompt_tokens_details": {"cached_tokens": 0},
-        "completion_tokens_details": {"reasoning_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": sum(c.reasoning_tokens for c in choices)},
     }
 
 
@@ -78,7 +79,7 @@ def chat_completion(rid: str, model: str, prompt: int, ask: Ask, choices: list[C
             }
             for choice in choices
         ],
-        "usage": usage(prompt, _completion_tokens(choices)),
+        "usage": usage(prompt, choices),
     }
 
 
@@ -138,7 +139,7 @@ def chat_chunks(
                 yield chunk(choice.index, {"content": piece}, content_filter_results=FILTER_OK, logprobs=logprobs)
         yield chunk(choice.index, {}, choice.finish_reason, logprobs=None)
     if include_usage:
-        yield sse({**base, "choices": [], "usage": usage(prompt, _completion_tokens(choices))})
+        yield sse({**base, "choices": [], "usage": usage(prompt, choices)})
     yield sse("[DONE]")
 
 

@@ -22,6 +22,9 @@ MAX_CHOICES = 128
 MAX_STOP_SEQUENCES = 4
 MAX_TOP_LOGPROBS = 20
 MAX_LEGACY_LOGPROBS = 5
+# Reasoning tokens a reasoning model spends before answering, by effort (deterministic stand-ins: real models
+# vary); "medium" is the default.
+REASONING_TOKENS = {"minimal": 0, "low": 16, "medium": 64, "high": 256}
 CONTENT_FILTER_MARKER = re.compile(r"\[\[content_filter(?::(hate|self_harm|sexual|violence|jailbreak))?\]\]")
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
@@ -241,6 +244,20 @@ def _require_json_word(format_kind: str, *prompt_parts: Any) -> None:
         )
 
 
+def _reasoning(deployment: Deployment, effort: Any, param: str) -> int:
+    if effort is None:
+        effort = "medium"
+    if not isinstance(effort, str) or effort not in REASONING_TOKENS:
+        raise azure_errors.invalid_request(
+            f"Invalid value: '{effort}'. Supported values are: {', '.join(repr(e) for e in REASONING_TOKENS)}.",
+            param,
+            "invalid_value",
+        )
+    if not deployment.model.reasoning:
+        return 0
+    return REASONING_TOKENS[effort]
+
+
 # --- operations --------------------------------------------------------------------------------------------
 
 
@@ -298,6 +315,7 @@ def chat_ask(body: dict[str, Any], deployment: Deployment, reply_tokens: int) ->
         reply_tokens=reply_tokens,
         logprobs=logprobs,
         top_logprobs=top_logprobs or 0,
+        reasoning_tokens=_reasoning(deployment, body.get("reasoning_effort"), "reasoning_effort"),
     )
     _bool(body, "stream", False)
     check_content_filter(messages)
@@ -338,9 +356,13 @@ def responses_ask(body: dict[str, Any], deployment: Deployment, reply_tokens: in
     if include is not None and (not isinstance(include, list) or not all(isinstance(i, str) for i in include)):
         raise _type_error("include", "an array of strings", include)
     top_logprobs = _int(body, "top_logprobs", 0, MAX_TOP_LOGPROBS)
+    reasoning = body.get("reasoning")
+    if reasoning is not None and not isinstance(reasoning, dict):
+        raise _type_error("reasoning", "an object", reasoning)
     ask = Ask(
         seed=seed_of(body),
         limit=limit,
+        reasoning_tokens=_reasoning(deployment, (reasoning or {}).get("effort"), "reasoning.effort"),
         logprobs="message.output_text.logprobs" in (include or []),
         top_logprobs=top_logprobs or 0,
         tools=tools,

@@ -22,7 +22,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from shared.local.simulator.schema_values import value_for
@@ -61,7 +61,8 @@ class Choice:
     pieces: tuple[str, ...]  # content as streamed, one generation step each
     tool_calls: tuple[ToolCall, ...]
     finish_reason: str
-    completion_tokens: int
+    completion_tokens: int  # reasoning tokens included, as Azure counts them
+    reasoning_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,7 @@ class Ask:
     reply_tokens: int = DEFAULT_REPLY_TOKENS
     logprobs: bool = False
     top_logprobs: int = 0
+    reasoning_tokens: int = 0  # reasoning models think before answering; the limit covers both
 
 
 _TRANSPORT_FIELDS = frozenset({"stream", "stream_options"})  # how the answer travels, not what it is
@@ -109,7 +111,18 @@ def names_in(text: str) -> list[str]:
 
 
 def answer(ask: Ask, count: Counter) -> list[Choice]:
-    return [_choice(ask, index, count) for index in range(ask.choices)]
+    """The choices; a reasoning model first spends its reasoning tokens, and a limit they exhaust leaves an
+    empty answer with ``finish_reason: "length"``, as o-series and gpt-5 deployments do."""
+    thinking = ask.reasoning_tokens
+    if not thinking:
+        return [_choice(ask, index, count) for index in range(ask.choices)]
+    if ask.limit is not None and ask.limit <= thinking:
+        return [Choice(i, "", (), (), "length", ask.limit, ask.limit) for i in range(ask.choices)]
+    visible = replace(ask, limit=None if ask.limit is None else ask.limit - thinking)
+    return [
+        replace(c, completion_tokens=c.completion_tokens + thinking, reasoning_tokens=thinking)
+        for c in (_choice(visible, index, count) for index in range(ask.choices))
+    ]
 
 
 def _choice(ask: Ask, index: int, count: Counter) -> Choice:
