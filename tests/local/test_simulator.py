@@ -140,6 +140,7 @@ async def test_a_body_the_simulator_cannot_take_is_an_azure_shaped_400(client, b
     error = response.json()["error"]
     assert isinstance(error["message"], str) and error["message"]
     assert "code" in error
+    assert (await client.get("/_simulator/requests")).status_code == 200  # the request log still serialises
 
 
 @pytest.mark.parametrize("raw", [b"[" * 5000 + b"]" * 5000, b"{not json", b"\xff\xfe", b"[1, 2]", b'"text"', b"null"])

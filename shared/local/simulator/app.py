@@ -120,6 +120,10 @@ def create_app(env: Mapping[str, str] | None = None, deployments: Mapping[str, s
             return _error(400, "BadRequest", "The request body is not valid JSON.")
         if not isinstance(body, dict):
             return _azure(azure_errors.invalid_request("The request body must be a JSON object.", None, "invalid_type"))
+        try:
+            reading.check_nesting(body)  # before anything walks it, the request log's JSON encoder included
+        except AzureError as error:
+            return _azure(error)
         if deployment_name is None:
             deployment_name = body.get("model")
             if not isinstance(deployment_name, str):
@@ -206,7 +210,6 @@ def create_app(env: Mapping[str, str] | None = None, deployments: Mapping[str, s
 
 
 def _answer(operation: str, body: dict[str, Any], deployment: Deployment, behaviour: Behaviour, rid: str) -> Response:
-    reading.check_nesting(body)
     model = deployment.name
     reply_tokens = behaviour.completion_tokens or DEFAULT_REPLY_TOKENS
     stream = body.get("stream") is True
