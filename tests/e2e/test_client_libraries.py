@@ -134,9 +134,9 @@ def test_langchain_streamed_tool_calls_are_assembled(chat_model):
     assert len([c for c in chunks if c.tool_call_chunks]) > 2  # arguments arrived in fragments
 
 
-@pytest.mark.parametrize("method", ["json_schema", "function_calling"])
+@pytest.mark.parametrize("method", [None, "json_schema", "function_calling"])  # None: langchain's default
 def test_langchain_with_structured_output_returns_a_validated_object(chat_model, method):
-    structured = chat_model.with_structured_output(Person, method=method)
+    structured = chat_model.with_structured_output(Person, **({"method": method} if method else {}))
     prompt = "Extract the person from: Ada, 36, lives at 1 Main St."
 
     person = structured.invoke(prompt)
@@ -196,6 +196,23 @@ def test_litellm_completion_and_stream(litellm, gateway):
 
     chunks = list(litellm.completion(messages=messages, stream=True, **_litellm_args(gateway)))
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == text
+
+
+def test_litellm_structured_output_and_embeddings(litellm, gateway):
+    response = litellm.completion(
+        messages=[{"role": "user", "content": "Extract: Ada, 36."}], response_format=Person, **_litellm_args(gateway)
+    )
+    assert isinstance(Person.model_validate_json(response.choices[0].message.content), Person)
+
+    embedded = litellm.embedding(
+        model=f"azure/{EMBED}",
+        input=["one", "two"],
+        dimensions=64,
+        api_base=gateway.api,
+        api_key="local",
+        api_version=API_VERSION,
+    )
+    assert [len(item["embedding"]) for item in embedded.data] == [64, 64]
 
 
 def test_litellm_tools_stream(litellm, gateway):
