@@ -12,12 +12,6 @@ from shared.protocol.encodings import encoder
 from shared.protocol.operations import OperationKind
 from shared.protocol.tokens import DEFAULT_ENCODING, Encoding, count_prompt, count_text
 
-_WORDS = (
-    "the gateway answered this request from the local simulator with a short deterministic reply "
-    "so that tests can count every token exactly and compare what callers see with what was recorded"
-).split()
-
-
 encoder(DEFAULT_ENCODING)  # loaded when the simulator starts, so no request waits for the vocabulary
 
 
@@ -44,11 +38,6 @@ def count_value_tokens(value: Any) -> int:
 def chat_prompt_tokens(messages: list[Any]) -> int:
     """The chat prompt exactly as the gateway counts it before the call (and Azure after it)."""
     return count_prompt(OperationKind.CHAT, {"messages": messages})
-
-
-def reply_tokens(n: int) -> list[str]:
-    """``n`` tokens of reply text; each item is one token including its leading space."""
-    return [(" " if i else "") + _WORDS[i % len(_WORDS)] for i in range(n)]
 
 
 def embedding(text: str, dimensions: int) -> list[float]:
