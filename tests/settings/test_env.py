@@ -114,3 +114,13 @@ def test_the_ledger_journal_is_on_by_default_on_the_shared_home_share_in_azure()
 def test_bad_ledger_settings_name_themselves(name, value):
     with pytest.raises(SettingsError, match=name):
         settings_from_env({**LOCAL, name: value})
+
+
+def test_deployment_models_name_the_tokenizer_of_each_deployment():
+    settings = settings_from_env(
+        {**LOCAL, "GATEWAY_DEPLOYMENT_MODELS": '{"prod-chat": "gpt-4.1", "legacy": "gpt-35-turbo"}'}
+    )
+    assert settings.guardrails.deployment_models == {"prod-chat": "gpt-4.1", "legacy": "gpt-35-turbo"}
+    for bad in ('{"prod-chat": "gpt-4.1", "prod-chat": "gpt-4o"}', '["gpt-4.1"]', '{"../x": "gpt-4.1"}', '{"a": ""}'):
+        with pytest.raises(SettingsError, match="GATEWAY_DEPLOYMENT_MODELS"):
+            settings_from_env({**LOCAL, "GATEWAY_DEPLOYMENT_MODELS": bad})
