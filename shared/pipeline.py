@@ -29,6 +29,7 @@ from shared.protocol.operations import Operation, OperationKind
 from shared.protocol.usage import Usage, usage_from_body
 from shared.quotas.enforcer import with_quota_headers
 from shared.settings import GuardrailSettings
+from shared.telemetry import Observation, observe_request
 from shared.upstream.client import Upstream
 from shared.upstream.relay import StreamRelay
 
@@ -71,26 +72,36 @@ class Gateway:
 
     async def model_call(self, request: Request, operation: Operation, deployment: str | None = None) -> Response:
         request_id = str(uuid.uuid4())
+        observation = observe_request(operation, request_id)
         try:
             caller = await self.authenticator.authenticate(request.headers)
             call = await guard(request, operation, self.guardrails, deployment)
             await self.authorizer.authorize(caller, call)
-            reservation = await self.accounting.reserve(caller, call, request_id)
+            observation.identified(caller.id, call)
+            with observation.quota_reserve():
+                reservation = await self.accounting.reserve(caller, call, request_id)
+            reservation.observation = observation
         except GatewayError as error:
+            observation.refused(error.status, error.code)
             return error_response(error, request_id)
         except AzureError as exc:  # Table Storage (keys, policies, quota counters) unreachable: fail closed
             log.error("request %s refused: Table Storage failed (%s)", request_id, type(exc).__name__)
+            observation.refused(STORAGE_UNAVAILABLE.status, STORAGE_UNAVAILABLE.code, "storage_unavailable")
             return error_response(STORAGE_UNAVAILABLE, request_id)
         except Exception:
             log.exception("request %s failed before forwarding", request_id)
+            observation.refused(500, "internal_error", "gateway_error")
             return internal_error_response(request_id)
-        return await self._forward_and_account(reservation, request_id)
+        return await self._forward_and_account(reservation, request_id, observation)
 
-    async def _forward_and_account(self, reservation: Reservation, request_id: str) -> Response:
+    async def _forward_and_account(
+        self, reservation: Reservation, request_id: str, observation: Observation
+    ) -> Response:
         call = reservation.call
         body, injected_usage = self.forward_body(call)
         try:
-            upstream = await self.upstream.send(call, body, request_id)
+            with observation.upstream():
+                upstream = await self.upstream.send(call, body, request_id)
         except GatewayError as error:
             await self.accounting.settle(reservation, None, error.status, outcome="upstream_unavailable")
             return error_response(error, request_id)
@@ -128,7 +139,7 @@ class Gateway:
             status_code=upstream.status,
             headers=headers,
             media_type=upstream.content_type,
-            background=self._settle_later(reservation, _usage_of(content), upstream.status, "completed"),
+            background=self._settle_later(reservation, _usage_of(content, observation), upstream.status, "completed"),
         )
 
     def _settle_later(self, reservation: Reservation, usage: Usage | None, status: int, outcome: str) -> BackgroundTask:
@@ -154,6 +165,7 @@ class Gateway:
 
     def _settle_detached(self, reservation: Reservation, relay: StreamRelay) -> None:
         if reservation.claim():
+            reservation.observation.streamed(relay.first_token_at, relay.response_model)
             task = asyncio.get_running_loop().create_task(
                 self.accounting.record(reservation, relay.usage, 200, outcome=relay.outcome)
             )
@@ -183,8 +195,12 @@ class Gateway:
         return version_date(api_version) >= version_date(self.stream_usage_min_api_version)
 
 
-def _usage_of(content: bytes) -> Usage | None:
+def _usage_of(content: bytes, observation: Observation) -> Usage | None:
     try:
-        return usage_from_body(json.loads(content))
+        body = json.loads(content)
+        usage = usage_from_body(body)
     except ValueError:
         return None
+    if isinstance(body, dict):
+        observation.answered(body.get("model"))
+    return usage

@@ -21,6 +21,7 @@ from azure.data.tables.aio import TableClient, TableServiceClient
 from starlette.requests import Request
 from starlette.responses import Response
 
+from shared import telemetry
 from shared.accounting.ledger import UsageLedger
 from shared.accounting.settlement import Accounting
 from shared.auth.apikeys import ApiKeyStore
@@ -44,6 +45,7 @@ from shared.storage.tables import (
     table_service,
 )
 from shared.telemetry.logs import cap_library_loggers
+from shared.telemetry.setup import configure as configure_telemetry
 from shared.upstream.client import (
     TokenProvider,
     Upstream,
@@ -78,6 +80,8 @@ class Runtime:
         self._env = dict(env)
         self.settings = settings_from_env(self._env)
         cap_library_loggers()
+        self.telemetry = configure_telemetry(self.settings.telemetry, self._env)
+        telemetry.install(self.telemetry)
         self._services: Services | None = None
         self._lock = asyncio.Lock()
         self._credential: AsyncTokenCredential | None = None
@@ -121,6 +125,7 @@ class Runtime:
             await self._services.gateway.upstream.aclose()
             self._services = None
         await self._close_clients()
+        self.telemetry.shutdown()
 
     def _managed_identity(self) -> AsyncTokenCredential:
         """One credential for the process: Table Storage and Azure OpenAI share its token cache and sessions."""

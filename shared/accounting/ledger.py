@@ -19,6 +19,8 @@ from typing import Any
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
+from shared import telemetry
+
 log = logging.getLogger(__name__)
 
 WRITE_ATTEMPTS = 3
@@ -122,6 +124,7 @@ class UsageLedger:
                 return
             except Exception as exc:  # any storage failure: retry, then report
                 if attempt == WRITE_ATTEMPTS:
+                    telemetry.record_ledger_write_failure(len(records))
                     for record in records:
                         log.error(
                             "usage row for %s NOT written (%s); counts: %s",

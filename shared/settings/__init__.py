@@ -11,6 +11,7 @@ from shared.settings.sections import (
     QuotaSettings,
     Settings,
     StorageSettings,
+    TelemetrySettings,
     UpstreamSettings,
 )
 
@@ -22,6 +23,7 @@ __all__ = [
     "Settings",
     "SettingsError",
     "StorageSettings",
+    "TelemetrySettings",
     "UpstreamSettings",
     "settings_from_env",
 ]
