@@ -2,7 +2,9 @@
 
 Everything runs on this machine (loopback only): a private Azurite, the simulator in its own process, the
 gateway in its own process (``python -m shared.local.devhost``, local dev auth). Reports latency percentiles and
-throughput for both paths and the ratios gateway/baseline, measured in the same run.
+throughput for both paths and the ratios gateway/baseline, measured in the same run. Beside the plain gateway
+(telemetry off, the default) it runs one with every limit of a quota on and two with telemetry on (every call
+traced; one in ten traced), so the cost of each shows as the difference of their ratios.
 
     .venv/bin/python scripts/bench.py [--requests 300] [--concurrency 8]
 """
@@ -115,11 +117,16 @@ def main() -> None:
     gateway = GatewayProcess(common).start()
     # Every limit on, none binding: what quotas cost when callers are within their limits (the common case).
     quota_gateway = GatewayProcess({**common, **QUOTAS_ON}).start()
+    # Telemetry on: spans batched to an exporter thread (the console, into the process log), metrics every 60 s.
+    traced = GatewayProcess({**common, "GATEWAY_TELEMETRY": "console"}).start()
+    sampled = GatewayProcess(
+        {**common, "GATEWAY_TELEMETRY": "console", "GATEWAY_TELEMETRY_TRACE_SAMPLE_RATIO": "0.1"}
+    ).start()
     try:
         key = httpx.post(f"{gateway.api}/manage/keys", json={"name": "bench"}).json()["key"]
         with_key = {"api-key": key, "content-type": "application/json"}
         print(f"{args.requests} requests per case, {os.cpu_count()} cores; all processes share them\n")
-        print(f"{'case':44} {'p50 ms':>8} {'p95 ms':>8} {'ttfb p50':>9} {'req/s':>8}")
+        print(f"{'case':56} {'p50 ms':>8} {'p95 ms':>8} {'ttfb p50':>9} {'req/s':>8}")
         path = "/openai/v1/chat/completions"
         for stream in (False, True):
             for concurrency in (1, args.concurrency):
@@ -136,15 +143,21 @@ def main() -> None:
                     "gateway, quotas on (5 limits)": asyncio.run(
                         run(quota_gateway.base_url, "/api" + path, args.requests, concurrency, stream)
                     ),
+                    "gateway, telemetry on (every call traced)": asyncio.run(
+                        run(traced.base_url, "/api" + path, args.requests, concurrency, stream)
+                    ),
+                    "gateway, telemetry on (10% traced)": asyncio.run(
+                        run(sampled.base_url, "/api" + path, args.requests, concurrency, stream)
+                    ),
                 }
                 for name, r in results.items():
                     print(
-                        f"{label + ' ' + name:44} {r['p50_ms']:8.2f} {r['p95_ms']:8.2f} "
+                        f"{label + ' ' + name:56} {r['p50_ms']:8.2f} {r['p95_ms']:8.2f} "
                         f"{r['ttfb_p50_ms']:9.2f} {r['rps']:8.1f}"
                     )
                 for name, r in list(results.items())[1:]:
                     print(
-                        f"{label + ' ratio ' + name.split(', ')[1]:44} {r['p50_ms'] / base['p50_ms']:8.2f} "
+                        f"{label + ' ratio ' + name.split(', ')[1]:56} {r['p50_ms'] / base['p50_ms']:8.2f} "
                         f"{r['p95_ms'] / base['p95_ms']:8.2f} {r['ttfb_p50_ms'] / base['ttfb_p50_ms']:9.2f} "
                         f"{r['rps'] / base['rps']:8.2f}"
                     )
@@ -158,6 +171,8 @@ def main() -> None:
                 f"quota counters: {made} storage round trips for {reserved} reservations "
                 f"({1000 * made / max(1, reserved):.1f} per 1,000 requests, 5 limits each)"
             )
+        traced.stop()
+        sampled.stop()
         gateway.stop()
         sim_proc.terminate()
         azurite.stop()

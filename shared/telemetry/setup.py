@@ -69,19 +69,17 @@ def _local(settings: TelemetrySettings) -> Telemetry:
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMetricReader
     from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
     from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
     span_exporter: SpanExporter
     metric_exporter: MetricExporter
-    processor: SpanProcessor
     if settings.exporter == "console":
         from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
         span_exporter, metric_exporter = ConsoleSpanExporter(), ConsoleMetricExporter()
-        processor = SimpleSpanProcessor(span_exporter)
     else:
         try:
             from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
@@ -91,7 +89,8 @@ def _local(settings: TelemetrySettings) -> Telemetry:
                 "GATEWAY_TELEMETRY=otlp needs opentelemetry-exporter-otlp-proto-http (requirements-dev.txt)"
             ) from exc
         span_exporter, metric_exporter = OTLPSpanExporter(), OTLPMetricExporter()
-        processor = BatchSpanProcessor(span_exporter)
+    # Batched off the request path, as the Azure Monitor distro does: a call only queues its spans.
+    processor = BatchSpanProcessor(span_exporter)
     resource = Resource.create({"service.name": "ai-gateway"})
     tracer_provider = TracerProvider(
         resource=resource, sampler=ParentBased(TraceIdRatioBased(settings.trace_sample_ratio))
