@@ -9,8 +9,11 @@ Request ids, prompts, keys and principal names are never dimensions.
 
 from __future__ import annotations
 
-from opentelemetry.metrics import MeterProvider
+from collections.abc import Iterable, Mapping
+
+from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
 from opentelemetry.trace import Tracer, TracerProvider
+from opentelemetry.util.types import AttributeValue
 
 SCOPE = "gateway"
 
@@ -63,6 +66,24 @@ class Bounded:
         return OTHER
 
 
+class Tally:
+    """A counter summed in this process and handed to the SDK when metrics are collected (an observable counter,
+    cumulative; exporters that want deltas get them from the SDK). A call pays one dictionary update instead of the
+    SDK's per-measurement attribute checks and hashing (about 15 µs each, several per call). Only the event loop's
+    thread adds; the exporter's thread reads a copy taken in one step."""
+
+    def __init__(self, meter: Meter, name: str, *, unit: str, description: str) -> None:
+        self._totals: dict[tuple[tuple[str, AttributeValue], ...], float] = {}
+        meter.create_observable_counter(name, callbacks=[self._observe], unit=unit, description=description)
+
+    def add(self, amount: float, attributes: Mapping[str, AttributeValue] | None = None) -> None:
+        key = tuple(attributes.items()) if attributes else ()
+        self._totals[key] = self._totals.get(key, 0) + amount
+
+    def _observe(self, _options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(total, dict(key)) for key, total in list(self._totals.items())]
+
+
 class Instruments:
     def __init__(
         self, tracer_provider: TracerProvider, meter_provider: MeterProvider, *, max_callers: int, max_deployments: int
@@ -71,23 +92,17 @@ class Instruments:
         meter = meter_provider.get_meter(SCOPE)
         self.caller = Bounded(max_callers)
         self.deployment = Bounded(max_deployments)
-        self.tokens = meter.create_counter(
-            "gateway.tokens", unit="{token}", description="Tokens by caller, deployment and kind"
+        self.tokens = Tally(meter, "gateway.tokens", unit="{token}", description="Tokens by caller, deployment, kind")
+        self.cost = Tally(meter, "gateway.cost", unit="USD", description="Cost at today's price by caller, deployment")
+        self.requests = Tally(meter, "gateway.requests", unit="{request}", description="Calls by status and outcome")
+        self.quota_refusals = Tally(
+            meter, "gateway.quota.refusals", unit="{request}", description="Calls refused by a quota, by limit"
         )
-        self.cost = meter.create_counter(
-            "gateway.cost", unit="USD", description="Cost at today's price by caller and deployment"
+        self.backend_events = Tally(
+            meter, "gateway.backend.events", unit="{event}", description="Backend cooling and circuit-breaker events"
         )
-        self.requests = meter.create_counter(
-            "gateway.requests", unit="{request}", description="Model calls by status and outcome"
-        )
-        self.quota_refusals = meter.create_counter(
-            "gateway.quota.refusals", unit="{request}", description="Calls refused by a quota, by limit"
-        )
-        self.backend_events = meter.create_counter(
-            "gateway.backend.events", unit="{event}", description="Backend cooling and circuit-breaker events"
-        )
-        self.ledger_write_failures = meter.create_counter(
-            "gateway.ledger.write_failures", unit="{row}", description="Usage rows the ledger could not write"
+        self.ledger_write_failures = Tally(
+            meter, "gateway.ledger.write_failures", unit="{row}", description="Usage rows the ledger could not write"
         )
         self.overhead = meter.create_histogram(
             "gateway.overhead",
