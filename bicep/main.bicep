@@ -123,6 +123,18 @@ param contentShareMode string = 'keyVaultReferenceAfterCreation'
 @maxValue(730)
 param logRetentionInDays int = 30
 
+@description('E-mail address the gateway alerts notify (5xx rate, quota refusals, ledger write failures); empty: portal only.')
+param alertEmail string = ''
+
+@description('Alert when more than this percentage of model calls in 5 minutes answer 5xx.')
+@minValue(1)
+@maxValue(100)
+param alertServerErrorPercent int = 5
+
+@description('Alert when more than this many calls are refused by a quota in 5 minutes.')
+@minValue(1)
+param alertQuotaRefusals int = 100
+
 @description('Virtual network address space and subnet prefixes.')
 param vnetAddressPrefix string = '10.20.0.0/16'
 param appSubnetPrefix string = '10.20.0.0/24'
@@ -290,6 +302,23 @@ module monitoring 'modules/monitoring.bicep' = {
   }
   dependsOn: [
     dns
+  ]
+}
+
+// The operators' workbook and alert rules over Application Insights (docs/observability.md).
+module observability 'modules/observability.bicep' = {
+  name: 'observability'
+  params: {
+    location: location
+    tags: allTags
+    resourceToken: resourceToken
+    appInsightsId: resourceId('Microsoft.Insights/components', appInsightsName)
+    alertEmail: alertEmail
+    serverErrorPercentThreshold: alertServerErrorPercent
+    quotaRefusalThreshold: alertQuotaRefusals
+  }
+  dependsOn: [
+    monitoring
   ]
 }
 

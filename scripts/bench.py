@@ -2,7 +2,10 @@
 
 Everything runs on this machine (loopback only): a private Azurite, the simulator in its own process, the
 gateway in its own process (``python -m shared.local.devhost``, local dev auth). Reports latency percentiles and
-throughput for both paths and the ratios gateway/baseline, measured in the same run.
+throughput for both paths and the ratios gateway/baseline, measured in the same run. Beside the plain gateway
+(telemetry off, the default) it runs one with every limit of a quota on and two with telemetry on (every call
+traced; one in ten traced), compared with telemetry off in interleaved rounds (``--only-telemetry`` runs just
+that comparison).
 
     .venv/bin/python scripts/bench.py [--requests 300] [--concurrency 8]
 """
@@ -98,10 +101,99 @@ async def run(
     }
 
 
+def telemetry_cpu_per_call(calls: int = 10_000) -> None:
+    """CPU time the instrumentation itself adds to one call (in this process, no network, so the machine's load does
+    not blur it): telemetry off (the no-op observation), on with the call sampled out, on with the call traced
+    (spans batched to an exporter writing to /dev/null). "request thread" is what the request path pays; "process"
+    adds the exporter thread's serializing (Azure Monitor's exporter also serializes off the request path)."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
+
+    from shared import telemetry
+    from shared.protocol.calls import ModelCall
+    from shared.protocol.operations import V1_CHAT
+    from shared.protocol.usage import Usage
+
+    call = ModelCall(V1_CHAT, "gpt-4o-mini", None, {}, False, False, 11, 16)
+    usage = Usage(11, 16)
+
+    def one_call() -> None:
+        observation = telemetry.observe_request(V1_CHAT, "7b0e4d2a-6f1c-4a51-9d0e-2c6f3b8a9e10")
+        observation.identified("tenant/8c1d5e8e-0000-4000-8000-000000000001", call)
+        with observation.quota_reserve():
+            pass
+        with observation.upstream():
+            pass
+        observation.answered("gpt-4o-mini-2024-07-18")
+        with observation.settle_step():
+            pass
+        observation.settled(usage, 200, "completed", 0.0000113)
+
+    devnull = open(os.devnull, "w")  # noqa: SIM115 (closed below)
+    cases = {"off": telemetry.Telemetry()}
+    providers = []
+    for name, sampler in (("on, call sampled out", ALWAYS_OFF), ("on, call traced", ALWAYS_ON)):
+        tracer_provider = TracerProvider(sampler=sampler)
+        exporter = ConsoleSpanExporter(out=devnull)
+        tracer_provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=8 * calls))
+        providers.append(tracer_provider)
+        cases[name] = telemetry.Telemetry(tracer_provider, MeterProvider(metric_readers=[InMemoryMetricReader()]))
+    print(f"\ntelemetry CPU per call, in process ({calls} calls each): request thread, process")
+    previous = telemetry.active()
+    try:
+        for name, instance in cases.items():
+            telemetry.install(instance)
+            for _ in range(1000):  # warm-up
+                one_call()
+            thread_started, process_started = time.thread_time(), time.process_time()
+            for _ in range(calls):
+                one_call()
+            thread = time.thread_time() - thread_started
+            for provider in providers:
+                provider.force_flush()  # the exporter's share of this case, before the clock stops
+            process = time.process_time() - process_started
+            print(f"  {name:28} {thread / calls * 1e6:8.1f} µs {process / calls * 1e6:8.1f} µs")
+    finally:
+        telemetry.install(previous)
+        for provider in providers:
+            provider.shutdown()
+        devnull.close()
+
+
+def compare_telemetry(gateways: dict[str, GatewayProcess], path: str, args: argparse.Namespace) -> None:
+    """Telemetry off vs on, in interleaved rounds (off, on, on-sampled, then the next round in rotated order), so
+    the machine's load drifts over all of them alike; reports medians over rounds of p50 and of the ratio to off."""
+    per_round = max(20, args.requests // args.rounds)
+    print(f"\ntelemetry on/off: {args.rounds} interleaved rounds of {per_round} requests per case")
+    print(f"{'case':44} {'p50 ms':>8} {'p95 ms':>8} {'ratio p50':>10} {'ratio p95':>10}")
+    names = list(gateways)
+    for stream in (False, True):
+        for concurrency in (1, 8):
+            samples: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+            for round_ in range(args.rounds):
+                for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+                    url = gateways[name].base_url
+                    samples[name].append(asyncio.run(run(url, "/api" + path, per_round, concurrency, stream)))
+            label = f"{'stream' if stream else 'json'} c={concurrency}"
+            for name in names:
+                ratios = [r["p50_ms"] / o["p50_ms"] for r, o in zip(samples[name], samples["off"], strict=True)]
+                ratios95 = [r["p95_ms"] / o["p95_ms"] for r, o in zip(samples[name], samples["off"], strict=True)]
+                print(
+                    f"{label + ' telemetry ' + name:44} {statistics.median(r['p50_ms'] for r in samples[name]):8.2f} "
+                    f"{statistics.median(r['p95_ms'] for r in samples[name]):8.2f} "
+                    f"{statistics.median(ratios):10.3f} {statistics.median(ratios95):10.3f}"
+                )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=5, help="telemetry comparison: interleaved rounds")
+    parser.add_argument("--only-telemetry", action="store_true", help="run only the telemetry on/off comparison")
     args = parser.parse_args()
 
     azurite = Azurite().start()
@@ -115,12 +207,21 @@ def main() -> None:
     gateway = GatewayProcess(common).start()
     # Every limit on, none binding: what quotas cost when callers are within their limits (the common case).
     quota_gateway = GatewayProcess({**common, **QUOTAS_ON}).start()
+    # Telemetry on: spans batched to an exporter thread (the console, into the process log), metrics every 60 s.
+    traced = GatewayProcess({**common, "GATEWAY_TELEMETRY": "console"}).start()
+    sampled = GatewayProcess(
+        {**common, "GATEWAY_TELEMETRY": "console", "GATEWAY_TELEMETRY_TRACE_SAMPLE_RATIO": "0.1"}
+    ).start()
     try:
         key = httpx.post(f"{gateway.api}/manage/keys", json={"name": "bench"}).json()["key"]
         with_key = {"api-key": key, "content-type": "application/json"}
         print(f"{args.requests} requests per case, {os.cpu_count()} cores; all processes share them\n")
         print(f"{'case':44} {'p50 ms':>8} {'p95 ms':>8} {'ttfb p50':>9} {'req/s':>8}")
         path = "/openai/v1/chat/completions"
+        if args.only_telemetry:
+            telemetry_cpu_per_call()
+            compare_telemetry({"off": gateway, "every call traced": traced, "10% traced": sampled}, path, args)
+            return
         for stream in (False, True):
             for concurrency in (1, args.concurrency):
                 label = f"{'stream' if stream else 'json'} c={concurrency}"
@@ -149,6 +250,8 @@ def main() -> None:
                         f"{r['rps'] / base['rps']:8.2f}"
                     )
                 print()
+        telemetry_cpu_per_call()
+        compare_telemetry({"off": gateway, "every call traced": traced, "10% traced": sampled}, path, args)
     finally:
         quota_gateway.stop()  # logs its storage round trips on shutdown
         trips = re.search(r"quota leases: (\d+) storage round trips, (\d+) reservations", quota_gateway.output())
@@ -158,6 +261,8 @@ def main() -> None:
                 f"quota counters: {made} storage round trips for {reserved} reservations "
                 f"({1000 * made / max(1, reserved):.1f} per 1,000 requests, 5 limits each)"
             )
+        traced.stop()
+        sampled.stop()
         gateway.stop()
         sim_proc.terminate()
         azurite.stop()

@@ -29,6 +29,7 @@ from shared.protocol.operations import Operation, OperationKind
 from shared.protocol.usage import Usage, usage_from_body
 from shared.quotas.enforcer import with_quota_headers
 from shared.settings import GuardrailSettings
+from shared.telemetry import Observation, observe_request
 from shared.upstream.pool import Upstream
 from shared.upstream.relay import StreamRelay
 
@@ -71,27 +72,37 @@ class Gateway:
 
     async def model_call(self, request: Request, operation: Operation, deployment: str | None = None) -> Response:
         request_id = str(uuid.uuid4())
+        observation = observe_request(operation, request_id)
         try:
             self.accounting.ledger.admit()  # fail-closed 503 while usage cannot be recorded (docs/durability.md)
             caller = await self.authenticator.authenticate(request.headers)
             call = await guard(request, operation, self.guardrails, deployment)
             await self.authorizer.authorize(caller, call)
-            reservation = await self.accounting.reserve(caller, call, request_id)
+            observation.identified(caller.id, call)
+            with observation.quota_reserve():
+                reservation = await self.accounting.reserve(caller, call, request_id)
+            reservation.observation = observation
         except GatewayError as error:
+            observation.refused(error.status, error.code)
             return error_response(error, request_id)
         except AzureError as exc:  # Table Storage (keys, policies, quota counters) unreachable: fail closed
             log.error("request %s refused: Table Storage failed (%s)", request_id, type(exc).__name__)
+            observation.refused(STORAGE_UNAVAILABLE.status, STORAGE_UNAVAILABLE.code, "storage_unavailable")
             return error_response(STORAGE_UNAVAILABLE, request_id)
         except Exception:
             log.exception("request %s failed before forwarding", request_id)
+            observation.refused(500, "internal_error", "gateway_error")
             return internal_error_response(request_id)
-        return await self._forward_and_account(reservation, request_id)
+        return await self._forward_and_account(reservation, request_id, observation)
 
-    async def _forward_and_account(self, reservation: Reservation, request_id: str) -> Response:
+    async def _forward_and_account(
+        self, reservation: Reservation, request_id: str, observation: Observation
+    ) -> Response:
         call = reservation.call
         body, injected_usage = self.forward_body(call)
         try:
-            upstream = await self.upstream.send(call, body, request_id)
+            with observation.upstream():
+                upstream = await self.upstream.send(call, body, request_id)
         except GatewayError as error:
             await self.accounting.settle(reservation, None, error.status, outcome="upstream_unavailable")
             return error_response(error, request_id)
@@ -100,6 +111,8 @@ class Gateway:
             await self.accounting.settle(reservation, None, 500, outcome="gateway_error")
             return internal_error_response(request_id)
         reservation.backend = upstream.backend
+        if upstream.backend is not None:
+            observation.backend(upstream.backend)
         headers = {**with_quota_headers(upstream.headers, reservation.quota.headers), REQUEST_ID_HEADER: request_id}
         if not upstream.ok:
             content = await upstream.read()
@@ -122,7 +135,7 @@ class Gateway:
             return error_response(error, request_id)
         # Settled before the caller has the answer: the row is journaled (no storage wait, docs/durability.md), so
         # an instance killed right after sending it cannot lose a call it served.
-        await self.accounting.settle(reservation, _usage_of(content), upstream.status, outcome="completed")
+        await self.accounting.settle(reservation, _usage_of(content, observation), upstream.status, outcome="completed")
         return Response(content, status_code=upstream.status, headers=headers, media_type=upstream.content_type)
 
     async def _relay(self, relay: StreamRelay, reservation: Reservation) -> AsyncIterator[bytes]:
@@ -130,9 +143,10 @@ class Gateway:
         # and the body is sent afterwards, so nothing here may depend on the handler's scope.
         try:
             async for event in relay.events():
-                if relay.finished and not reservation.settled:
+                if relay.finished and reservation.claim():
                     # The final event: settle (journal the row) before the caller has it, as for JSON answers.
-                    await self.accounting.settle(reservation, relay.usage, 200, outcome=relay.outcome)
+                    reservation.observation.streamed(relay.first_token_at, relay.response_model)
+                    await self.accounting.record(reservation, relay.usage, 200, outcome=relay.outcome)
                 yield event
         finally:
             # No await here: when the caller hangs up, this runs inside a cancelled task, so the ledger write goes
@@ -147,6 +161,7 @@ class Gateway:
 
     def _settle_detached(self, reservation: Reservation, relay: StreamRelay) -> None:
         if reservation.claim():
+            reservation.observation.streamed(relay.first_token_at, relay.response_model)
             task = asyncio.get_running_loop().create_task(
                 self.accounting.record(reservation, relay.usage, 200, outcome=relay.outcome)
             )
@@ -176,8 +191,12 @@ class Gateway:
         return version_date(api_version) >= version_date(self.stream_usage_min_api_version)
 
 
-def _usage_of(content: bytes) -> Usage | None:
+def _usage_of(content: bytes, observation: Observation) -> Usage | None:
     try:
-        return usage_from_body(json.loads(content))
+        body = json.loads(content)
+        usage = usage_from_body(body)
     except ValueError:
         return None
+    if isinstance(body, dict):
+        observation.answered(body.get("model"))
+    return usage

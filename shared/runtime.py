@@ -22,6 +22,7 @@ from azure.data.tables.aio import TableClient, TableServiceClient
 from starlette.requests import Request
 from starlette.responses import Response
 
+from shared import telemetry
 from shared.accounting.journal import Journal, ReplayReport, journal_target
 from shared.accounting.ledger import BacklogLimits, UsageLedger
 from shared.accounting.settlement import Accounting
@@ -47,6 +48,7 @@ from shared.storage.tables import (
     table_service,
 )
 from shared.telemetry.logs import cap_library_loggers
+from shared.telemetry.setup import configure as configure_telemetry
 from shared.upstream.client import TokenProvider, managed_identity_token_provider, simulator_token_provider
 from shared.upstream.pool import Upstream
 
@@ -77,6 +79,8 @@ class Runtime:
         self._env = dict(env)
         self.settings = settings_from_env(self._env)
         cap_library_loggers()
+        self.telemetry = configure_telemetry(self.settings.telemetry, self._env)
+        telemetry.install(self.telemetry)
         self._services: Services | None = None
         self._lock = asyncio.Lock()
         self._credential: AsyncTokenCredential | None = None
@@ -125,6 +129,7 @@ class Runtime:
             await self._services.gateway.upstream.aclose()
             self._services = None
         await self._close_clients()
+        self.telemetry.shutdown()
 
     async def recover_usage(self) -> ReplayReport:
         """Replay orphaned ledger journal files (the timer function and start-up call this)."""

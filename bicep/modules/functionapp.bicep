@@ -168,6 +168,10 @@ var baseSettings = {
   APPLICATIONINSIGHTS_CONNECTION_STRING: appInsightsConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
   PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY: 'true'
+  // Traces: one call in ten, read by the worker's Azure Monitor distro (metrics and errors are never sampled;
+  // docs/observability.md).
+  OTEL_TRACES_SAMPLER: 'microsoft.fixed_percentage'
+  OTEL_TRACES_SAMPLER_ARG: '0.1'
   // The gateway's own settings.
   AZURE_CLIENT_ID: identityClientId
   AZURE_OPENAI_ENDPOINT: openAiEndpoint

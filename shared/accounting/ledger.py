@@ -29,6 +29,7 @@ from azure.core.exceptions import HttpResponseError
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
+from shared import telemetry
 from shared.errors import GatewayError
 
 if TYPE_CHECKING:
@@ -364,6 +365,7 @@ class UsageLedger:
         await self._written_ok(done)
 
     async def _failed(self, exc: BaseException, rows: int) -> None:
+        telemetry.record_ledger_write_failure(rows)  # rows whose write failed this attempt (they are retried)
         self.failures += 1
         self.last_error = type(exc).__name__
         if self.failures == 1 or self.failures % 20 == 0:

@@ -21,6 +21,7 @@ from shared.auth.identity import Caller
 from shared.protocol.calls import ModelCall
 from shared.protocol.usage import Usage
 from shared.quotas.enforcer import QuotaEnforcer, QuotaReservation
+from shared.telemetry import UNOBSERVED, Observation
 
 log = logging.getLogger("gateway.usage")
 
@@ -34,6 +35,7 @@ class Reservation:
     started: float = field(default_factory=time.monotonic)
     settled: bool = False
     backend: str | None = None  # the label of the upstream backend whose answer the caller got
+    observation: Observation = UNOBSERVED  # the call's span and metrics (shared.telemetry)
 
     def claim(self) -> bool:
         """Take the one right to settle this call (synchronous, so no await can race it)."""
@@ -62,6 +64,11 @@ class Accounting:
     async def record(self, reservation: Reservation, usage: Usage | None, status: int, *, outcome: str) -> None:
         """Record a call whose settlement the caller has already claimed."""
         usage = usage or Usage()
+        with reservation.observation.settle_step():
+            cost_usd = await self._record(reservation, usage, status, outcome)
+        reservation.observation.settled(usage, status, outcome, cost_usd)
+
+    async def _record(self, reservation: Reservation, usage: Usage, status: int, outcome: str) -> float | None:
         if self.quotas is not None:
             self.quotas.settle(reservation.quota, usage)  # synchronous, before any await: nothing can skip it
         caller, call = reservation.caller, reservation.call
@@ -88,6 +95,8 @@ class Accounting:
             duration_ms=round((time.monotonic() - reservation.started) * 1000),
             backend=reservation.backend,
         )
+        # A local diagnostic: with Azure Monitor this logger is capped at WARNING (shared/telemetry/setup.py), since
+        # a line per call is the costliest telemetry there is and the ledger row, span and metrics hold the facts.
         log.info(
             "model call %s settled: %s %s by %s status=%s outcome=%s tokens=%d+%d%s",
             record.request_id,
@@ -121,3 +130,4 @@ class Accounting:
             },
         )
         await self.ledger.record(record)
+        return record.cost_usd

@@ -13,6 +13,7 @@ from shared.settings.sections import (
     QuotaSettings,
     Settings,
     StorageSettings,
+    TelemetrySettings,
     UpstreamSettings,
 )
 
@@ -26,6 +27,7 @@ __all__ = [
     "Settings",
     "SettingsError",
     "StorageSettings",
+    "TelemetrySettings",
     "UpstreamSettings",
     "settings_from_env",
 ]

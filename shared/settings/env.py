@@ -26,6 +26,7 @@ from shared.settings.sections import (
     QuotaSettings,
     Settings,
     StorageSettings,
+    TelemetrySettings,
     UpstreamSettings,
 )
 from shared.settings.strict_json import strict_loads
@@ -64,6 +65,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
             output_allowance=_optional_positive_int(env, "GATEWAY_QUOTA_OUTPUT_ALLOWANCE"),
             fail_open=_bool(env, "GATEWAY_QUOTA_FAIL_OPEN", False),
         ),
+        telemetry=_telemetry(env, in_azure),
         in_azure=in_azure,
         ledger=_ledger(env, in_azure),
     )
@@ -112,6 +114,31 @@ def _upstream(env: Mapping[str, str], in_azure: bool) -> UpstreamSettings:
         cooldown_seconds=_positive_float(env, "GATEWAY_BACKEND_COOLDOWN_SECONDS", 5.0),
         breaker_failures=_positive_int(env, "GATEWAY_BACKEND_BREAKER_FAILURES", 5),
         breaker_open_seconds=_positive_float(env, "GATEWAY_BACKEND_BREAKER_SECONDS", 30.0),
+    )
+
+
+TELEMETRY_EXPORTERS = ("off", "azure_monitor", "console", "otlp")
+
+
+def _telemetry(env: Mapping[str, str], in_azure: bool) -> TelemetrySettings:
+    """Azure Monitor by default in Azure when Application Insights is connected; nothing by default elsewhere."""
+    connected = _str(env, "APPLICATIONINSIGHTS_CONNECTION_STRING") is not None
+    exporter = (_str(env, "GATEWAY_TELEMETRY") or ("azure_monitor" if in_azure and connected else "off")).lower()
+    if exporter not in TELEMETRY_EXPORTERS:
+        raise SettingsError(f"GATEWAY_TELEMETRY must be one of {', '.join(TELEMETRY_EXPORTERS)} (got {exporter!r}).")
+    worker_configured = _bool(env, "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY", False)
+    if exporter == "azure_monitor" and not (connected or worker_configured):
+        raise SettingsError(
+            "GATEWAY_TELEMETRY=azure_monitor needs APPLICATIONINSIGHTS_CONNECTION_STRING (or the Functions worker's "
+            "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY=true)."
+        )
+    return TelemetrySettings(
+        exporter=exporter,
+        trace_sample_ratio=_number(
+            env, "GATEWAY_TELEMETRY_TRACE_SAMPLE_RATIO", 1.0, float, lambda n: 0 <= n <= 1, "a number from 0 to 1"
+        ),
+        max_callers=_positive_int(env, "GATEWAY_TELEMETRY_MAX_CALLERS", 1000),
+        max_deployments=_positive_int(env, "GATEWAY_TELEMETRY_MAX_DEPLOYMENTS", 100),
     )
 
 

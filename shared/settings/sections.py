@@ -119,6 +119,18 @@ class QuotaSettings:
 
 
 @dataclass(frozen=True)
+class TelemetrySettings:
+    """Where spans and metrics go (docs/observability.md). ``azure_monitor``: the Application Insights the
+    Functions worker configured (``PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY``), or one the app configures once
+    from ``APPLICATIONINSIGHTS_CONNECTION_STRING``; ``console``/``otlp``: local diagnostics; ``off``: nothing."""
+
+    exporter: str = "off"  # off | azure_monitor | console | otlp
+    trace_sample_ratio: float = 1.0  # console/otlp only; in Azure OTEL_TRACES_SAMPLER(_ARG) configure the distro
+    max_callers: int = 1000  # distinct caller ids per metric stream before the rest count as "_other"
+    max_deployments: int = 100
+
+
+@dataclass(frozen=True)
 class Settings:
     upstream: UpstreamSettings
     guardrails: GuardrailSettings
@@ -126,5 +138,6 @@ class Settings:
     auth: AuthSettings
     accounting: AccountingSettings
     quotas: QuotaSettings = field(default_factory=QuotaSettings)
+    telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
     in_azure: bool = False
     ledger: LedgerSettings = field(default_factory=LedgerSettings)

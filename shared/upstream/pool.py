@@ -29,13 +29,14 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from shared import telemetry
 from shared.errors import GatewayError
 from shared.protocol.calls import ModelCall
 from shared.protocol.operations import OperationKind
 from shared.settings import BackendSettings, UpstreamSettings
 from shared.settings.sections import ANY_DEPLOYMENT
 from shared.upstream.client import EndpointClient, TokenProvider, UpstreamResponse, UpstreamUnavailable
-from shared.upstream.health import BackendHealth, retry_after_seconds
+from shared.upstream.health import BackendHealth, Circuit, retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -201,12 +202,14 @@ class Upstream:
                     last_label,
                 )
             await _discard(last)
+            if last is not None:
+                telemetry.record_backend_event(backend.label, "failover")
             last_label = backend.label
             backend.health.attempt(now)
             try:
                 response = await backend.send(call, body, request_id)
             except UpstreamUnavailable as error:
-                backend.health.failed(time.monotonic())
+                _failed(backend, time.monotonic())
                 last = error
                 if error.may_have_run and not may_replay:
                     break
@@ -218,10 +221,11 @@ class Upstream:
             if response.status == 429:
                 wait = retry_after_seconds(response.raw.headers)
                 backend.health.rate_limited(now, self._cooldown_seconds if wait is None else wait)
+                telemetry.record_backend_event(backend.label, "cooling")
                 last = response.served_by(backend.label)
                 continue
             if response.status >= 500:
-                backend.health.failed(now)
+                _failed(backend, now)
                 last = response.served_by(backend.label)
                 if not may_replay:
                     break
@@ -282,3 +286,12 @@ def _what(outcome: UpstreamResponse | UpstreamUnavailable) -> str:
 async def _discard(outcome: UpstreamResponse | UpstreamUnavailable | None) -> None:
     if isinstance(outcome, UpstreamResponse):
         await outcome.aclose()
+
+
+def _failed(backend: Backend, now: float) -> None:
+    """A 5xx, timeout or connection failure on ``backend``; telemetry hears when it opens the circuit."""
+    was_open = backend.health.circuit(now) is Circuit.OPEN
+    backend.health.failed(now)
+    telemetry.record_backend_event(backend.label, "failure")
+    if not was_open and backend.health.circuit(now) is Circuit.OPEN:
+        telemetry.record_backend_event(backend.label, "breaker_open")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
@@ -48,6 +49,8 @@ class StreamRelay:
         self.finished = False  # saw the end of the stream ([DONE] or the final Responses event)
         self.broken = False  # the upstream broke off mid-stream, or ended without its final event
         self.relayed = False  # events() ran to its end (as opposed to being abandoned by the caller)
+        self.first_token_at: float | None = None  # time.perf_counter() when the first generated text went by
+        self.response_model: str | None = None  # the model the upstream named in its chunks (telemetry)
 
     @property
     def usage(self) -> Usage:
@@ -113,11 +116,16 @@ class StreamRelay:
         if self._call.operation.kind is OperationKind.RESPONSES:
             self._inspect_responses_event(payload)
             return True
+        if self.response_model is None and isinstance(payload.get("model"), str) and payload["model"]:
+            self.response_model = payload["model"]  # Azure's first chunk (content filter results) has model ""
         choices = payload.get("choices")
         if isinstance(choices, list):
             for choice in choices:
                 if isinstance(choice, dict):
-                    self._generated.extend(_generated_texts(choice))
+                    texts = list(_generated_texts(choice))
+                    self._generated.extend(texts)
+                    if self.first_token_at is None and any(texts):
+                        self.first_token_at = time.perf_counter()
         usage = parse_usage(payload.get("usage"))
         if usage is not None:
             self._reported = usage
@@ -129,10 +137,14 @@ class StreamRelay:
         kind = payload.get("type")
         if kind in _RESPONSES_TEXT_EVENTS and isinstance(payload.get("delta"), str):
             self._generated.append(payload["delta"])
+            if self.first_token_at is None:
+                self.first_token_at = time.perf_counter()
         elif kind in _RESPONSES_FINAL_EVENTS:
             self.finished = True
             response = payload.get("response")
             usage = parse_usage(response.get("usage")) if isinstance(response, dict) else None
+            if isinstance(response, dict) and isinstance(response.get("model"), str):
+                self.response_model = response["model"]
             if usage is not None:
                 self._reported = usage
 

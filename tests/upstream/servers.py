@@ -6,6 +6,8 @@ thread of the test process each call waits ~40 ms on the interpreter, too coarse
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 import subprocess
 import sys
@@ -33,6 +35,16 @@ def half_dead_endpoint() -> Iterator[str]:
         yield f"http://127.0.0.1:{listener.getsockname()[1]}"
 
 
+SIMULATOR_DEPLOYMENTS = json.dumps(
+    {
+        "gpt-4o-mini": "gpt-4o-mini",
+        "mini-ptu": "gpt-4o-mini",
+        "gpt-4.1": "gpt-4.1",
+        "text-embedding-3-small": "text-embedding-3-small",
+    }
+)
+
+
 @contextmanager
 def simulators(count: int, timeout: float = 30.0) -> Iterator[list[SimulatorControl]]:
     ports = [free_port() for _ in range(count)]
@@ -40,6 +52,8 @@ def simulators(count: int, timeout: float = 30.0) -> Iterator[list[SimulatorCont
         subprocess.Popen(
             [sys.executable, "-m", "shared.local.simulator", "--port", str(port)],
             cwd=ROOT,
+            # The default deployments, plus one a backend serves under another name than the gateway's.
+            env={**os.environ, "SIMULATOR_DEPLOYMENTS": SIMULATOR_DEPLOYMENTS},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
