@@ -25,6 +25,7 @@ from shared.errors import (
     current_request_id,
     error_response,
     internal_error_response,
+    storage_unavailable,
 )
 from shared.policy.guard import guard
 from shared.protocol.api_versions import version_date
@@ -32,6 +33,7 @@ from shared.protocol.calls import ModelCall
 from shared.protocol.operations import Operation, OperationKind
 from shared.protocol.usage import Usage, usage_from_body
 from shared.settings import GuardrailSettings
+from shared.storage.tables import is_storage_outage
 from shared.upstream.client import Upstream
 from shared.upstream.relay import StreamRelay
 
@@ -74,9 +76,10 @@ class Gateway:
             reservation = await self.accounting.reserve(caller, call, request_id)
         except GatewayError as error:
             return error_response(error, request_id)
-        except Exception:
+        except Exception as exc:
             log.exception("request %s failed before forwarding", request_id)
-            return internal_error_response(request_id)
+            outage = is_storage_outage(exc)  # Table Storage down or throttling: 503 with Retry-After, not a 500
+            return error_response(storage_unavailable(), request_id) if outage else internal_error_response(request_id)
         return await self._forward_and_account(reservation, request_id)
 
     async def _forward_and_account(self, reservation: Reservation, request_id: str) -> Response:
