@@ -101,12 +101,18 @@ def loads_strict(raw: bytes) -> Any:
     return document
 
 
+MAX_DEPTH = 100  # far deeper than any OpenAI request (tool schemas included); bounds every recursive reader after us
+
+
 def _refuse_what_json_does_not_allow(document: Any) -> None:
-    """Walk the parsed document (iteratively: nesting depth is the parser's concern) for non-finite numbers and
-    lone surrogates, in keys and values."""
-    pending: list[tuple[str, Any]] = [("", document)]
+    """Walk the parsed document iteratively for non-finite numbers, lone surrogates (in keys and values) and
+    nesting deeper than :data:`MAX_DEPTH`, which would make later recursive code (token estimates, encoding the
+    forwarded body) fail where the stack is deeper than the parser's."""
+    pending: list[tuple[str, int, Any]] = [("", 0, document)]
     while pending:
-        path, value = pending.pop()
+        path, depth, value = pending.pop()
+        if depth > MAX_DEPTH:
+            raise InvalidJson(f"The request body is nested more than {MAX_DEPTH} levels deep.", _param(path))
         if isinstance(value, _NonFinite):
             raise InvalidJson(
                 f"The request body contains the number {value.text!r}{_at(path)}; JSON numbers must be finite.",
@@ -127,9 +133,9 @@ def _refuse_what_json_does_not_allow(document: Any) -> None:
                         "valid Unicode.",
                         _param(path),
                     )
-                pending.append((f"{path}.{key}" if path else key, item))
+                pending.append((f"{path}.{key}" if path else key, depth + 1, item))
         elif isinstance(value, list):
-            pending.extend((f"{path}[{index}]", item) for index, item in enumerate(value))
+            pending.extend((f"{path}[{index}]", depth + 1, item) for index, item in enumerate(value))
 
 
 def _has_lone_surrogate(text: str) -> bool:
