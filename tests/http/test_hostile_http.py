@@ -9,6 +9,7 @@ cookie from another origin, a malformed caller id. Random noise headers ride alo
 from __future__ import annotations
 
 import json
+from datetime import date
 from urllib.parse import quote
 
 import httpx
@@ -30,6 +31,14 @@ VALID_EMBED = json.dumps({"model": "text-embedding-3-small", "input": "hi"}).enc
 DATED = "/openai/deployments/{deployment}/chat/completions?api-version={version}"
 V1 = "/openai/v1/chat/completions"
 POLICY = "/manage/policies/{tenant}/{principal}"
+
+
+def _not_a_date(text: str) -> bool:
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return bool(text)  # an empty 'from' means "the start of the month"
+    return False
 
 
 def _not_a_json_object(raw: bytes) -> bool:
@@ -58,6 +67,7 @@ def hostile_requests(draw: st.DrawFn) -> tuple[str, str, dict[str, bytes], bytes
                 "policy path",
                 "policy body",
                 "key body",
+                "usage query",
             ]
         )
     )
@@ -82,6 +92,7 @@ def hostile_requests(draw: st.DrawFn) -> tuple[str, str, dict[str, bytes], bytes
         headers["content-type"] = value
         path = draw(st.sampled_from([path, V1, "/manage/keys"]))
     elif poison == "credential":
+        method, path = draw(st.sampled_from([(method, path), ("GET", "/me"), ("GET", "/usage"), ("POST", V1)]))
         scheme = draw(st.sampled_from(["authorization", "api-key"]))
         junk = draw(header_values)
         headers[scheme] = (b"Bearer gwk_" if scheme == "authorization" else b"gwk_") + junk
@@ -102,8 +113,23 @@ def hostile_requests(draw: st.DrawFn) -> tuple[str, str, dict[str, bytes], bytes
     elif poison == "policy body":
         method, path = "PUT", POLICY.format(tenant="hostile", principal="caller")
         body = draw(poisoned_bodies()).encode("utf-8", "surrogatepass")
-    else:  # "key body"
+    elif poison == "key body":
         path, body = "/manage/keys", draw(poisoned_bodies()).encode("utf-8", "surrogatepass")
+    else:  # "usage query": at least one parameter that is not what it must be
+        method, body = "GET", b""
+        params = {
+            "from": draw(st.text(max_size=30).filter(_not_a_date)),
+            "to": draw(st.none() | st.text(max_size=30)),
+            "group_by": draw(st.none() | st.text(max_size=30)),
+            "caller_id": draw(st.none() | st.text(max_size=200)),
+            "format": draw(st.none() | st.sampled_from(["csv", "json"]) | st.text(max_size=10)),
+        }
+        encoded = "&".join(
+            f"{quote(k)}={quote(v.encode('utf-8', 'surrogatepass'), safe='')}"
+            for k, v in params.items()
+            if v is not None
+        )
+        path = f"/usage?{encoded}"
     for name, value in draw(noise_headers).items():
         # With the cookie poison, a credential header would make the cookie no longer the credential.
         if name not in headers and not (poison == "cookie" and name in ("origin", "authorization", "api-key")):
