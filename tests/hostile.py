@@ -28,11 +28,14 @@ settings.register_profile("long", parent=settings.get_profile("ci"), max_example
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Raw:
     """JSON text written as it is: how a hostile caller writes what ``json.dumps`` would never produce."""
 
     text: str
+
+    def __repr__(self) -> str:  # short, so Hypothesis can show strategies holding 5,000-character atoms
+        return f"Raw({self.text[:40]!r}{'…' if len(self.text) > 40 else ''})"
 
 
 NON_FINITE = [Raw("NaN"), Raw("Infinity"), Raw("-Infinity"), Raw("1e999"), Raw("-1E400"), Raw("123.0e100000")]

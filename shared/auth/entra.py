@@ -115,7 +115,7 @@ class EntraTokenValidator:
         try:
             header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
-        except jwt.DecodeError:
+        except jwt.InvalidTokenError:  # not only DecodeError: e.g. a non-string 'kid' raises the base class
             raise unauthorized(_MALFORMED) from None
         if header.get("alg") not in ALGORITHMS:
             raise unauthorized(

@@ -287,3 +287,11 @@ async def test_without_any_keys_an_unreachable_entra_is_a_503():
 def test_the_authority_must_be_https_except_on_loopback(authority):
     with pytest.raises(ValueError, match="https"):
         EntraTokenValidator([TENANT], CLIENT_ID, authority=authority)
+
+
+@pytest.mark.parametrize("header", [{"kid": 123, "alg": "RS256"}, {"kid": ["k1"], "alg": "RS256"}, {"kid": None}])
+async def test_a_token_header_of_the_wrong_shape_is_malformed_not_a_crash(validator, idp, header):
+    claims = b64url(json.dumps(claims_of(idp.token())).encode())
+    token = f"{b64url(json.dumps(header).encode())}.{claims}.{b64url(b'sig')}"
+    message = await rejection(validator, token)
+    assert "malformed" in message or "does not name its signing key" in message

@@ -22,6 +22,7 @@ from shared.http.handling import is_json_media_type
 from shared.json_body import InvalidJson, loads_strict
 from shared.protocol.api_versions import is_api_version
 from shared.protocol.deployments import is_deployment_name
+from tests.auth.test_authenticator_hostile import headers as hostile_credential_headers
 from tests.hostile import header_values, noise_headers, path_segment, poisoned_bodies, segment_bytes
 
 pytestmark = pytest.mark.e2e
@@ -151,4 +152,31 @@ def test_hostile_requests_get_an_openai_shaped_4xx_and_reach_nothing(client, sim
     assert response.headers.get("x-gateway-request-id")
     error = response.json()["error"]
     assert set(error) == {"code", "message", "type", "param"} and error["message"] and error["code"]
+    assert sim.requests() == []
+
+
+def hostile_credentials() -> st.SearchStrategy[dict[str, bytes]]:
+    """At least one credential header, each hostile: a secured gateway must refuse every one (Easy Auth is off,
+    so a principal alone is no credential)."""
+    return hostile_credential_headers.filter(lambda h: "authorization" in h or "api-key" in h)
+
+
+@pytest.fixture(scope="module")
+def secured_client(secured):
+    with httpx.Client(base_url=secured.api, timeout=30) as http:
+        yield http
+
+
+@given(
+    headers=hostile_credentials(),
+    target=st.sampled_from([("GET", "/me"), ("POST", V1), ("GET", "/manage/keys"), ("GET", "/usage")]),
+)
+def test_hostile_credentials_over_http_get_a_401_and_reach_nothing(secured_client, sim, headers, target):
+    method, path = target
+    response = secured_client.request(
+        method, path, headers={"content-type": "application/json", **headers}, content=VALID_CHAT
+    )
+    assert response.status_code in (401, 503), (response.status_code, response.text[:300])
+    assert response.headers.get("x-gateway-request-id")
+    assert set(response.json()["error"]) == {"code", "message", "type", "param"}
     assert sim.requests() == []
