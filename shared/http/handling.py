@@ -161,8 +161,8 @@ async def authenticated(runtime: Runtime, request: Request, action: Action) -> R
     except Exception:
         log.exception("the gateway could not start (Table Storage or upstream client set-up failed)")
         raise gateway_unavailable() from None
-    caller = await services.authenticator.authenticate(request.headers)
     try:
+        caller = await services.authenticator.authenticate(request.headers)  # API keys are read from storage
         return await action(services, caller)
     except GatewayError:
         raise

@@ -19,6 +19,8 @@ from azure.core.exceptions import (
 from azure.data.tables.aio import TableClient
 from starlette.applications import Starlette
 
+from shared.auth.apikeys import ApiKeyStore
+from shared.auth.authenticator import Authenticator
 from shared.http import blueprints
 from shared.local.devhost import http_routes
 from shared.pipeline import Gateway
@@ -30,6 +32,7 @@ from tests.azurite import DEV_ACCOUNT, DEV_KEY, free_port
 from tests.http.conftest import assert_openai_error
 
 HELLO = [{"role": "user", "content": "hi"}]
+A_KEY = "gwk_0123456789abcdef_" + "A" * 43
 
 
 def asgi_client(runtime: Runtime) -> httpx.AsyncClient:
@@ -50,12 +53,12 @@ def env(storage_connection_string, simulator) -> dict[str, str]:
     }
 
 
-def unreachable_table() -> TableClient:
+def unreachable_table(name: str) -> TableClient:
     endpoint = f"http://127.0.0.1:{free_port()}/{DEV_ACCOUNT}"
     connection = (
         f"DefaultEndpointsProtocol=http;AccountName={DEV_ACCOUNT};AccountKey={DEV_KEY};TableEndpoint={endpoint};"
     )
-    return TableClient.from_connection_string(connection, "gatewayCallerPolicies", retry_total=0)
+    return TableClient.from_connection_string(connection, name, retry_total=0)
 
 
 class UnstartableRuntime(Runtime):
@@ -80,27 +83,34 @@ async def test_storage_failing_mid_request_is_a_503_storage_unavailable(env):
     runtime = Runtime(env)
     services = await runtime.services()
     try:
-        broken = CallerPolicyStore(unreachable_table())
+        policies = CallerPolicyStore(unreachable_table("gatewayCallerPolicies"))
+        keys = ApiKeyStore(unreachable_table("gatewayApiKeys"), cache_seconds=0)
+        authenticator = Authenticator(easy_auth=False, validator=None, key_store=keys, local_dev=True, env={})
         gateway = services.gateway
         runtime._services = dataclasses.replace(
             services,
-            policies=broken,
+            policies=policies,
+            api_keys=keys,
+            authenticator=authenticator,
             gateway=Gateway(
                 gateway.guardrails,
-                gateway.authenticator,
-                Authorizer(broken),
+                authenticator,
+                Authorizer(policies),
                 gateway.upstream,
                 gateway.accounting,
                 stream_usage_min_api_version=gateway.stream_usage_min_api_version,
             ),
         )
+        chat = {"model": "gpt-4o-mini", "messages": HELLO}
         async with asgi_client(runtime) as client:
-            policy = await client.get("/api/manage/policies/local/developer")
-            me = await client.get("/api/me")
-            model_call = await client.post(
-                "/api/openai/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": HELLO}
-            )
-        for response in (policy, me, model_call):
+            responses = [
+                await client.get("/api/manage/policies/local/developer"),  # a policy read fails
+                await client.get("/api/me"),
+                await client.post("/api/openai/v1/chat/completions", json=chat),  # the authorizer's policy read
+                await client.get("/api/me", headers={"api-key": A_KEY}),  # the key lookup fails
+                await client.post("/api/openai/v1/chat/completions", json=chat, headers={"api-key": A_KEY}),
+            ]
+        for response in responses:
             assert_openai_error(response, 503, "storage_unavailable")
             assert response.headers["retry-after"]
     finally:
