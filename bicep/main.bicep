@@ -1,9 +1,10 @@
 // AI gateway: private, VNet-integrated deployment (resource-group scope).
 //   az deployment group create -g <rg> -f bicep/main.bicep -p bicep/main.bicepparam
 //   azd up   (azure.yaml: infra.path = bicep, module = main; reads main.bicepparam)
-// Order (enforced by references/dependsOn): network -> private DNS zones + VNet links -> identity ->
-// storage (share, tables, endpoints, roles) / Key Vault / Azure OpenAI / monitoring (AMPLS) -> function app
-// (+ Easy Auth) -> optional jumpbox/Bastion and API Management. Code deployment comes after (scripts/deploy.sh).
+// Order (enforced by references/dependsOn): network -> private DNS zones + VNet links -> identity -> monitoring
+// (AMPLS) -> keyless storage (tables, endpoints, roles) / content-share storage (share, endpoint) / Key Vault /
+// Azure OpenAI -> function app (+ app settings, Easy Auth) -> optional jumpbox/Bastion and API Management.
+// Code deployment comes after (azd deploy / scripts/deploy.sh). Preflight first: scripts/preflight.sh.
 // Written for pycep-parser 0.5.1 (checkov's pin): no nullable params, typed arrays, imports, user functions or spread.
 targetScope = 'resourceGroup'
 
@@ -32,14 +33,30 @@ param allowedClientApplications array = []
 @description('Accept gateway-issued API keys (tools that only send an api-key header). false: Easy Auth returns 401 to unauthenticated requests. true: Easy Auth allows anonymous requests through and the gateway itself rejects requests with neither a principal nor a valid key.')
 param enableGatewayApiKeys bool = false
 
-@description('Azure OpenAI model deployments: [{ name, model: { format, name, version }, sku: { name, capacity } }]. Their names become GATEWAY_ALLOWED_DEPLOYMENTS.')
+@description('''Azure OpenAI model deployments: [{ name, model: { format, name, version }, sku: { name, capacity } }].
+Their names become GATEWAY_ALLOWED_DEPLOYMENTS. main.bicepparam builds this list from azd/shell environment variables
+(AZURE_OPENAI_CHAT_* and AZURE_OPENAI_EMBEDDING_*); scripts/preflight.sh checks each model, version and SKU against
+`az cognitiveservices model list` in openAiLocation before anything is deployed. Defaults: models open to new
+customers on 2026-12-01 per Microsoft's model retirement schedule (docs/infrastructure.md).''')
 param openAiDeployments array = [
   {
-    name: 'gpt-4o-mini'
+    name: 'gpt-5.4-mini'
     model: {
       format: 'OpenAI'
-      name: 'gpt-4o-mini'
-      version: '2024-07-18'
+      name: 'gpt-5.4-mini'
+      version: '2026-03-17'
+    }
+    sku: {
+      name: 'GlobalStandard'
+      capacity: 50
+    }
+  }
+  {
+    name: 'text-embedding-3-small'
+    model: {
+      format: 'OpenAI'
+      name: 'text-embedding-3-small'
+      version: '1'
     }
     sku: {
       name: 'GlobalStandard'
@@ -48,16 +65,30 @@ param openAiDeployments array = [
   }
 ]
 
-@description('Region of the Azure OpenAI account (model availability differs per region).')
-param openAiLocation string = location
+@description('Region of the Azure OpenAI account (model availability differs per region). Empty: location. Its private endpoint is always in location, the VNet\'s region.')
+param openAiLocation string = ''
 
-@description('Default dated api-version the gateway uses upstream.')
-param openAiApiVersion string = '2024-10-21'
+@description('Default dated api-version the gateway uses upstream. 2025-04-01-preview accepts max_completion_tokens and the GPT-5 family (reasoning models); the v1 routes need none.')
+param openAiApiVersion string = '2025-04-01-preview'
+
+@description('Recover a soft-deleted Azure OpenAI account of the same name (kept 48 hours after deletion, e.g. after azd down).')
+param openAiRestore bool = false
+
+@description('default, or recover: recover a soft-deleted Key Vault of the same name (purge protection keeps it 90 days after azd down).')
+@allowed([
+  'default'
+  'recover'
+])
+param keyVaultCreateMode string = 'default'
+
+@description('Salt for every resource name. Change it (azd env set RESOURCE_NAME_SALT ...) to redeploy next to soft-deleted resources instead of recovering them.')
+@maxLength(16)
+param resourceNameSalt string = ''
 
 @description('GATEWAY_PRICES: JSON of USD per million tokens by deployment, e.g. {"gpt-4o-mini": {"input": 0.15, "output": 0.6}}. Empty: the usage ledger records no cost.')
 param gatewayPrices string = ''
 
-@description('Storage replication. A zone-redundant plan needs Standard_ZRS.')
+@description('Storage replication of both accounts. With zoneRedundant, LRS/GRS become ZRS/GZRS.')
 @allowed([
   'Standard_LRS'
   'Standard_ZRS'
@@ -71,8 +102,21 @@ param storageSkuName string = 'Standard_LRS'
 @maxValue(100)
 param maximumElasticWorkerCount int = 20
 
-@description('Zone-redundant Elastic Premium plan.')
+@description('Always-ready instances of the function app (at least 3 with zoneRedundant).')
+@minValue(1)
+@maxValue(20)
+param minimumElasticInstanceCount int = 1
+
+@description('Zone-redundant Elastic Premium plan: at least 3 instances and zone-redundant storage (ZRS/GZRS) follow from it.')
 param zoneRedundant bool = false
+
+@description('''Elastic Premium content share: keyVaultReferenceAfterCreation (default; settings applied after the site
+exists) or connectionStringAtCreation (the public private-storage quickstarts' pattern). See docs/infrastructure.md.''')
+@allowed([
+  'keyVaultReferenceAfterCreation'
+  'connectionStringAtCreation'
+])
+param contentShareMode string = 'keyVaultReferenceAfterCreation'
 
 @description('Log Analytics retention in days.')
 @minValue(30)
@@ -90,29 +134,45 @@ param apimSubnetPrefix string = '10.20.4.0/27'
 @description('Inbound private endpoint for the function app and public network access disabled (private function URLs; deploy code from inside the VNet).')
 param enablePrivateInbound bool = false
 
+@description('Address prefixes of peered VNets / VPN clients allowed to call the function app\'s private endpoint (443). The private-endpoint subnet\'s NSG denies every other source outside the VNet\'s own subnets.')
+param privateInboundAllowedSourcePrefixes array = []
+
+@description('IPv4 CIDR ranges allowed to reach the SCM (deployment) site. Empty: deploy through the private endpoint (enablePrivateInbound + jumpbox).')
+param scmAllowedIpRanges array = []
+
+@description('Limit the app subnet\'s outbound traffic to the VNet, Entra ID and Azure Monitor (NSG service tags); the rest of the Internet is denied.')
+param restrictEgress bool = true
+
+@description('Extra destination prefixes (443) for the app subnet when restrictEgress is on, e.g. a package mirror.')
+param egressAllowedAddressPrefixes array = []
+
 @description('Linux jumpbox (no public IP) with Azure Bastion, to test and deploy from inside the VNet.')
 param enableJumpbox bool = false
 
 @description('Jumpbox admin user name.')
 param jumpboxAdminUsername string = 'azureuser'
 
-@description('Jumpbox SSH public key (required when enableJumpbox).')
+@description('Jumpbox SSH public key (required when enableJumpbox; the jumpbox module rejects an empty key).')
 param jumpboxSshPublicKey string = ''
+
+@description('Encryption at host on the jumpbox VM (needs the subscription feature Microsoft.Compute/EncryptionAtHost).')
+param jumpboxEncryptionAtHost bool = false
 
 @description('API Management (Standard v2) in front of the gateway.')
 param enableApim bool = false
 
-@description('API Management publisher e-mail (required when enableApim).')
+@description('API Management publisher e-mail (required when enableApim; the APIM module rejects an empty value).')
 param apimPublisherEmail string = ''
 
 @description('API Management publisher name.')
 param apimPublisherName string = 'AI gateway'
 
-var resourceToken = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName))
+var resourceToken = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName, resourceNameSalt))
 var allTags = union(tags, {
   'azd-env-name': environmentName
 })
 var storageSuffix = environment().suffixes.storage
+var openAiRegion = empty(openAiLocation) ? location : openAiLocation
 
 // Tables the gateway uses (API keys, caller policies, usage records, quota counters).
 var gatewayTables = [
@@ -123,9 +183,23 @@ var gatewayTables = [
 ]
 var deploymentNames = [for deployment in openAiDeployments: deployment.name]
 
+// Every resource name is computed here from deployment-time values (never from module outputs), so what-if can
+// resolve every resource ID instead of short-circuiting.
+var vnetName = 'vnet-${resourceToken}'
 var storageAccountName = 'st${resourceToken}'
+var contentStorageAccountName = 'stc${resourceToken}'
+var keyVaultName = 'kv-${resourceToken}'
+var openAiName = 'oai-${resourceToken}'
+var appInsightsName = 'appi-${resourceToken}'
 var functionAppName = 'func-${resourceToken}'
 var contentShareName = toLower('func-${resourceToken}-content')
+
+// Zone redundancy needs zone-redundant storage.
+var geoStorageSkus = [
+  'Standard_GRS'
+  'Standard_GZRS'
+]
+var effectiveStorageSku = zoneRedundant ? (contains(geoStorageSkus, storageSkuName) ? 'Standard_GZRS' : 'Standard_ZRS') : storageSkuName
 
 // Private DNS zones. One of each per VNet; the blob zone also serves the AMPLS endpoint.
 var zoneBlob = 'privatelink.blob.${storageSuffix}'
@@ -163,6 +237,7 @@ module network 'modules/network.bicep' = {
     location: location
     tags: allTags
     resourceToken: resourceToken
+    vnetName: vnetName
     vnetAddressPrefix: vnetAddressPrefix
     appSubnetPrefix: appSubnetPrefix
     privateEndpointSubnetPrefix: privateEndpointSubnetPrefix
@@ -171,6 +246,9 @@ module network 'modules/network.bicep' = {
     apimSubnetPrefix: apimSubnetPrefix
     enableJumpbox: enableJumpbox
     enableApim: enableApim
+    privateInboundAllowedSourcePrefixes: privateInboundAllowedSourcePrefixes
+    restrictEgress: restrictEgress
+    egressAllowedAddressPrefixes: egressAllowedAddressPrefixes
   }
 }
 
@@ -179,7 +257,7 @@ module dns 'modules/private-dns-zones.bicep' = {
   params: {
     zoneNames: zoneNames
     vnetId: network.outputs.vnetId
-    vnetName: network.outputs.vnetName
+    vnetName: vnetName
     tags: allTags
   }
 }
@@ -191,72 +269,16 @@ resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2024-11-30' 
   tags: allTags
 }
 
-module storage 'modules/storage.bicep' = {
-  name: 'storage'
-  params: {
-    name: storageAccountName
-    location: location
-    tags: allTags
-    skuName: storageSkuName
-    contentShareName: contentShareName
-    tableNames: gatewayTables
-    principalId: identity.properties.principalId
-    privateEndpointSubnetId: network.outputs.privateEndpointSubnetId
-    privateDnsZoneIds: {
-      blob: resourceId('Microsoft.Network/privateDnsZones', zoneBlob)
-      queue: resourceId('Microsoft.Network/privateDnsZones', zoneQueue)
-      table: resourceId('Microsoft.Network/privateDnsZones', zoneTable)
-      file: resourceId('Microsoft.Network/privateDnsZones', zoneFile)
-    }
-  }
-  dependsOn: [
-    dns
-  ]
-}
-
-module keyVault 'modules/keyvault.bicep' = {
-  name: 'key-vault'
-  params: {
-    name: 'kv-${resourceToken}'
-    location: location
-    tags: allTags
-    storageAccountName: storage.outputs.name
-    principalId: identity.properties.principalId
-    privateEndpointSubnetId: network.outputs.privateEndpointSubnetId
-    privateDnsZoneId: resourceId('Microsoft.Network/privateDnsZones', zoneVault)
-  }
-  dependsOn: [
-    dns
-  ]
-}
-
-module openAi 'modules/openai.bicep' = {
-  name: 'openai'
-  params: {
-    name: 'oai-${resourceToken}'
-    location: openAiLocation
-    tags: allTags
-    deployments: openAiDeployments
-    principalId: identity.properties.principalId
-    privateEndpointSubnetId: network.outputs.privateEndpointSubnetId
-    privateDnsZoneIds: [
-      resourceId('Microsoft.Network/privateDnsZones', zoneOpenAi)
-      resourceId('Microsoft.Network/privateDnsZones', zoneCognitiveServices)
-    ]
-  }
-  dependsOn: [
-    dns
-  ]
-}
-
 module monitoring 'modules/monitoring.bicep' = {
   name: 'monitoring'
   params: {
     location: location
     tags: allTags
     resourceToken: resourceToken
+    appInsightsName: appInsightsName
     retentionInDays: logRetentionInDays
     principalId: identity.properties.principalId
+    principalResourceId: identity.id
     privateEndpointSubnetId: network.outputs.privateEndpointSubnetId
     privateDnsZoneIds: [
       resourceId('Microsoft.Network/privateDnsZones', zoneMonitor)
@@ -271,8 +293,95 @@ module monitoring 'modules/monitoring.bicep' = {
   ]
 }
 
+// Host storage and the gateway's tables: keyless (identity only).
+module storage 'modules/storage.bicep' = {
+  name: 'storage'
+  params: {
+    name: storageAccountName
+    location: location
+    tags: allTags
+    skuName: effectiveStorageSku
+    tableNames: gatewayTables
+    principalId: identity.properties.principalId
+    principalResourceId: identity.id
+    privateEndpointSubnetId: network.outputs.privateEndpointSubnetId
+    privateDnsZoneIds: {
+      blob: resourceId('Microsoft.Network/privateDnsZones', zoneBlob)
+      queue: resourceId('Microsoft.Network/privateDnsZones', zoneQueue)
+      table: resourceId('Microsoft.Network/privateDnsZones', zoneTable)
+    }
+    logAnalyticsWorkspaceId: monitoring.outputs.workspaceId
+  }
+  dependsOn: [
+    dns
+  ]
+}
+
+// The Elastic Premium content share: its own key-enabled, file-only account.
+module contentStorage 'modules/content-storage.bicep' = {
+  name: 'content-storage'
+  params: {
+    name: contentStorageAccountName
+    location: location
+    tags: allTags
+    skuName: effectiveStorageSku
+    contentShareName: contentShareName
+    privateEndpointSubnetId: network.outputs.privateEndpointSubnetId
+    fileDnsZoneId: resourceId('Microsoft.Network/privateDnsZones', zoneFile)
+    logAnalyticsWorkspaceId: monitoring.outputs.workspaceId
+  }
+  dependsOn: [
+    dns
+  ]
+}
+
+module keyVault 'modules/keyvault.bicep' = {
+  name: 'key-vault'
+  params: {
+    name: keyVaultName
+    location: location
+    tags: allTags
+    createMode: keyVaultCreateMode
+    storageAccountName: contentStorageAccountName
+    principalId: identity.properties.principalId
+    principalResourceId: identity.id
+    privateEndpointSubnetId: network.outputs.privateEndpointSubnetId
+    privateDnsZoneId: resourceId('Microsoft.Network/privateDnsZones', zoneVault)
+    logAnalyticsWorkspaceId: monitoring.outputs.workspaceId
+  }
+  dependsOn: [
+    dns
+    contentStorage
+  ]
+}
+
+// The account may live in another region (model availability); its private endpoint stays in the VNet's region.
+module openAi 'modules/openai.bicep' = {
+  name: 'openai'
+  params: {
+    name: openAiName
+    location: openAiRegion
+    privateEndpointLocation: location
+    tags: allTags
+    deployments: openAiDeployments
+    restore: openAiRestore
+    principalId: identity.properties.principalId
+    principalResourceId: identity.id
+    privateEndpointSubnetId: network.outputs.privateEndpointSubnetId
+    privateDnsZoneIds: [
+      resourceId('Microsoft.Network/privateDnsZones', zoneOpenAi)
+      resourceId('Microsoft.Network/privateDnsZones', zoneCognitiveServices)
+    ]
+    logAnalyticsWorkspaceId: monitoring.outputs.workspaceId
+  }
+  dependsOn: [
+    dns
+  ]
+}
+
 // The site is created only after the share, the storage endpoints with their zone groups, the zone links,
 // Key Vault (content-share secret + endpoint), monitoring and every role assignment exist.
+var apimSubnetId = resourceId('Microsoft.Network/virtualNetworks/subnets', vnetName, 'snet-apim')
 module functionApp 'modules/functionapp.bicep' = {
   name: 'function-app'
   params: {
@@ -285,9 +394,12 @@ module functionApp 'modules/functionapp.bicep' = {
     appSubnetId: network.outputs.appSubnetId
     privateEndpointSubnetId: network.outputs.privateEndpointSubnetId
     sitesPrivateDnsZoneId: enablePrivateInbound ? resourceId('Microsoft.Network/privateDnsZones', zoneSites) : ''
-    storageAccountName: storage.outputs.name
-    contentShareName: storage.outputs.contentShareName
+    sitesApplicationSecurityGroupId: network.outputs.sitesApplicationSecurityGroupId
+    storageAccountName: storageAccountName
+    contentStorageAccountName: contentStorageAccountName
+    contentShareName: contentShareName
     contentShareSecretUri: keyVault.outputs.contentSecretUri
+    contentShareMode: contentShareMode
     appInsightsConnectionString: monitoring.outputs.appInsightsConnectionString
     logAnalyticsWorkspaceId: monitoring.outputs.workspaceId
     openAiEndpoint: openAi.outputs.endpoint
@@ -299,15 +411,21 @@ module functionApp 'modules/functionapp.bicep' = {
     enableGatewayApiKeys: enableGatewayApiKeys
     gatewayPrices: gatewayPrices
     enablePrivateInbound: enablePrivateInbound
+    // With a private endpoint APIM comes in through it (public access off); service-endpoint rules aren't
+    // supported on apps that have a private endpoint, so the APIM subnet rule is only for public inbound.
+    restrictToApim: enableApim && !enablePrivateInbound
+    apimSubnetId: enableApim ? apimSubnetId : ''
+    scmAllowedIpRanges: scmAllowedIpRanges
     maximumElasticWorkerCount: maximumElasticWorkerCount
+    minimumElasticInstanceCount: minimumElasticInstanceCount
     zoneRedundant: zoneRedundant
   }
+  // storage and contentStorage are only referenced by name here, so the order is explicit; the other modules
+  // (network, Key Vault, Azure OpenAI, monitoring) are referenced through their outputs.
   dependsOn: [
     dns
     storage
-    keyVault
-    openAi
-    monitoring
+    contentStorage
   ]
 }
 
@@ -320,7 +438,10 @@ module jumpbox 'modules/jumpbox.bicep' = if (enableJumpbox) {
     jumpboxSubnetId: network.outputs.jumpboxSubnetId
     bastionSubnetId: network.outputs.bastionSubnetId
     adminUsername: jumpboxAdminUsername
-    sshPublicKey: jumpboxSshPublicKey
+    // The module rejects a short/empty key (@minLength). The placeholder only stands in while the module is
+    // switched off, because ARM may validate a condition-false module's parameters too (Azure/bicep#2371).
+    sshPublicKey: enableJumpbox ? jumpboxSshPublicKey : 'unused: enableJumpbox is false'
+    encryptionAtHost: jumpboxEncryptionAtHost
   }
 }
 
@@ -330,13 +451,17 @@ module apim 'modules/apim.bicep' = if (enableApim) {
     location: location
     tags: allTags
     resourceToken: resourceToken
-    publisherEmail: apimPublisherEmail
+    // Same pattern: the module rejects an empty e-mail; the placeholder only stands in while APIM is off.
+    publisherEmail: enableApim ? apimPublisherEmail : 'unused@example.invalid'
     publisherName: apimPublisherName
     subnetId: network.outputs.apimSubnetId
     functionAppHostName: functionApp.outputs.defaultHostName
     tenantId: tenantId
     authClientId: gatewayClientId
     enableGatewayApiKeys: enableGatewayApiKeys
+    appInsightsName: appInsightsName
+    appInsightsConnectionString: monitoring.outputs.appInsightsConnectionString
+    logAnalyticsWorkspaceId: monitoring.outputs.workspaceId
   }
 }
 
@@ -349,12 +474,15 @@ output GATEWAY_URL string = 'https://${functionApp.outputs.defaultHostName}/api'
 output GATEWAY_AUTH_CLIENT_ID string = gatewayClientId
 output GATEWAY_ALLOWED_DEPLOYMENTS string = join(deploymentNames, ',')
 output AZURE_OPENAI_ENDPOINT string = openAi.outputs.endpoint
+output AZURE_OPENAI_LOCATION string = openAiRegion
 output AZURE_OPENAI_API_VERSION string = openAiApiVersion
-output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
-output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
+output AZURE_STORAGE_ACCOUNT_NAME string = storageAccountName
+output AZURE_CONTENT_STORAGE_ACCOUNT_NAME string = contentStorageAccountName
+output AZURE_OPENAI_NAME string = openAiName
+output AZURE_KEY_VAULT_NAME string = keyVaultName
 output AZURE_MANAGED_IDENTITY_CLIENT_ID string = identity.properties.clientId
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.appInsightsName
 output NAT_EGRESS_IP string = network.outputs.natPublicIp
-output JUMPBOX_VM_NAME string = enableJumpbox ? jumpbox.outputs.vmName : ''
-output BASTION_NAME string = enableJumpbox ? jumpbox.outputs.bastionName : ''
-output APIM_GATEWAY_URL string = enableApim ? apim.outputs.gatewayUrl : ''
+output JUMPBOX_VM_NAME string = enableJumpbox ? jumpbox!.outputs.vmName : ''
+output BASTION_NAME string = enableJumpbox ? jumpbox!.outputs.bastionName : ''
+output APIM_GATEWAY_URL string = enableApim ? apim!.outputs.gatewayUrl : ''

@@ -14,31 +14,49 @@ param jumpboxSshPublicKey = readEnvironmentVariable('JUMPBOX_SSH_PUBLIC_KEY', ''
 param enableApim = bool(readEnvironmentVariable('ENABLE_APIM', 'false'))
 param apimPublisherEmail = readEnvironmentVariable('APIM_PUBLISHER_EMAIL', '')
 
-param openAiApiVersion = '2024-10-21'
+// Models: name, version, SKU and capacity from the environment (azd env set ...). Defaults are models open to new
+// customers on 2026-12-01 (docs/infrastructure.md, "Models"); scripts/preflight.sh checks them in the target region.
+param openAiLocation = readEnvironmentVariable('AZURE_OPENAI_LOCATION', '')
+param openAiApiVersion = readEnvironmentVariable('AZURE_OPENAI_API_VERSION', '2025-04-01-preview')
 param openAiDeployments = [
   {
-    name: 'gpt-4o-mini'
+    name: readEnvironmentVariable('AZURE_OPENAI_CHAT_DEPLOYMENT', 'gpt-5.4-mini')
     model: {
       format: 'OpenAI'
-      name: 'gpt-4o-mini'
-      version: '2024-07-18'
+      name: readEnvironmentVariable('AZURE_OPENAI_CHAT_MODEL', 'gpt-5.4-mini')
+      version: readEnvironmentVariable('AZURE_OPENAI_CHAT_MODEL_VERSION', '2026-03-17')
     }
     sku: {
-      name: 'GlobalStandard'
-      capacity: 50
+      name: readEnvironmentVariable('AZURE_OPENAI_CHAT_SKU', 'GlobalStandard')
+      capacity: int(readEnvironmentVariable('AZURE_OPENAI_CHAT_CAPACITY', '50'))
     }
   }
   {
-    name: 'text-embedding-3-small'
+    name: readEnvironmentVariable('AZURE_OPENAI_EMBEDDING_DEPLOYMENT', 'text-embedding-3-small')
     model: {
       format: 'OpenAI'
-      name: 'text-embedding-3-small'
-      version: '1'
+      name: readEnvironmentVariable('AZURE_OPENAI_EMBEDDING_MODEL', 'text-embedding-3-small')
+      version: readEnvironmentVariable('AZURE_OPENAI_EMBEDDING_MODEL_VERSION', '1')
     }
     sku: {
-      name: 'Standard'
-      capacity: 50
+      name: readEnvironmentVariable('AZURE_OPENAI_EMBEDDING_SKU', 'GlobalStandard')
+      capacity: int(readEnvironmentVariable('AZURE_OPENAI_EMBEDDING_CAPACITY', '50'))
     }
   }
 ]
+param openAiRestore = bool(readEnvironmentVariable('OPENAI_RESTORE', 'false'))
+param keyVaultCreateMode = readEnvironmentVariable('KEY_VAULT_CREATE_MODE', 'default')
+param resourceNameSalt = readEnvironmentVariable('RESOURCE_NAME_SALT', '')
+
+param zoneRedundant = bool(readEnvironmentVariable('ZONE_REDUNDANT', 'false'))
+param minimumElasticInstanceCount = int(readEnvironmentVariable('MINIMUM_ELASTIC_INSTANCE_COUNT', '1'))
+param storageSkuName = readEnvironmentVariable('STORAGE_SKU', 'Standard_LRS')
+param contentShareMode = readEnvironmentVariable('CONTENT_SHARE_MODE', 'keyVaultReferenceAfterCreation')
+
+// Network: callers of the private endpoint (peered VNets / VPN), deployers allowed on the SCM site, egress.
+param privateInboundAllowedSourcePrefixes = empty(readEnvironmentVariable('PRIVATE_INBOUND_ALLOWED_PREFIXES', '')) ? [] : split(readEnvironmentVariable('PRIVATE_INBOUND_ALLOWED_PREFIXES', ''), ',')
+param scmAllowedIpRanges = empty(readEnvironmentVariable('SCM_ALLOWED_IP_RANGES', '')) ? [] : split(readEnvironmentVariable('SCM_ALLOWED_IP_RANGES', ''), ',')
+param restrictEgress = bool(readEnvironmentVariable('RESTRICT_EGRESS', 'true'))
+param egressAllowedAddressPrefixes = empty(readEnvironmentVariable('EGRESS_ALLOWED_PREFIXES', '')) ? [] : split(readEnvironmentVariable('EGRESS_ALLOWED_PREFIXES', ''), ',')
+param jumpboxEncryptionAtHost = bool(readEnvironmentVariable('JUMPBOX_ENCRYPTION_AT_HOST', 'false'))
 param gatewayPrices = readEnvironmentVariable('GATEWAY_PRICES', '')

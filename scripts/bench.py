@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -26,6 +27,13 @@ sys.path.insert(0, str(ROOT))
 from tests.azurite import Azurite, free_port  # noqa: E402
 from tests.gateway_process import GatewayProcess  # noqa: E402
 
+QUOTAS_ON = {
+    "GATEWAY_DEFAULT_REQUESTS_PER_MINUTE": "100000000",
+    "GATEWAY_DEFAULT_TOKENS_PER_MINUTE": "100000000000",
+    "GATEWAY_DEFAULT_TOKENS_PER_DAY": "100000000000",
+    "GATEWAY_DEFAULT_TOKENS_PER_MONTH": "100000000000",
+    "GATEWAY_DEFAULT_COST_USD_PER_MONTH": "1000000",
+}
 BODY = {
     "model": "gpt-4o-mini",
     "messages": [{"role": "user", "content": "Benchmark the gateway please."}],
@@ -93,18 +101,20 @@ async def run(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=300)
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()
 
     azurite = Azurite().start()
     sim_proc, sim_url = start_simulator()
-    gateway = GatewayProcess(
-        {
-            "AZURE_OPENAI_ENDPOINT": sim_url,
-            "GATEWAY_STORAGE_CONNECTION_STRING": azurite.connection_string,
-            "GATEWAY_LOCAL_DEV_AUTH": "true",
-        }
-    ).start()
+    common = {
+        "AZURE_OPENAI_ENDPOINT": sim_url,
+        "GATEWAY_STORAGE_CONNECTION_STRING": azurite.connection_string,
+        "GATEWAY_LOCAL_DEV_AUTH": "true",
+        "GATEWAY_PRICES": '{"gpt-4o-mini": {"input": 0.15, "output": 0.6}}',
+    }
+    gateway = GatewayProcess(common).start()
+    # Every limit on, none binding: what quotas cost when callers are within their limits (the common case).
+    quota_gateway = GatewayProcess({**common, **QUOTAS_ON}).start()
     try:
         key = httpx.post(f"{gateway.api}/manage/keys", json={"name": "bench"}).json()["key"]
         with_key = {"api-key": key, "content-type": "application/json"}
@@ -123,6 +133,9 @@ def main() -> None:
                     "gateway, api-key (cached verification)": asyncio.run(
                         run(gateway.base_url, "/api" + path, args.requests, concurrency, stream, with_key)
                     ),
+                    "gateway, quotas on (5 limits)": asyncio.run(
+                        run(quota_gateway.base_url, "/api" + path, args.requests, concurrency, stream)
+                    ),
                 }
                 for name, r in results.items():
                     print(
@@ -137,6 +150,14 @@ def main() -> None:
                     )
                 print()
     finally:
+        quota_gateway.stop()  # logs its storage round trips on shutdown
+        trips = re.search(r"quota leases: (\d+) storage round trips, (\d+) reservations", quota_gateway.output())
+        if trips:
+            made, reserved = int(trips.group(1)), int(trips.group(2))
+            print(
+                f"quota counters: {made} storage round trips for {reserved} reservations "
+                f"({1000 * made / max(1, reserved):.1f} per 1,000 requests, 5 limits each)"
+            )
         gateway.stop()
         sim_proc.terminate()
         azurite.stop()

@@ -9,8 +9,10 @@
 #                  instead of the remote (Oryx) build on the function app
 #
 # Needs: az CLI (logged in), zip, python3; environment: AZURE_ENV_NAME, GATEWAY_AUTH_CLIENT_ID (and the optional
-# variables read by bicep/main.bicepparam). With enablePrivateInbound the code step must run inside the VNet
-# (e.g. on the jumpbox): the app's SCM endpoint is then private.
+# variables read by bicep/main.bicepparam). scripts/preflight.sh runs first (parameters, model availability).
+# The package is the project minus .funcignore (scripts/package_files.py) - the same files azd deploys.
+# The SCM (deployment) site admits only SCM_ALLOWED_IP_RANGES, or traffic through the private endpoint: run the
+# code step from an allowed address or from inside the VNet (e.g. the jumpbox).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,7 +20,7 @@ RG="" LOCATION="" SKIP_INFRA=0 SKIP_BUILD=0 LOCAL_BUILD=0
 DEPLOYMENT_NAME="ai-gateway"
 ZIP=dist/function-app.zip
 
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     -g|--resource-group) RG="$2"; shift 2 ;;
@@ -38,6 +40,9 @@ az account show --query id -o tsv >/dev/null || { echo "run 'az login' first" >&
 if [ "$SKIP_INFRA" -eq 0 ]; then
   : "${AZURE_ENV_NAME:?set AZURE_ENV_NAME (part of every resource name)}"
   : "${GATEWAY_AUTH_CLIENT_ID:?set GATEWAY_AUTH_CLIENT_ID (the gateway API app registration, docs/deploy.md)}"
+  echo "== preflight"
+  bash scripts/preflight.sh --location "${LOCATION:-$(az group show -n "$RG" --query location -o tsv 2>/dev/null)}" \
+    || { echo "preflight failed: nothing was deployed" >&2; exit 1; }
   if [ "$(az group exists -n "$RG")" != "true" ]; then
     [ -n "$LOCATION" ] || { echo "resource group $RG does not exist: pass --location to create it" >&2; exit 2; }
     az group create -n "$RG" -l "$LOCATION" --tags "azd-env-name=$AZURE_ENV_NAME" -o none
@@ -62,8 +67,7 @@ if [ "$SKIP_BUILD" -eq 1 ]; then
 else
   echo "== package $ZIP"
   rm -rf dist/build && mkdir -p dist/build
-  cp -r function_app.py host.json requirements.txt shared dist/build/
-  [ -d tools ] && cp -r tools dist/build/
+  python3 scripts/package_files.py --copy-to dist/build
   if [ "$LOCAL_BUILD" -eq 1 ]; then
     python3 -m pip install --quiet --disable-pip-version-check -r requirements.txt \
       --target dist/build/.python_packages/lib/site-packages \

@@ -13,6 +13,7 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
+from azure.core.exceptions import AzureError
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -25,19 +26,25 @@ from shared.errors import (
     current_request_id,
     error_response,
     internal_error_response,
-    storage_unavailable,
 )
 from shared.policy.guard import guard
 from shared.protocol.api_versions import version_date
 from shared.protocol.calls import ModelCall
 from shared.protocol.operations import Operation, OperationKind
 from shared.protocol.usage import Usage, usage_from_body
+from shared.quotas.enforcer import with_quota_headers
 from shared.settings import GuardrailSettings
-from shared.storage.tables import is_storage_outage
-from shared.upstream.client import Upstream
+from shared.upstream.pool import Upstream
 from shared.upstream.relay import StreamRelay
 
 log = logging.getLogger(__name__)
+
+STORAGE_UNAVAILABLE = GatewayError(
+    503,
+    "The gateway cannot reach its storage right now, so it cannot check this call; retry shortly.",
+    code="storage_unavailable",
+    headers={"retry-after": "5"},
+)
 
 
 class Authenticates(Protocol):
@@ -70,16 +77,19 @@ class Gateway:
     async def model_call(self, request: Request, operation: Operation, deployment: str | None = None) -> Response:
         request_id = current_request_id()  # set at the HTTP edge, so every response and log names it
         try:
+            self.accounting.ledger.admit()  # fail-closed 503 while usage cannot be recorded (docs/durability.md)
             caller = await self.authenticator.authenticate(request.headers)
             call = await guard(request, operation, self.guardrails, deployment)
             await self.authorizer.authorize(caller, call)
             reservation = await self.accounting.reserve(caller, call, request_id)
         except GatewayError as error:
             return error_response(error, request_id)
-        except Exception as exc:
+        except AzureError as exc:  # Table Storage (keys, policies, quota counters) unreachable: fail closed
+            log.error("request %s refused: Table Storage failed (%s)", request_id, type(exc).__name__)
+            return error_response(STORAGE_UNAVAILABLE, request_id)
+        except Exception:
             log.exception("request %s failed before forwarding", request_id)
-            outage = is_storage_outage(exc)  # Table Storage down or throttling: 503 with Retry-After, not a 500
-            return error_response(storage_unavailable(), request_id) if outage else internal_error_response(request_id)
+            return internal_error_response(request_id)
         return await self._forward_and_account(reservation, request_id)
 
     async def _forward_and_account(self, reservation: Reservation, request_id: str) -> Response:
@@ -94,7 +104,8 @@ class Gateway:
             log.exception("request %s failed while forwarding", request_id)
             await self.accounting.settle(reservation, None, 500, outcome="gateway_error")
             return internal_error_response(request_id)
-        headers = {**upstream.headers, REQUEST_ID_HEADER: request_id}
+        reservation.backend = upstream.backend
+        headers = {**with_quota_headers(upstream.headers, reservation.quota.headers), REQUEST_ID_HEADER: request_id}
         if not upstream.ok:
             content = await upstream.read()
             return Response(

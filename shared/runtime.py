@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from azure.core.credentials_async import AsyncTokenCredential
@@ -20,7 +22,8 @@ from azure.data.tables.aio import TableClient, TableServiceClient
 from starlette.requests import Request
 from starlette.responses import Response
 
-from shared.accounting.ledger import UsageLedger
+from shared.accounting.journal import Journal, ReplayReport, journal_target
+from shared.accounting.ledger import BacklogLimits, UsageLedger
 from shared.accounting.settlement import Accounting
 from shared.auth.apikeys import ApiKeyStore
 from shared.auth.authenticator import Authenticator
@@ -30,21 +33,22 @@ from shared.pipeline import Gateway
 from shared.policy.authorization import Authorizer
 from shared.policy.callers import CallerPolicyStore
 from shared.protocol.operations import Operation
-from shared.settings import Settings, settings_from_env
+from shared.quotas.counters import CounterStore
+from shared.quotas.enforcer import QuotaEnforcer
+from shared.quotas.leases import QuotaLeases
+from shared.settings import BackendSettings, Settings, settings_from_env
+from shared.settings.sections import ANY_DEPLOYMENT
 from shared.storage.tables import (
     API_KEYS_TABLE,
     CALLER_POLICIES_TABLE,
+    QUOTA_TABLE,
     USAGE_TABLE,
     ensure_tables,
     table_service,
 )
 from shared.telemetry.logs import cap_library_loggers
-from shared.upstream.client import (
-    TokenProvider,
-    Upstream,
-    managed_identity_token_provider,
-    simulator_token_provider,
-)
+from shared.upstream.client import TokenProvider, managed_identity_token_provider, simulator_token_provider
+from shared.upstream.pool import Upstream
 
 if TYPE_CHECKING:
     from shared.local.simulator.embedded import EmbeddedSimulator
@@ -64,6 +68,7 @@ class Services:
     api_keys: ApiKeyStore | None  # None: gateway API keys are switched off (GATEWAY_API_KEYS_ENABLED=false)
     ledger: UsageLedger
     usage_table: TableClient  # what finance reads
+    quotas: QuotaEnforcer
     simulator: EmbeddedSimulator | None  # the embedded local upstream, when AZURE_OPENAI_ENDPOINT is empty
 
 
@@ -77,6 +82,8 @@ class Runtime:
         self._credential: AsyncTokenCredential | None = None
         self._tables: TableServiceClient | None = None
         self._simulator: EmbeddedSimulator | None = None
+        self._azure_openai_tokens: TokenProvider | None = None
+        self._recovery: asyncio.Task[ReplayReport] | None = None
 
     async def services(self) -> Services:
         """The built services; the first call builds them (a failure leaves nothing behind and raises)."""
@@ -101,12 +108,20 @@ class Runtime:
 
     async def aclose(self) -> None:
         """Flush what is queued and close network clients (the local dev host calls this on shutdown)."""
+        if self._recovery is not None:
+            self._recovery.cancel()
+            self._recovery = None
         if self._services is not None:
             await self._services.gateway.drain()
-            await self._services.ledger.flush()
+            await self._services.quotas.aclose()  # hand leased budget back for the other instances
+            await self._services.ledger.close()  # what storage did not take in time stays in the journal
             await self._services.gateway.upstream.aclose()
             self._services = None
         await self._close_clients()
+
+    async def recover_usage(self) -> ReplayReport:
+        """Replay orphaned ledger journal files (the timer function and start-up call this)."""
+        return await (await self.services()).ledger.recover()
 
     def _managed_identity(self) -> AsyncTokenCredential:
         """One credential for the process: Table Storage and Azure OpenAI share its token cache and sessions."""
@@ -126,9 +141,14 @@ class Runtime:
         if self._credential is not None:
             await self._credential.close()
             self._credential = None
+            self._azure_openai_tokens = None
 
-    def _upstream_endpoint(self) -> tuple[str, TokenProvider]:
+    def _default_backend(self) -> BackendSettings | None:
+        """What serves deployments without a pool of their own: the "*" pool (None here), AZURE_OPENAI_ENDPOINT, or
+        the embedded simulator."""
         settings = self.settings.upstream
+        if ANY_DEPLOYMENT in settings.pools:
+            return None
         if settings.endpoint is None:
             from shared.local.simulator.embedded import EmbeddedSimulator
 
@@ -136,17 +156,22 @@ class Runtime:
             log.warning(
                 "AZURE_OPENAI_ENDPOINT is not set: using the local Azure OpenAI simulator at %s", self._simulator.url
             )
-            return self._simulator.url, simulator_token_provider()
-        if settings.is_local:
-            return settings.endpoint, simulator_token_provider()
-        return settings.endpoint, managed_identity_token_provider(self._managed_identity())
+            return BackendSettings(label="simulator", endpoint=self._simulator.url)
+        return BackendSettings(label="default", endpoint=settings.endpoint)
+
+    def _token_provider(self, backend: BackendSettings) -> TokenProvider:
+        """A placeholder for a loopback simulator; otherwise the managed identity's, one provider for all endpoints."""
+        if backend.is_local:
+            return simulator_token_provider()
+        if self._azure_openai_tokens is None:
+            self._azure_openai_tokens = managed_identity_token_provider(self._managed_identity())
+        return self._azure_openai_tokens
 
     async def _build(self) -> Services:
         settings = self.settings
         tables = self._tables = table_service(settings.storage, self._managed_identity)
         await ensure_tables(tables)
-        endpoint, tokens = self._upstream_endpoint()
-        upstream = Upstream(endpoint, tokens, settings.upstream)
+        upstream = Upstream.from_settings(settings.upstream, self._token_provider, self._default_backend())
         auth = settings.auth
         api_keys = (
             ApiKeyStore(tables.get_table_client(API_KEYS_TABLE), cache_seconds=auth.api_key_cache_seconds)
@@ -167,18 +192,48 @@ class Runtime:
         )
         policies = CallerPolicyStore(tables.get_table_client(CALLER_POLICIES_TABLE))
         usage_table = tables.get_table_client(USAGE_TABLE)
-        ledger = UsageLedger(usage_table)
+        ledger = self._ledger(usage_table)
+        quotas = QuotaEnforcer(
+            settings.quotas,
+            QuotaLeases(CounterStore(tables.get_table_client(QUOTA_TABLE), instance_id=uuid.uuid4().hex)),
+            policies,
+            settings.accounting.prices,
+            output_ceiling=settings.guardrails.max_output_tokens,
+        )
         gateway = Gateway(
             settings.guardrails,
             authenticator,
             Authorizer(policies),
             upstream,
-            Accounting(ledger, settings.accounting.prices),
+            Accounting(ledger, settings.accounting.prices, quotas),
             stream_usage_min_api_version=settings.upstream.stream_usage_min_api_version,
         )
+        # Rows an earlier process left unwritten (a crash, a kill) reach the table without waiting for the timer.
+        self._recovery = asyncio.get_running_loop().create_task(_recover_quietly(ledger))
         return Services(
-            settings, tables, gateway, authenticator, policies, api_keys, ledger, usage_table, self._simulator
+            settings, tables, gateway, authenticator, policies, api_keys, ledger, usage_table, quotas, self._simulator
         )
+
+    def _ledger(self, usage_table: TableClient) -> UsageLedger:
+        settings = self.settings.ledger
+        journal = None
+        if settings.journal_dir is not None:
+            try:
+                journal = Journal(Path(settings.journal_dir), journal_target(usage_table), fsync=settings.journal_fsync)
+            except OSError as exc:  # serve, recorded through storage only; /api/ready shows "journal": false
+                log.error("the ledger journal directory cannot be used (%s): rows wait in memory only", exc)
+        else:
+            log.warning("GATEWAY_LEDGER_JOURNAL_DIR=off: usage rows wait for Table Storage in memory only")
+        limits = BacklogLimits(max_rows=settings.max_backlog_rows, max_seconds=settings.max_backlog_seconds)
+        return UsageLedger(usage_table, journal=journal, limits=limits)
+
+
+async def _recover_quietly(ledger: UsageLedger) -> ReplayReport:
+    try:
+        return await ledger.recover()
+    except Exception:
+        log.exception("replaying the ledger journal at start-up failed; the timer function retries")
+        return ReplayReport()
 
 
 def runtime_from_environment() -> Runtime:

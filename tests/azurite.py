@@ -2,7 +2,8 @@
 
 Each test session gets its own Azurite on a free port, so tests never touch a developer's local data
 and can run beside ``make run``. Azurite comes from the project's npm dev dependency
-(``npm ci`` puts it in ``node_modules/.bin``).
+(``npm ci`` puts it in ``node_modules/.bin``). ``Azurite(on_disk=True)`` keeps its data in its folder
+instead, so the durability tests can kill it and start it again on the same port and folder.
 """
 
 from __future__ import annotations
@@ -56,9 +57,10 @@ def connection_string(port: int) -> str:
 
 
 class Azurite:
-    def __init__(self) -> None:
+    def __init__(self, *, on_disk: bool = False) -> None:
         self.port = free_port()
         self.workdir = tempfile.mkdtemp(prefix="azurite-")
+        self.on_disk = on_disk
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -73,7 +75,7 @@ class Azurite:
                 "127.0.0.1",
                 "--tablePort",
                 str(self.port),
-                "--inMemoryPersistence",
+                *(["--location", self.workdir] if self.on_disk else ["--inMemoryPersistence"]),
                 "--disableTelemetry",
                 "--skipApiVersionCheck",
                 "--silent",
@@ -95,6 +97,12 @@ class Azurite:
                 time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"Azurite did not listen on port {self.port} within {timeout}s")
+
+    def kill(self, signal: int = 9) -> None:
+        """Stop Azurite abruptly (data on disk stays for :meth:`start` on the same port and folder)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal)
+            self.proc.wait(timeout=10)
 
     def stop(self) -> None:
         terminate(self.proc)

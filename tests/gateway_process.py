@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,6 +22,7 @@ class GatewayProcess:
         self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"gateway-{self.port}.log"
+        self.journal = tempfile.mkdtemp(prefix="ledger-journal-")
 
     @property
     def api(self) -> str:
@@ -32,7 +35,8 @@ class GatewayProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "shared.local.devhost", "--port", str(self.port), "--settings", "/nonexistent"],
             cwd=ROOT,
-            env={**keep, "GATEWAY_DEVHOST_LOG_LEVEL": "warning", **self.env},
+            # A ledger journal of its own unless the test names one: never the repository's .ledger-journal.
+            env={**keep, "GATEWAY_DEVHOST_LOG_LEVEL": "warning", "GATEWAY_LEDGER_JOURNAL_DIR": self.journal} | self.env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
@@ -55,3 +59,4 @@ class GatewayProcess:
         terminate(self.proc)
         if getattr(self, "_log", None):
             self._log.close()
+        shutil.rmtree(self.journal, ignore_errors=True)

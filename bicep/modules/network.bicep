@@ -1,7 +1,9 @@
 // Virtual network for the gateway: the function app's outbound integration subnet, the private-endpoint
 // subnet and, when enabled, the jumpbox, Azure Bastion and API Management subnets.
 // NSGs: the private-endpoint subnet accepts traffic only from the app subnet (and jumpbox/APIM subnets
-// when those exist); private-endpoint network policies are Enabled so those NSG rules apply to PE traffic.
+// when those exist, and the allowed caller prefixes for the function app's own endpoint); private-endpoint
+// network policies are Enabled so those NSG rules apply to PE traffic. Outbound from the app subnet is limited
+// to the VNet and the service tags the app needs (restrictEgress).
 
 @description('Azure region.')
 param location string
@@ -11,6 +13,9 @@ param tags object = {}
 
 @description('Name suffix shared by the resources of this deployment.')
 param resourceToken string
+
+@description('Virtual network name (computed in main.bicep, so names never depend on module outputs).')
+param vnetName string
 
 @description('Address space of the virtual network.')
 param vnetAddressPrefix string = '10.20.0.0/16'
@@ -36,7 +41,15 @@ param enableJumpbox bool = false
 @description('Create the API Management subnet.')
 param enableApim bool = false
 
-var vnetName = 'vnet-${resourceToken}'
+@description('Address prefixes (peered VNets, VPN/ExpressRoute ranges) allowed to call the function app through its private endpoint on 443. Only the endpoint carrying the sites application security group is opened to them, not storage, Key Vault or Azure OpenAI.')
+param privateInboundAllowedSourcePrefixes array = []
+
+@description('Limit outbound traffic of the app subnet to the VNet and the service tags AzureActiveDirectory and AzureMonitor (plus egressAllowedAddressPrefixes); everything else to the Internet is denied.')
+param restrictEgress bool = true
+
+@description('Extra destination prefixes the app subnet may reach on 443 when restrictEgress is true (e.g. a package mirror for remote builds).')
+param egressAllowedAddressPrefixes array = []
+
 var appSubnetName = 'snet-app'
 var privateEndpointSubnetName = 'snet-private-endpoints'
 var jumpboxSubnetName = 'snet-jumpbox'
@@ -82,26 +95,120 @@ resource natGateway 'Microsoft.Network/natGateways@2025-05-01' = {
   }
 }
 
+// Marks the NIC of the function app's inbound private endpoint, so NSG rules can open it (and only it) to callers.
+resource asgSites 'Microsoft.Network/applicationSecurityGroups@2025-05-01' = {
+  name: 'asg-sites-${resourceToken}'
+  location: location
+  tags: tags
+}
+
+// App subnet egress: the VNet (private endpoints), Entra ID (token metadata and signing keys, managed-identity
+// token exchange for Easy Auth and in-process validation) and Azure Monitor; the rest of the Internet is denied.
+var egressRules = restrictEgress ? concat([
+  {
+    name: 'AllowVnetOutbound'
+    properties: {
+      priority: 100
+      direction: 'Outbound'
+      access: 'Allow'
+      protocol: '*'
+      sourceAddressPrefix: appSubnetPrefix
+      sourcePortRange: '*'
+      destinationAddressPrefix: 'VirtualNetwork'
+      destinationPortRange: '*'
+    }
+  }
+  {
+    name: 'AllowEntraIdOutbound'
+    properties: {
+      priority: 110
+      direction: 'Outbound'
+      access: 'Allow'
+      protocol: 'Tcp'
+      sourceAddressPrefix: appSubnetPrefix
+      sourcePortRange: '*'
+      destinationAddressPrefix: 'AzureActiveDirectory'
+      destinationPortRange: '443'
+    }
+  }
+  {
+    name: 'AllowAzureMonitorOutbound'
+    properties: {
+      priority: 120
+      direction: 'Outbound'
+      access: 'Allow'
+      protocol: 'Tcp'
+      sourceAddressPrefix: appSubnetPrefix
+      sourcePortRange: '*'
+      destinationAddressPrefix: 'AzureMonitor'
+      destinationPortRange: '443'
+    }
+  }
+], empty(egressAllowedAddressPrefixes) ? [] : [
+  {
+    name: 'AllowExtraHttpsOutbound'
+    properties: {
+      priority: 130
+      direction: 'Outbound'
+      access: 'Allow'
+      protocol: 'Tcp'
+      sourceAddressPrefix: appSubnetPrefix
+      sourcePortRange: '*'
+      destinationAddressPrefixes: egressAllowedAddressPrefixes
+      destinationPortRange: '443'
+    }
+  }
+], [
+  {
+    name: 'DenyInternetOutbound'
+    properties: {
+      priority: 4000
+      direction: 'Outbound'
+      access: 'Deny'
+      protocol: '*'
+      sourceAddressPrefix: '*'
+      sourcePortRange: '*'
+      destinationAddressPrefix: 'Internet'
+      destinationPortRange: '*'
+    }
+  }
+]) : []
+
+var denyAllInbound = {
+  name: 'DenyAllInbound'
+  properties: {
+    priority: 4096
+    direction: 'Inbound'
+    access: 'Deny'
+    protocol: '*'
+    sourceAddressPrefix: '*'
+    sourcePortRange: '*'
+    destinationAddressPrefix: '*'
+    destinationPortRange: '*'
+  }
+}
+
 // The integration subnet receives no inbound traffic (VNet integration is outbound only).
 resource nsgApp 'Microsoft.Network/networkSecurityGroups@2025-05-01' = {
   name: 'nsg-app-${resourceToken}'
   location: location
   tags: tags
   properties: {
+    securityRules: concat([
+      denyAllInbound
+    ], egressRules)
+  }
+}
+
+// API Management's outbound-integration subnet: no inbound; outbound left to the platform's defaults (APIM needs
+// Storage, Key Vault, Entra ID and Azure Monitor endpoints; see docs/infrastructure.md).
+resource nsgApim 'Microsoft.Network/networkSecurityGroups@2025-05-01' = if (enableApim) {
+  name: 'nsg-apim-${resourceToken}'
+  location: location
+  tags: tags
+  properties: {
     securityRules: [
-      {
-        name: 'DenyAllInbound'
-        properties: {
-          priority: 4096
-          direction: 'Inbound'
-          access: 'Deny'
-          protocol: '*'
-          sourceAddressPrefix: '*'
-          sourcePortRange: '*'
-          destinationAddressPrefix: '*'
-          destinationPortRange: '*'
-        }
-      }
+      denyAllInbound
     ]
   }
 }
@@ -141,6 +248,28 @@ var peOperatorRules = empty(extraHttpsSources) ? [] : [
   }
 ]
 
+// Peered VNets / VPN callers of the function app's private endpoint (enablePrivateInbound): 443 to the NIC that
+// carries the sites application security group only.
+var peCallerRules = empty(privateInboundAllowedSourcePrefixes) ? [] : [
+  {
+    name: 'AllowCallersToSitesEndpoint'
+    properties: {
+      priority: 120
+      direction: 'Inbound'
+      access: 'Allow'
+      protocol: 'Tcp'
+      sourceAddressPrefixes: privateInboundAllowedSourcePrefixes
+      sourcePortRange: '*'
+      destinationApplicationSecurityGroups: [
+        {
+          id: asgSites.id
+        }
+      ]
+      destinationPortRange: '443'
+    }
+  }
+]
+
 var peDenyRule = {
   name: 'DenyAllOtherInbound'
   properties: {
@@ -162,7 +291,7 @@ resource nsgPrivateEndpoints 'Microsoft.Network/networkSecurityGroups@2025-05-01
   properties: {
     securityRules: concat([
       peAppRule
-    ], peOperatorRules, [
+    ], peOperatorRules, peCallerRules, [
       peDenyRule
     ])
   }
@@ -269,11 +398,18 @@ var apimSubnets = [
       addressPrefix: apimSubnetPrefix
       defaultOutboundAccess: false
       networkSecurityGroup: {
-        id: nsgApp.id
+        // By resource ID: nsgApim exists only with enableApim, like this subnet (dependsOn on the VNet below).
+        id: resourceId('Microsoft.Network/networkSecurityGroups', 'nsg-apim-${resourceToken}')
       }
       natGateway: {
         id: natGateway.id
       }
+      // Lets the function app's access restrictions admit exactly this subnet (vnetSubnetResourceId rule).
+      serviceEndpoints: [
+        {
+          service: 'Microsoft.Web'
+        }
+      ]
       delegations: [
         {
           name: 'webServerFarms'
@@ -299,6 +435,9 @@ resource vnet 'Microsoft.Network/virtualNetworks@2025-05-01' = {
     // No custom DNS servers: Azure DNS (168.63.129.16) resolves the linked private DNS zones.
     subnets: concat(baseSubnets, enableJumpbox ? jumpboxSubnets : [], enableApim ? apimSubnets : [])
   }
+  dependsOn: [
+    nsgApim
+  ]
 }
 
 output vnetId string = vnet.id
@@ -309,3 +448,4 @@ output jumpboxSubnetId string = enableJumpbox ? '${vnet.id}/subnets/${jumpboxSub
 output bastionSubnetId string = enableJumpbox ? '${vnet.id}/subnets/${bastionSubnetName}' : ''
 output apimSubnetId string = enableApim ? '${vnet.id}/subnets/${apimSubnetName}' : ''
 output natPublicIp string = natPublicIp.properties.ipAddress
+output sitesApplicationSecurityGroupId string = asgSites.id

@@ -5,8 +5,11 @@
 @description('Account name; also the custom subdomain (https://<name>.openai.azure.com).')
 param name string
 
-@description('Azure region.')
+@description('Azure region of the account (model availability differs per region).')
 param location string
+
+@description('Region of the private endpoint: the VNet\'s region, which may differ from the account\'s.')
+param privateEndpointLocation string
 
 @description('Tags for every resource.')
 param tags object = {}
@@ -16,6 +19,15 @@ param deployments array
 
 @description('Principal ID of the function app identity.')
 param principalId string
+
+@description('Resource ID of the function app identity: seeds the role-assignment name.')
+param principalResourceId string
+
+@description('Recover a soft-deleted account of the same name (deleted accounts are kept 48 hours, and block the name meanwhile).')
+param restore bool = false
+
+@description('Log Analytics workspace for the audit and request logs.')
+param logAnalyticsWorkspaceId string
 
 @description('Private-endpoint subnet.')
 param privateEndpointSubnetId string
@@ -38,6 +50,7 @@ resource account 'Microsoft.CognitiveServices/accounts@2025-06-01' = {
   }
   properties: {
     customSubDomainName: name
+    restore: restore
     publicNetworkAccess: 'Disabled'
     disableLocalAuth: true
     networkAcls: {
@@ -65,7 +78,7 @@ module privateEndpoint 'private-endpoint.bicep' = {
   name: 'pe-${name}-account'
   params: {
     name: 'pe-${name}-account'
-    location: location
+    location: privateEndpointLocation
     tags: tags
     subnetId: privateEndpointSubnetId
     privateLinkServiceId: account.id
@@ -75,12 +88,37 @@ module privateEndpoint 'private-endpoint.bicep' = {
 }
 
 resource openAiUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(account.id, principalId, roleCognitiveServicesOpenAIUser)
+  name: guid(account.id, principalResourceId, roleCognitiveServicesOpenAIUser)
   scope: account
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleCognitiveServicesOpenAIUser)
     principalId: principalId
     principalType: 'ServicePrincipal'
+  }
+}
+
+// Control-plane audit and data-plane request logs to Log Analytics (no prompt or completion content).
+resource diagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: account
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: [
+      {
+        category: 'Audit'
+        enabled: true
+      }
+      {
+        category: 'RequestResponse'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'AllMetrics'
+        enabled: true
+      }
+    ]
   }
 }
 

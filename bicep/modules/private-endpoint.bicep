@@ -1,9 +1,11 @@
 // One private endpoint with its DNS zone group: every endpoint registers its A records in the given zones.
+// A private endpoint must be in the region of its virtual network: callers pass the VNet's region as location,
+// whatever the region of the target resource (tests/infra checks this for every endpoint).
 
 @description('Private endpoint name.')
 param name string
 
-@description('Azure region.')
+@description('Azure region of the endpoint: the region of its virtual network (not of the target resource).')
 param location string
 
 @description('Tags for every resource.')
@@ -21,6 +23,9 @@ param groupId string
 @description('Resource IDs of the private DNS zones for this endpoint.')
 param privateDnsZoneIds array
 
+@description('Application security groups of the endpoint NIC (lets NSG rules target this endpoint only).')
+param applicationSecurityGroupIds array = []
+
 resource privateEndpoint 'Microsoft.Network/privateEndpoints@2025-05-01' = {
   name: name
   location: location
@@ -30,6 +35,9 @@ resource privateEndpoint 'Microsoft.Network/privateEndpoints@2025-05-01' = {
       id: subnetId
     }
     customNetworkInterfaceName: 'nic-${name}'
+    applicationSecurityGroups: [for asgId in applicationSecurityGroupIds: {
+      id: asgId
+    }]
     privateLinkServiceConnections: [
       {
         name: name

@@ -1,6 +1,7 @@
-// Storage for the Functions host (blobs/queues/tables over the managed identity), the Elastic Premium content
-// share (Azure Files, key-based: Azure Files has no managed-identity mount) and the gateway's tables.
-// Public network access is disabled; the account is reached through four private endpoints.
+// Storage for the Functions host (blobs/queues/tables over the managed identity) and the gateway's tables (API keys,
+// caller policies, usage, quota). Keyless: shared-key access is disabled, every client uses Entra ID. The Elastic
+// Premium content share lives in its own key-enabled, file-only account (content-storage.bicep).
+// Public network access is disabled; the account is reached through three private endpoints (blob, queue, table).
 
 @description('Storage account name (3-24 lowercase letters and digits).')
 param name string
@@ -20,19 +21,22 @@ param tags object = {}
 ])
 param skuName string = 'Standard_LRS'
 
-@description('Name of the Azure Files share used as the function app content share (WEBSITE_CONTENTSHARE).')
-param contentShareName string
-
 @description('Tables the gateway uses.')
 param tableNames array
 
 @description('Principal ID of the function app identity.')
 param principalId string
 
+@description('Resource ID of the function app identity: seeds the role-assignment names (known before deployment, unlike the principal ID).')
+param principalResourceId string
+
+@description('Log Analytics workspace for the per-service storage logs.')
+param logAnalyticsWorkspaceId string
+
 @description('Private-endpoint subnet.')
 param privateEndpointSubnetId string
 
-@description('Private DNS zone IDs keyed by sub-resource: blob, queue, table, file.')
+@description('Private DNS zone IDs keyed by sub-resource: blob, queue, table.')
 param privateDnsZoneIds object
 
 // Built-in role definition IDs.
@@ -44,7 +48,6 @@ var endpointGroups = [
   'blob'
   'queue'
   'table'
-  'file'
 ]
 
 resource storage 'Microsoft.Storage/storageAccounts@2025-06-01' = {
@@ -60,9 +63,8 @@ resource storage 'Microsoft.Storage/storageAccounts@2025-06-01' = {
     accessTier: 'Hot'
     publicNetworkAccess: 'Disabled'
     allowBlobPublicAccess: false
-    // Required for the Elastic Premium content share (Azure Files cannot be mounted with a managed identity).
-    // Host storage and the gateway's tables use the managed identity; the key only lives in Key Vault.
-    allowSharedKeyAccess: true
+    // Keyless: host storage (AzureWebJobsStorage__*) and the gateway's tables use the managed identity.
+    allowSharedKeyAccess: false
     defaultToOAuthAuthentication: true
     allowCrossTenantReplication: false
     isLocalUserEnabled: false
@@ -81,10 +83,6 @@ resource storage 'Microsoft.Storage/storageAccounts@2025-06-01' = {
       requireInfrastructureEncryption: true
       services: {
         blob: {
-          enabled: true
-          keyType: 'Account'
-        }
-        file: {
           enabled: true
           keyType: 'Account'
         }
@@ -116,25 +114,9 @@ resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2025-06-01'
   }
 }
 
-resource fileService 'Microsoft.Storage/storageAccounts/fileServices@2025-06-01' = {
+resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2025-06-01' = {
   parent: storage
   name: 'default'
-  properties: {
-    shareDeleteRetentionPolicy: {
-      enabled: true
-      days: 7
-    }
-  }
-}
-
-// Pre-created: the platform cannot create the share through a locked-down account (403).
-resource contentShare 'Microsoft.Storage/storageAccounts/fileServices/shares@2025-06-01' = {
-  parent: fileService
-  name: contentShareName
-  properties: {
-    shareQuota: 100
-    enabledProtocols: 'SMB'
-  }
 }
 
 resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2025-06-01' = {
@@ -165,7 +147,7 @@ module privateEndpoints 'private-endpoint.bicep' = [for group in endpointGroups:
 // Host storage with an identity needs Blob Data Owner; queues and tables for the host (and timers/diagnostic
 // events); Table Data Contributor also for the gateway's own tables.
 resource blobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(storage.id, principalId, roleStorageBlobDataOwner)
+  name: guid(storage.id, principalResourceId, roleStorageBlobDataOwner)
   scope: storage
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleStorageBlobDataOwner)
@@ -175,7 +157,7 @@ resource blobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
 }
 
 resource queueContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(storage.id, principalId, roleStorageQueueDataContributor)
+  name: guid(storage.id, principalResourceId, roleStorageQueueDataContributor)
   scope: storage
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleStorageQueueDataContributor)
@@ -185,7 +167,7 @@ resource queueContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' =
 }
 
 resource tableContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(storage.id, principalId, roleStorageTableDataContributor)
+  name: guid(storage.id, principalResourceId, roleStorageTableDataContributor)
   scope: storage
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleStorageTableDataContributor)
@@ -194,9 +176,51 @@ resource tableContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' =
   }
 }
 
+// Per-service logs (reads, writes, deletes) to Log Analytics.
+var storageLogs = [
+  {
+    category: 'StorageRead'
+    enabled: true
+  }
+  {
+    category: 'StorageWrite'
+    enabled: true
+  }
+  {
+    category: 'StorageDelete'
+    enabled: true
+  }
+]
+
+resource blobDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: blobService
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: storageLogs
+  }
+}
+
+resource queueDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: queueService
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: storageLogs
+  }
+}
+
+resource tableDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: tableService
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: storageLogs
+  }
+}
+
 output id string = storage.id
 output name string = storage.name
 output blobEndpoint string = storage.properties.primaryEndpoints.blob
 output queueEndpoint string = storage.properties.primaryEndpoints.queue
 output tableEndpoint string = storage.properties.primaryEndpoints.table
-output contentShareName string = contentShare.name

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from decimal import Decimal
 
 from shared.protocol.usage import Usage
 
@@ -26,6 +27,16 @@ class Price:
     input: float
     cached_input: float
     output: float
+
+    def cost_nano_usd(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> int:
+        """The cost in whole billionths of a dollar, rounded up: exact integers for quota budgets."""
+        cached = min(cached_tokens, prompt_tokens)
+        micro_usd_per_million = (  # USD per million tokens x 10^9 nano-USD per USD / 10^6 tokens
+            (prompt_tokens - cached) * Decimal(str(self.input))
+            + cached * Decimal(str(self.cached_input))
+            + completion_tokens * Decimal(str(self.output))
+        ) * 1000
+        return math.ceil(micro_usd_per_million)
 
     def cost(self, usage: Usage) -> float:
         cached = min(usage.cached_tokens, usage.prompt_tokens)

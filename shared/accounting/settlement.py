@@ -20,6 +20,7 @@ from shared.accounting.prices import Price
 from shared.auth.identity import Caller
 from shared.protocol.calls import ModelCall
 from shared.protocol.usage import Usage
+from shared.quotas.enforcer import QuotaEnforcer, QuotaReservation
 
 log = logging.getLogger("gateway.usage")
 
@@ -29,8 +30,10 @@ class Reservation:
     request_id: str
     caller: Caller
     call: ModelCall
+    quota: QuotaReservation = field(default_factory=QuotaReservation)
     started: float = field(default_factory=time.monotonic)
     settled: bool = False
+    backend: str | None = None  # the label of the upstream backend whose answer the caller got
 
     def claim(self) -> bool:
         """Take the one right to settle this call (synchronous, so no await can race it)."""
@@ -41,12 +44,15 @@ class Reservation:
 
 
 class Accounting:
-    def __init__(self, ledger: UsageLedger, prices: Mapping[str, Price]) -> None:
+    def __init__(self, ledger: UsageLedger, prices: Mapping[str, Price], quotas: QuotaEnforcer | None = None) -> None:
         self.ledger = ledger
         self.prices = prices
+        self.quotas = quotas
 
     async def reserve(self, caller: Caller, call: ModelCall, request_id: str) -> Reservation:
-        return Reservation(request_id, caller, call)
+        """Hold the call's quota (refusing it with a 429/403/503 GatewayError), before anything is forwarded."""
+        quota = await self.quotas.reserve(caller, call) if self.quotas is not None else QuotaReservation()
+        return Reservation(request_id, caller, call, quota)
 
     async def settle(self, reservation: Reservation, usage: Usage | None, status: int, *, outcome: str) -> None:
         """Settle once: the first call records, any later one does nothing."""
@@ -56,6 +62,8 @@ class Accounting:
     async def record(self, reservation: Reservation, usage: Usage | None, status: int, *, outcome: str) -> None:
         """Record a call whose settlement the caller has already claimed."""
         usage = usage or Usage()
+        if self.quotas is not None:
+            self.quotas.settle(reservation.quota, usage)  # synchronous, before any await: nothing can skip it
         caller, call = reservation.caller, reservation.call
         price = self.prices.get(call.deployment)
         record = UsageRecord(
@@ -78,6 +86,7 @@ class Accounting:
             estimated=usage.estimated,
             cost_usd=price.cost(usage) if price else None,
             duration_ms=round((time.monotonic() - reservation.started) * 1000),
+            backend=reservation.backend,
         )
         log.info(
             "model call %s settled: %s %s by %s status=%s outcome=%s tokens=%d+%d%s",
@@ -107,6 +116,7 @@ class Accounting:
                     "total_tokens": usage.total_tokens,
                     "usage_estimated": usage.estimated,
                     "duration_ms": record.duration_ms,
+                    "backend": record.backend or "",
                 }.items()
             },
         )

@@ -42,6 +42,8 @@ def blueprint(runtime: Runtime) -> func.Blueprint:
                         "max_prompt_tokens": guardrails.max_prompt_tokens,
                         "max_output_tokens": guardrails.max_output_tokens,
                     },
+                    # Per-caller quotas in their current UTC windows: limit, used, remaining, resets_at.
+                    "quotas": await services.quotas.status(caller),
                 }
             )
 

@@ -32,12 +32,20 @@ def blueprint(runtime: Runtime) -> func.Blueprint:
 
 
 async def readiness(runtime: Runtime) -> JSONResponse:
-    """Readiness: Table Storage answers with the gateway's credentials and an upstream is configured."""
+    """Readiness: Table Storage answers with the gateway's credentials, an upstream is configured, and the usage
+    ledger's backlog is within its limits (past them model calls are refused: docs/durability.md).
+
+    The backend pools' state (circuits, cooling) is shown but does not make the instance unready: every instance
+    shares the same backends, so taking this one out of rotation would not serve a single call more.
+    """
     checks: dict[str, dict[str, Any]] = {}
     simulator_up = False
+    pools: dict[str, Any] = {}
     try:
         services = await runtime.services()
         simulator_up = services.simulator is not None
+        pools = services.gateway.upstream.describe()
+        checks["ledger"] = services.ledger.status()
         await check_storage(services.tables)
         checks["storage"] = {"ok": True}
     except Exception as exc:  # readiness reports failures instead of raising them
@@ -50,5 +58,7 @@ async def readiness(runtime: Runtime) -> JSONResponse:
         }
     else:
         checks["upstream"] = {"ok": True, "target": "Azure OpenAI (private endpoint)"}
+    if pools:
+        checks["upstream"]["pools"] = pools
     ok = all(check["ok"] for check in checks.values())
     return JSONResponse({"status": "ready" if ok else "not_ready", "checks": checks}, status_code=200 if ok else 503)

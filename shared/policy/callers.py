@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
@@ -13,31 +14,54 @@ from azure.data.tables.aio import TableClient
 
 from shared.errors import bad_request
 from shared.protocol.deployments import is_deployment_name
+from shared.quotas.limits import LimitError, LimitOverrides
 from shared.storage.tables import table_key
 
 POLICY_PARTITION = "policy"
 POLICY_CACHE_SECONDS = 30.0
 
 
+POLICY_FIELDS = ("allowed_deployments", "note", "limits", "deployment_limits")
+
+
 @dataclass(frozen=True)
 class CallerPolicy:
-    """Per-caller restrictions set by an admin. ``allowed_deployments=None`` means every gateway deployment."""
+    """Per-caller rules set by an admin (a PUT replaces the whole policy).
+
+    ``allowed_deployments=None`` means every gateway deployment. ``limits`` override the gateway's default limits
+    (a limit absent there takes the default, ``null`` makes it unlimited); ``deployment_limits`` add limits for
+    one deployment, on top of the caller-wide ones.
+    """
 
     caller_id: str
     allowed_deployments: frozenset[str] | None = None
     note: str = ""
+    limits: LimitOverrides = field(default_factory=LimitOverrides)
+    deployment_limits: Mapping[str, LimitOverrides] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "caller_id": self.caller_id,
             "allowed_deployments": sorted(self.allowed_deployments) if self.allowed_deployments is not None else None,
             "note": self.note,
+            "limits": self.limits.to_json(),
+            "deployment_limits": {name: limits.to_json() for name, limits in sorted(self.deployment_limits.items())},
         }
 
     @classmethod
     def from_request(cls, caller_id: str, body: object) -> CallerPolicy:
         if not isinstance(body, dict):
             raise bad_request("The policy must be a JSON object.")
+        for name in body:
+            if name not in POLICY_FIELDS:
+                raise bad_request(
+                    f"'{name}' is not a policy field; a policy has {', '.join(POLICY_FIELDS)}.", param=str(name)
+                )
+        try:
+            limits = LimitOverrides.parse(body.get("limits") or {}, "limits")
+            deployment_limits = _deployment_limits(body.get("deployment_limits") or {})
+        except LimitError as exc:
+            raise bad_request(str(exc), code="invalid_limit", param=exc.field) from None
         allowed = body.get("allowed_deployments")
         if allowed is not None:
             if not isinstance(allowed, list) or not all(is_deployment_name(d) for d in allowed):
@@ -48,7 +72,20 @@ class CallerPolicy:
         note = body.get("note", "")
         if not isinstance(note, str) or len(note) > 500:
             raise bad_request("'note' must be a string of at most 500 characters.", param="note")
-        return cls(caller_id, allowed, note)
+        return cls(caller_id, allowed, note, limits, deployment_limits)
+
+
+def _deployment_limits(raw: Any) -> dict[str, LimitOverrides]:
+    if not isinstance(raw, dict):
+        raise LimitError("deployment_limits", "'deployment_limits' must be an object: deployment name -> limits.")
+    result = {}
+    for name, limits in raw.items():
+        if not is_deployment_name(name):
+            raise LimitError(
+                f"deployment_limits.{name}", f"'deployment_limits' has an invalid deployment name {name!r}."
+            )
+        result[name] = LimitOverrides.parse(limits, f"deployment_limits.{name}")
+    return result
 
 
 class CallerPolicyStore:
@@ -73,6 +110,8 @@ class CallerPolicyStore:
                 caller_id,
                 frozenset(json.loads(allowed)) if allowed is not None else None,
                 entity.get("Note", ""),
+                LimitOverrides.parse(json.loads(entity.get("Limits") or "{}"), "limits"),
+                _deployment_limits(json.loads(entity.get("DeploymentLimits") or "{}")),
             )
         self._cache[caller_id] = (time.monotonic(), policy)
         return policy
@@ -86,9 +125,11 @@ class CallerPolicyStore:
         }
         if policy.allowed_deployments is not None:
             entity["AllowedDeployments"] = json.dumps(sorted(policy.allowed_deployments))
+        if not policy.limits.empty:
+            entity["Limits"] = json.dumps(policy.limits.to_json(decimal_as_text=True))
+        if policy.deployment_limits:
+            entity["DeploymentLimits"] = json.dumps(
+                {name: limits.to_json(decimal_as_text=True) for name, limits in policy.deployment_limits.items()}
+            )
         await self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
         self._cache.pop(policy.caller_id, None)
-
-    async def delete(self, caller_id: str) -> None:
-        await self._table.delete_entity(POLICY_PARTITION, table_key(caller_id))
-        self._cache.pop(caller_id, None)

@@ -7,7 +7,10 @@ from shared.settings.env import SettingsError, settings_from_env
 from shared.settings.sections import (
     AccountingSettings,
     AuthSettings,
+    BackendSettings,
     GuardrailSettings,
+    LedgerSettings,
+    QuotaSettings,
     Settings,
     StorageSettings,
     UpstreamSettings,
@@ -16,7 +19,10 @@ from shared.settings.sections import (
 __all__ = [
     "AccountingSettings",
     "AuthSettings",
+    "BackendSettings",
     "GuardrailSettings",
+    "LedgerSettings",
+    "QuotaSettings",
     "Settings",
     "SettingsError",
     "StorageSettings",

@@ -15,10 +15,15 @@ from shared.accounting.prices import Price, PriceError, parse_prices
 from shared.hosting import easy_auth_enabled, https_or_loopback, is_loopback_http, running_in_azure
 from shared.protocol.api_versions import DEFAULT_API_VERSION, DEFAULT_STREAM_USAGE_MIN_API_VERSION, is_api_version
 from shared.protocol.deployments import is_deployment_name
+from shared.quotas.limits import Limit, LimitError, Limits, parse_limit_value
+from shared.settings.backends import BackendsError, parse_backends
 from shared.settings.sections import (
     AccountingSettings,
     AuthSettings,
+    BackendSettings,
     GuardrailSettings,
+    LedgerSettings,
+    QuotaSettings,
     Settings,
     StorageSettings,
     UpstreamSettings,
@@ -52,7 +57,13 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
             local_dev=_bool(env, "GATEWAY_LOCAL_DEV_AUTH", False),
         ),
         accounting=AccountingSettings(prices=_prices(env, "GATEWAY_PRICES")),
+        quotas=QuotaSettings(
+            defaults=_default_limits(env),
+            output_allowance=_optional_positive_int(env, "GATEWAY_QUOTA_OUTPUT_ALLOWANCE"),
+            fail_open=_bool(env, "GATEWAY_QUOTA_FAIL_OPEN", False),
+        ),
         in_azure=in_azure,
+        ledger=_ledger(env, in_azure),
     )
     if settings.auth.local_dev and in_azure:
         raise SettingsError(
@@ -78,10 +89,12 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
 
 def _upstream(env: Mapping[str, str], in_azure: bool) -> UpstreamSettings:
     endpoint = _url(env, "AZURE_OPENAI_ENDPOINT")
-    if endpoint is None and in_azure:
+    pools = _backends(env, "GATEWAY_BACKENDS", in_azure)
+    if endpoint is None and in_azure and "*" not in pools:
         raise SettingsError(
             "AZURE_OPENAI_ENDPOINT is not set. In Azure the gateway needs the private Azure OpenAI endpoint "
-            "(https://<custom-subdomain>.openai.azure.com); the local simulator only runs on a developer machine."
+            '(https://<custom-subdomain>.openai.azure.com), or a "*" pool in GATEWAY_BACKENDS; the local '
+            "simulator only runs on a developer machine."
         )
     if endpoint is not None and urlparse(endpoint).scheme == "http":
         # Entra tokens must never travel over plain HTTP: http:// is only for a local simulator on loopback.
@@ -98,6 +111,14 @@ def _upstream(env: Mapping[str, str], in_azure: bool) -> UpstreamSettings:
         stream_usage_min_api_version=_api_version(
             env, "GATEWAY_STREAM_USAGE_MIN_API_VERSION", DEFAULT_STREAM_USAGE_MIN_API_VERSION
         ),
+        pools=pools,
+        max_attempts=_number(
+            env, "GATEWAY_BACKEND_MAX_ATTEMPTS", 3, int, lambda n: 1 <= n <= 10, "a whole number from 1 to 10"
+        ),
+        failover_seconds=_non_negative_float(env, "GATEWAY_BACKEND_FAILOVER_SECONDS", 30.0),
+        cooldown_seconds=_positive_float(env, "GATEWAY_BACKEND_COOLDOWN_SECONDS", 5.0),
+        breaker_failures=_positive_int(env, "GATEWAY_BACKEND_BREAKER_FAILURES", 5),
+        breaker_open_seconds=_positive_float(env, "GATEWAY_BACKEND_BREAKER_SECONDS", 30.0),
     )
 
 
@@ -121,6 +142,22 @@ def _storage(env: Mapping[str, str], in_azure: bool) -> StorageSettings:
             "GATEWAY_STORAGE_CONNECTION_STRING (or AzureWebJobsStorage=UseDevelopmentStorage=true locally)."
         )
     return StorageSettings(connection_string=connection_string, table_endpoint=table_endpoint)
+
+
+def _ledger(env: Mapping[str, str], in_azure: bool) -> LedgerSettings:
+    """The journal lives where every instance can read it: ``$HOME/data`` is the app's Azure Files share in Azure."""
+    journal_dir = _str(env, "GATEWAY_LEDGER_JOURNAL_DIR")
+    if journal_dir is None:
+        home = _str(env, "HOME") or "/home"
+        journal_dir = f"{home}/data/gateway-ledger-journal" if in_azure else ".ledger-journal"
+    elif journal_dir.lower() == "off":
+        journal_dir = None
+    return LedgerSettings(
+        journal_dir=journal_dir,
+        journal_fsync=_bool(env, "GATEWAY_LEDGER_JOURNAL_FSYNC", False),
+        max_backlog_rows=_positive_int(env, "GATEWAY_LEDGER_MAX_BACKLOG_ROWS", 10_000),
+        max_backlog_seconds=_positive_float(env, "GATEWAY_LEDGER_MAX_BACKLOG_SECONDS", 60.0),
+    )
 
 
 # --- parsing helpers: each names the setting in its error ------------------------------------------------
@@ -199,6 +236,13 @@ def _prices(env: Mapping[str, str], name: str) -> dict[str, Price]:
         raise SettingsError(f"{name} {exc}.") from None
 
 
+def _backends(env: Mapping[str, str], name: str, in_azure: bool) -> dict[str, tuple[BackendSettings, ...]]:
+    try:
+        return parse_backends(name, _str(env, name), in_azure=in_azure)
+    except BackendsError as exc:
+        raise SettingsError(str(exc)) from None
+
+
 def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     value = _str(env, name)
     if value is None:
@@ -221,3 +265,38 @@ def _deployments(env: Mapping[str, str], name: str) -> frozenset[str] | None:
         if not is_deployment_name(item):
             raise SettingsError(f"{name} has an invalid deployment name {item!r}.")
     return frozenset(items)
+
+
+DEFAULT_LIMIT_SETTINGS = {
+    Limit.REQUESTS_PER_MINUTE: "GATEWAY_DEFAULT_REQUESTS_PER_MINUTE",
+    Limit.TOKENS_PER_MINUTE: "GATEWAY_DEFAULT_TOKENS_PER_MINUTE",
+    Limit.TOKENS_PER_DAY: "GATEWAY_DEFAULT_TOKENS_PER_DAY",
+    Limit.TOKENS_PER_MONTH: "GATEWAY_DEFAULT_TOKENS_PER_MONTH",
+    Limit.COST_USD_PER_MONTH: "GATEWAY_DEFAULT_COST_USD_PER_MONTH",
+}
+
+
+def _default_limits(env: Mapping[str, str]) -> Limits:
+    """``GATEWAY_DEFAULT_REQUESTS_PER_MINUTE`` ... ``GATEWAY_DEFAULT_COST_USD_PER_MONTH``; empty means unlimited."""
+    values = {}
+    for limit, name in DEFAULT_LIMIT_SETTINGS.items():
+        text = _str(env, name)
+        if text is None:
+            continue
+        try:
+            number: object = text if limit is Limit.COST_USD_PER_MONTH else int(text)
+        except ValueError:
+            number = text
+        try:
+            values[limit] = parse_limit_value(limit, number, name)
+        except LimitError as exc:
+            raise SettingsError(
+                f"{name} must be a whole number, 0 or more (cost: US dollars), or empty for unlimited (got {text!r})."
+            ) from exc
+    return Limits(values)
+
+
+def _optional_positive_int(env: Mapping[str, str], name: str) -> int | None:
+    if _str(env, name) is None:
+        return None
+    return _positive_int(env, name, 1)

@@ -13,6 +13,27 @@ from urllib.parse import urlparse
 
 from shared.accounting.prices import Price
 from shared.protocol.api_versions import DEFAULT_API_VERSION, DEFAULT_STREAM_USAGE_MIN_API_VERSION
+from shared.quotas.limits import Limits
+
+
+@dataclass(frozen=True)
+class BackendSettings:
+    """One Azure OpenAI deployment a call may be sent to: a member of a backend pool (``GATEWAY_BACKENDS``)."""
+
+    label: str  # short, shown to callers in x-gateway-backend and stored in the ledger: never a URL or secret
+    endpoint: str
+    deployment: str | None = None  # the deployment's name on this endpoint; None: the name the caller used
+    priority: int = 1  # lower numbers first; a higher number serves only when no lower one can
+    weight: int = 1  # share of the traffic within its priority group
+
+    @property
+    def is_local(self) -> bool:
+        """A plain-HTTP loopback endpoint (a local simulator): gets a placeholder token, never a real one."""
+        return urlparse(self.endpoint).scheme == "http"
+
+
+# The pool key that serves every deployment without a pool of its own.
+ANY_DEPLOYMENT = "*"
 
 
 @dataclass(frozen=True)
@@ -23,11 +44,18 @@ class UpstreamSettings:
     timeout_seconds: float = 120.0
     connect_timeout_seconds: float = 10.0
     stream_usage_min_api_version: str = DEFAULT_STREAM_USAGE_MIN_API_VERSION
+    # Backend pools by the deployment name callers use ("*": any other). Empty: one backend, ``endpoint``.
+    pools: Mapping[str, tuple[BackendSettings, ...]] = field(default_factory=dict)
+    max_attempts: int = 3  # attempts per call across a pool, the first one included
+    failover_seconds: float = 30.0  # no new attempt starts later than this after the first one
+    cooldown_seconds: float = 5.0  # how long a 429 without retry-after-ms/retry-after cools a backend
+    breaker_failures: int = 5  # consecutive failures (5xx, timeouts, connection errors) that open the circuit
+    breaker_open_seconds: float = 30.0  # how long an open circuit stays open before a probe may half-open it
 
     @property
     def uses_simulator(self) -> bool:
-        """No endpoint: the gateway starts its embedded simulator."""
-        return self.endpoint is None
+        """No endpoint and no pool for every deployment: the gateway starts its embedded simulator."""
+        return self.endpoint is None and ANY_DEPLOYMENT not in self.pools
 
     @property
     def is_local(self) -> bool:
@@ -61,15 +89,30 @@ class AuthSettings:
     api_key_cache_seconds: float = 30.0
     local_dev: bool = False
 
-    @property
-    def validates_entra_tokens(self) -> bool:
-        return self.client_id is not None
-
 
 @dataclass(frozen=True)
 class AccountingSettings:
     # USD per million tokens by deployment, for the usage ledger's cost column.
     prices: Mapping[str, Price] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LedgerSettings:
+    """Durability of the usage ledger (docs/durability.md)."""
+
+    journal_dir: str | None = None  # None: no journal (rows wait in memory only)
+    journal_fsync: bool = False
+    max_backlog_rows: int = 10_000
+    max_backlog_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class QuotaSettings:
+    defaults: Limits = field(default_factory=Limits)  # GATEWAY_DEFAULT_<LIMIT>; a policy overrides per caller
+    # Output tokens reserved for a call that sets no max_tokens/max_completion_tokens/max_output_tokens; None: the
+    # guardrail ceiling (GATEWAY_MAX_OUTPUT_TOKENS), the only figure no answer can exceed.
+    output_allowance: int | None = None
+    fail_open: bool = False  # storage unreachable: refuse (503), or admit against per-instance limits
 
 
 @dataclass(frozen=True)
@@ -79,4 +122,6 @@ class Settings:
     storage: StorageSettings
     auth: AuthSettings
     accounting: AccountingSettings
+    quotas: QuotaSettings = field(default_factory=QuotaSettings)
     in_azure: bool = False
+    ledger: LedgerSettings = field(default_factory=LedgerSettings)

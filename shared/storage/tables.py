@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import (
@@ -18,7 +19,20 @@ from shared.settings import StorageSettings
 API_KEYS_TABLE = "gatewayApiKeys"
 CALLER_POLICIES_TABLE = "gatewayCallerPolicies"
 USAGE_TABLE = "gatewayUsage"
-GATEWAY_TABLES = (API_KEYS_TABLE, CALLER_POLICIES_TABLE, USAGE_TABLE)
+QUOTA_TABLE = "gatewayQuota"
+GATEWAY_TABLES = (API_KEYS_TABLE, CALLER_POLICIES_TABLE, USAGE_TABLE, QUOTA_TABLE)
+
+
+# Storage calls sit on the request path (quota leases, key and policy reads): an outage must answer in about a
+# second, not after azure-core's default retries (3, exponential from 0.8 s) and 20 s connect / 60 s read timeouts.
+# Callers that must not lose a write (the ledger) retry on their own terms.
+FAIL_FAST: dict[str, Any] = {
+    "retry_total": 1,
+    "retry_backoff_factor": 0.1,
+    "retry_backoff_max": 0.5,
+    "connection_timeout": 2,
+    "read_timeout": 10,
+}
 
 
 def table_service(
@@ -26,9 +40,9 @@ def table_service(
 ) -> TableServiceClient:
     """By connection string when one is configured, else by the managed identity ``managed_identity()`` gives."""
     if settings.connection_string:
-        return TableServiceClient.from_connection_string(settings.connection_string)
+        return TableServiceClient.from_connection_string(settings.connection_string, **FAIL_FAST)
     assert settings.table_endpoint  # settings_from_env guarantees one of the two
-    return TableServiceClient(endpoint=settings.table_endpoint, credential=managed_identity())
+    return TableServiceClient(endpoint=settings.table_endpoint, credential=managed_identity(), **FAIL_FAST)
 
 
 async def ensure_tables(service: TableServiceClient) -> None:
@@ -38,8 +52,9 @@ async def ensure_tables(service: TableServiceClient) -> None:
 
 
 async def check_storage(service: TableServiceClient) -> None:
-    """Raise if Table Storage cannot be reached or refuses the gateway's credentials."""
-    async for _ in service.query_tables(f"TableName eq '{API_KEYS_TABLE}'", results_per_page=1):
+    """Raise if Table Storage cannot be reached or refuses the gateway's credentials (at once: a probe that waits
+    for the SDK's retries times out instead of answering)."""
+    async for _ in service.query_tables(f"TableName eq '{API_KEYS_TABLE}'", results_per_page=1, retry_total=0):
         break
 
 

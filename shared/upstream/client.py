@@ -1,9 +1,10 @@
-"""The upstream Azure OpenAI client: managed identity, raw pass-through, no hidden retries.
+"""The client of one Azure OpenAI endpoint: managed identity, raw pass-through, no hidden retries.
 
 The ``openai`` package sends the requests (``AsyncAzureOpenAI`` for the dated API, ``AsyncOpenAI`` for the v1
 API), but the gateway asks for the raw HTTP response so that unknown request and response fields, SSE bytes
-and rate-limit headers survive unchanged. ``max_retries=0``: the caller's SDK decides whether to retry,
-with the upstream's ``retry-after`` headers in hand.
+and rate-limit headers survive unchanged. ``max_retries=0``: the SDK never retries on its own; whether a call
+is tried on another backend is decided in one place, :mod:`shared.upstream.pool`, and otherwise the caller's
+SDK decides, with the upstream's ``retry-after`` headers in hand.
 """
 
 from __future__ import annotations
@@ -31,7 +32,13 @@ COGNITIVE_SERVICES_SCOPE = "https://cognitiveservices.azure.com/.default"
 _PASSTHROUGH_PREFIXES = ("x-ratelimit-", "x-ms-", "openai-")
 _PASSTHROUGH_HEADERS = frozenset({"retry-after", "retry-after-ms", "apim-request-id", "x-request-id"})
 
+# Names the backend that served a call: a short label from the settings, never a URL.
+BACKEND_HEADER = "x-gateway-backend"
+
 TokenProvider = Callable[[], Awaitable[str]]
+
+# Failures that happened before the request left this process: the upstream certainly did not run it.
+_NOT_SENT = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)
 
 
 def passthrough_headers(headers: Mapping[str, str]) -> dict[str, str]:
@@ -56,6 +63,15 @@ def simulator_token_provider() -> TokenProvider:
     return token
 
 
+class UpstreamUnavailable(GatewayError):
+    """The endpoint gave no answer (timeout, connection refused or broken): another backend may be tried."""
+
+    def __init__(self, status: int, message: str, *, code: str, may_have_run: bool) -> None:
+        super().__init__(status, message, code=code)
+        # False when the request never left this process (connect failures): repeating it elsewhere is always safe.
+        self.may_have_run = may_have_run
+
+
 @dataclass
 class UpstreamResponse:
     """An upstream answer whose body has not been read yet (unless it is an error)."""
@@ -63,6 +79,12 @@ class UpstreamResponse:
     status: int
     headers: dict[str, str]
     raw: httpx2.Response
+    backend: str | None = None  # the label of the backend that answered
+
+    def served_by(self, label: str) -> UpstreamResponse:
+        self.backend = label
+        self.headers[BACKEND_HEADER] = label
+        return self
 
     @property
     def ok(self) -> bool:
@@ -86,13 +108,15 @@ class UpstreamResponse:
         await self.raw.aclose()
 
 
-class Upstream:
+class EndpointClient:
+    """One Azure OpenAI endpoint (account); every backend on that endpoint shares its connection pool."""
+
     def __init__(self, endpoint: str, token_provider: TokenProvider, settings: UpstreamSettings) -> None:
-        """``endpoint`` is the settings' one, or the embedded simulator's when the settings name none."""
         self.endpoint = endpoint.rstrip("/")
         self._http = httpx2.AsyncClient(
             timeout=httpx2.Timeout(settings.timeout_seconds, connect=settings.connect_timeout_seconds),
-            limits=httpx2.Limits(max_connections=200, max_keepalive_connections=50),
+            # Idle connections close before a server would close them (uvicorn: 5 s): no request races a close.
+            limits=httpx2.Limits(max_connections=200, max_keepalive_connections=50, keepalive_expiry=4.0),
         )
         self._dated = openai.AsyncAzureOpenAI(
             azure_endpoint=self.endpoint,
@@ -108,9 +132,15 @@ class Upstream:
             http_client=self._http,
         )
 
-    async def send(self, call: ModelCall, body: dict[str, Any], request_id: str) -> UpstreamResponse:
-        """Send the call; return the response with headers read and body unread (errors are read)."""
-        path = call.operation.upstream_path(call.deployment)
+    async def send(
+        self, call: ModelCall, body: dict[str, Any], request_id: str, deployment: str | None = None
+    ) -> UpstreamResponse:
+        """Send the call to ``deployment`` (default: the caller's); return the response with headers read and body
+        unread (errors are read)."""
+        deployment = deployment or call.deployment
+        path = call.operation.upstream_path(deployment)
+        if deployment != call.deployment and not call.operation.style.deployment_in_path:
+            body = {**body, "model": deployment}  # this backend's deployment has another name
         options: RequestOptions = {"headers": {"x-ms-client-request-id": request_id}}
         if call.operation.style.dated:
             client: openai.AsyncOpenAI = self._dated
@@ -123,8 +153,11 @@ class Upstream:
             # Non-2xx answers arrive as exceptions; the response (already read) goes back to the caller as is.
             return UpstreamResponse(exc.response.status_code, passthrough_headers(exc.response.headers), exc.response)
         except openai.APITimeoutError as exc:
-            raise GatewayError(
-                504, "The upstream model service did not answer in time.", code="upstream_timeout"
+            raise UpstreamUnavailable(
+                504,
+                "The upstream model service did not answer in time.",
+                code="upstream_timeout",
+                may_have_run=not isinstance(exc.__cause__, _NOT_SENT),
             ) from exc
         except ClientAuthenticationError as exc:
             log.error("could not get an Entra token for Azure OpenAI from the managed identity")
@@ -133,8 +166,11 @@ class Upstream:
             ) from exc
         except openai.APIConnectionError as exc:
             log.warning("upstream connection failed: %s", type(exc.__cause__ or exc).__name__)
-            raise GatewayError(
-                502, "The upstream model service could not be reached.", code="upstream_unreachable"
+            raise UpstreamUnavailable(
+                502,
+                "The upstream model service could not be reached.",
+                code="upstream_unreachable",
+                may_have_run=not isinstance(exc.__cause__, _NOT_SENT),
             ) from exc
         return UpstreamResponse(raw.status_code, passthrough_headers(raw.headers), raw)
 

@@ -40,7 +40,7 @@ def asgi_client(runtime: Runtime) -> httpx.AsyncClient:
     app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
     for blueprint in blueprints(runtime):
         app.register_functions(blueprint)
-    asgi = Starlette(routes=http_routes(app, "api"))
+    asgi = Starlette(routes=http_routes(app.get_functions(), "api"))
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi), base_url="http://gateway.test")
 
 

@@ -80,7 +80,8 @@ def get(obj: Any, path: str) -> Any:
 
 class Scope:
     """Evaluates the small expression subset the structural tests need (literals, parameter defaults,
-    variables, !x, ternaries, union of objects, empty()). Anything else is returned unevaluated."""
+    variables, !x, &&, ||, ==, !=, ternaries, union of objects, concat of arrays, empty(), contains(), max(),
+    min()). Anything else is returned unevaluated."""
 
     def __init__(self, tpl: dict, overrides: dict[str, Any] | None = None) -> None:
         self.tpl = tpl
@@ -108,6 +109,16 @@ class Scope:
                 if op["type"] == "not":
                     inner = self.resolve(operands["bool_value"], depth + 1)
                     return (not inner) if isinstance(inner, bool) else value
+                if op["type"] in ("and", "or", "equals", "not_equals"):
+                    left = self.resolve(operands["operand_1"], depth + 1)
+                    right = self.resolve(operands["operand_2"], depth + 1)
+                    if op["type"] in ("and", "or"):
+                        if isinstance(left, bool) and isinstance(right, bool):
+                            return (left and right) if op["type"] == "and" else (left or right)
+                        return value
+                    if isinstance(left, (str, int, bool)) and isinstance(right, (str, int, bool)):
+                        return (left == right) if op["type"] == "equals" else (left != right)
+                    return value
                 if op["type"] == "conditional":
                     cond = self.resolve(operands["condition"], depth + 1)
                     if isinstance(cond, bool):
@@ -120,6 +131,17 @@ class Scope:
                 if fn["type"] == "empty":
                     item = self.resolve(args["item_to_test"], depth + 1)
                     return len(item) == 0 if isinstance(item, (list, dict, str)) else value
+                if fn["type"] == "contains":
+                    container = self.resolve(args["container"], depth + 1)
+                    item = self.resolve(args["item_to_find"], depth + 1)
+                    if isinstance(container, (list, dict, str)) and isinstance(item, (str, int)):
+                        return item in container
+                    return value
+                if fn["type"] in ("max", "min"):
+                    numbers = [self.resolve(a, depth + 1) for a in args.values()]
+                    if all(isinstance(n, int) and not isinstance(n, bool) for n in numbers):
+                        return max(numbers) if fn["type"] == "max" else min(numbers)
+                    return value
                 if fn["type"] == "concat":
                     parts = [self.resolve(a, depth + 1) for a in args.values()]
                     if all(isinstance(p, list) for p in parts):

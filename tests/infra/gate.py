@@ -101,9 +101,11 @@ def checkov_gate(report_path: Path) -> int:
     parsing_errors = results.get("parsing_errors", [])
     problems = []
 
-    print(f"checkov {summary.get('checkov_version', '?')} (framework bicep): passed {len(passed)}, "
-          f"failed {len(failed)}, skipped {len(skipped)}, parsing errors {len(parsing_errors)}, "
-          f"resources {summary.get('resource_count', 0)}")
+    print(
+        f"checkov {summary.get('checkov_version', '?')} (framework bicep): passed {len(passed)}, "
+        f"failed {len(failed)}, skipped {len(skipped)}, parsing errors {len(parsing_errors)}, "
+        f"resources {summary.get('resource_count', 0)}"
+    )
     if not report:
         problems.append("checkov produced no Bicep report")
     if summary.get("failed", 0) or failed:

@@ -7,6 +7,7 @@ a weakened setting fails here too.
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -16,7 +17,6 @@ pytest.importorskip("pycep", reason="Bicep structural tests run in .venv-infra (
 from tests.infra.bicep_model import (  # noqa: E402
     BICEP_DIR,
     Scope,
-    app_settings,
     bicep_files,
     checkov_skips,
     modules,
@@ -102,8 +102,11 @@ def test_no_storage_account_contributor_role():
 
 
 def test_only_expected_preview_api_versions():
-    allowed_preview = {"Microsoft.Insights/privateLinkScopes", "Microsoft.Insights/privateLinkScopes/scopedResources",
-                       "Microsoft.Insights/diagnosticSettings"}
+    allowed_preview = {
+        "Microsoft.Insights/privateLinkScopes",
+        "Microsoft.Insights/privateLinkScopes/scopedResources",
+        "Microsoft.Insights/diagnosticSettings",
+    }
     for path in bicep_files():
         for symbol, res in resources(parse(path)).items():
             if "preview" in (res["api_version"] or ""):
@@ -201,19 +204,22 @@ def pe_modules(relative: str) -> list[dict]:
     return [m for m in modules(template(relative)).values() if m["path"] == "private-endpoint.bicep"]
 
 
-def test_storage_has_blob_queue_table_file_endpoints_with_their_zones():
+def test_storage_has_blob_queue_table_endpoints_and_the_content_account_a_file_endpoint():
     tpl = template("modules/storage.bicep")
     (pe,) = pe_modules("modules/storage.bicep")
     assert pe["raw"]["loop_type"]["detail"]["array_name"] == "endpointGroups"
-    assert Scope(tpl).resolve("endpointGroups") == ["blob", "queue", "table", "file"]
+    assert Scope(tpl).resolve("endpointGroups") == ["blob", "queue", "table"]
     assert pe["body"]["params"]["groupId"] == "group"
     zones = module_params("storage")["privateDnsZoneIds"]
     assert dict(zip(zones, zone_names(zones.values()), strict=True)) == {
         "blob": "privatelink.blob.${storageSuffix}",
         "queue": "privatelink.queue.${storageSuffix}",
         "table": "privatelink.table.${storageSuffix}",
-        "file": "privatelink.file.${storageSuffix}",
     }
+    (file_pe,) = pe_modules("modules/content-storage.bicep")
+    assert file_pe["body"]["params"]["groupId"] == "file"
+    assert file_pe["body"]["params"]["privateDnsZoneIds"] == ["fileDnsZoneId"]
+    assert zone_names([module_params("contentStorage")["fileDnsZoneId"]]) == ["privatelink.file.${storageSuffix}"]
 
 
 def test_key_vault_openai_monitor_endpoints_use_their_zones():
@@ -255,30 +261,64 @@ def test_function_app_inbound_endpoint_is_optional_and_uses_sites_zone():
 
 def test_sites_depend_on_storage_endpoints_and_dns():
     body = modules(template("main.bicep"))["functionApp"]["body"]
-    assert {"dns", "storage", "keyVault", "openAi", "monitoring"} <= set(body["dependsOn"])
-    for symbol in ("storage", "keyVault", "openAi", "monitoring"):
+    # Explicit where only names are passed; implicit (through outputs) for the vault, Azure OpenAI, monitoring.
+    assert {"dns", "storage", "contentStorage"} <= set(body["dependsOn"])
+    params = json.dumps(body["params"])
+    for symbol in ("keyVault", "openAi", "monitoring", "network"):
+        assert f'"{symbol}"' in params, symbol
+    for symbol in ("storage", "contentStorage", "keyVault", "openAi", "monitoring"):
         assert "dns" in modules(template("main.bicep"))[symbol]["body"]["dependsOn"], symbol
 
 
 # --- storage ----------------------------------------------------------------------------------------------
 
 
-def test_storage_is_private_and_tls12():
-    tpl = template("modules/storage.bicep")
-    props = one_resource(tpl, "Microsoft.Storage/storageAccounts")["properties"]
-    assert props["publicNetworkAccess"] == "Disabled"
-    assert props["allowBlobPublicAccess"] is False
-    assert props["minimumTlsVersion"] == "TLS1_2"
-    assert props["supportsHttpsTrafficOnly"] is True
-    assert props["networkAcls"]["defaultAction"] == "Deny"
-    # Key access stays on only for the EP content share (documented trade-off); OAuth is the default.
-    assert props["allowSharedKeyAccess"] is True and props["defaultToOAuthAuthentication"] is True
+def test_storage_accounts_are_private_and_tls12():
+    for relative in ("modules/storage.bicep", "modules/content-storage.bicep"):
+        props = one_resource(template(relative), "Microsoft.Storage/storageAccounts")["properties"]
+        assert props["publicNetworkAccess"] == "Disabled", relative
+        assert props["allowBlobPublicAccess"] is False, relative
+        assert props["minimumTlsVersion"] == "TLS1_2", relative
+        assert props["supportsHttpsTrafficOnly"] is True, relative
+        assert props["networkAcls"]["defaultAction"] == "Deny", relative
+        assert props["defaultToOAuthAuthentication"] is True, relative
+
+
+def test_host_and_gateway_account_is_keyless_and_only_the_content_account_allows_keys():
+    """The tables (API keys, policies, quotas, usage) and host state live in an account without shared keys; the
+    content share, which Azure Files mounts with a key only, has an account of its own."""
+    host = one_resource(template("modules/storage.bicep"), "Microsoft.Storage/storageAccounts")["properties"]
+    assert host["allowSharedKeyAccess"] is False
+    content = one_resource(template("modules/content-storage.bicep"), "Microsoft.Storage/storageAccounts")
+    assert content["properties"]["allowSharedKeyAccess"] is True
+    assert set(content["properties"]["encryption"]["services"]) == {"file"}
+    assert module_params("storage")["name"] == "storageAccountName"
+    assert module_params("contentStorage")["name"] == "contentStorageAccountName"
+    names = main_scope()
+    assert names.resolve("storageAccountName") != names.resolve("contentStorageAccountName")
+    # The Key Vault secret holds the key of the content account, never of the host account.
+    assert module_params("keyVault")["storageAccountName"] == "contentStorageAccountName"
+
+
+def test_content_account_is_file_only():
+    tpl = template("modules/content-storage.bicep")
+    types = {r["type"] for r in resources(tpl).values() if not r["existing"]}
+    data_types = {t for t in types if t.startswith("Microsoft.Storage/")}
+    assert data_types == {
+        "Microsoft.Storage/storageAccounts",
+        "Microsoft.Storage/storageAccounts/fileServices",
+        "Microsoft.Storage/storageAccounts/fileServices/shares",
+    }
+    assert [m["body"]["params"]["groupId"] for m in pe_modules("modules/content-storage.bicep")] == ["file"]
+    assert not role_ids(tpl)  # nobody gets data-plane roles on it; only the platform mounts it with the key
 
 
 def test_content_share_and_gateway_tables_are_created():
-    tpl = template("modules/storage.bicep")
-    share = one_resource(tpl, "Microsoft.Storage/storageAccounts/fileServices/shares")
+    content = template("modules/content-storage.bicep")
+    share = one_resource(content, "Microsoft.Storage/storageAccounts/fileServices/shares")
     assert share["name"] == "contentShareName"
+    tpl = template("modules/storage.bicep")
+    assert not resources_of_type(tpl, "Microsoft.Storage/storageAccounts/fileServices/shares")
     tables = resources_of_type(tpl, "Microsoft.Storage/storageAccounts/tableServices/tables")
     (table,) = tables.values()
     assert table["raw"]["loop_type"]["detail"]["array_name"] == "tableNames"
@@ -393,8 +433,12 @@ def test_site_hardening_and_vnet_integration():
     assert "cors" not in config
     scope = Scope(template("modules/functionapp.bicep"))
     assert scope.resolve(props["publicNetworkAccess"]) == "Enabled"  # default; Easy Auth guards it
-    assert Scope(template("modules/functionapp.bicep"), {"enablePrivateInbound": True}).resolve(
-        props["publicNetworkAccess"]) == "Disabled"
+    assert (
+        Scope(template("modules/functionapp.bicep"), {"enablePrivateInbound": True}).resolve(
+            props["publicNetworkAccess"]
+        )
+        == "Disabled"
+    )
 
 
 def test_basic_publishing_credentials_are_disabled():
@@ -409,7 +453,8 @@ def test_basic_publishing_credentials_are_disabled():
 def test_app_settings_identity_based_storage_and_gateway_settings():
     tpl = template("modules/functionapp.bicep")
     scope = Scope(tpl)
-    settings = {s["name"]: s["value"] for s in scope.resolve(app_settings(site_body()))}
+    settings = scope.resolve("deferredSettings")  # what the appsettings resource applies (default mode)
+    assert isinstance(settings, dict), settings
     assert "AzureWebJobsStorage" not in settings  # no connection string for host storage
     assert settings["AzureWebJobsStorage__credential"] == "managedidentity"
     assert settings["AzureWebJobsStorage__clientId"] == "identityClientId"
@@ -418,6 +463,7 @@ def test_app_settings_identity_based_storage_and_gateway_settings():
     assert settings["WEBSITE_CONTENTAZUREFILECONNECTIONSTRING"].startswith("@Microsoft.KeyVault(SecretUri=")
     assert settings["WEBSITE_CONTENTSHARE"] == "contentShareName"
     assert settings["WEBSITE_CONTENTOVERVNET"] == "1"
+    assert settings["WEBSITE_SKIP_CONTENTSHARE_VALIDATION"] == "1"
     expected = {
         "FUNCTIONS_EXTENSION_VERSION": "~4",
         "FUNCTIONS_WORKER_RUNTIME": "python",
@@ -437,6 +483,15 @@ def test_app_settings_identity_based_storage_and_gateway_settings():
     assert settings["GATEWAY_STORAGE_TABLE_ENDPOINT"] == "https://${storageAccountName}.table.${storageSuffix}"
     assert settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"].endswith("Authorization=AAD")
     assert "APPINSIGHTS_INSTRUMENTATIONKEY" not in settings
+    # The fallback mode carries the same settings (the loop over baseSettings) plus the plain connection string.
+    loop = tpl["variables"]["baseAppSettings"]["value"]["loop_type"]
+    assert loop["type"] == "object" and loop["detail"]["object_name"] == "baseSettings"
+    fallback = scope.resolve("contentSettingsConnectionString")
+    connection = fallback["WEBSITE_CONTENTAZUREFILECONNECTIONSTRING"]
+    assert "AccountKey=${contentStorage.listKeys().keys[0].value}" in connection
+    assert fallback["WEBSITE_CONTENTSHARE"] == "contentShareName"
+    creation = json.dumps(tpl["variables"]["creationAppSettings"]["value"])
+    assert '"baseAppSettings"' in creation and "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING" in creation
 
 
 # --- Easy Auth -------------------------------------------------------------------------------------------------
@@ -444,8 +499,11 @@ def test_app_settings_identity_based_storage_and_gateway_settings():
 
 def auth_body(**overrides) -> dict:
     tpl = template("modules/functionapp.bicep")
-    (auth,) = [r for r in resources_of_type(tpl, "Microsoft.Web/sites/config").values()
-               if r["body"]["name"] == "authsettingsV2"]
+    (auth,) = [
+        r
+        for r in resources_of_type(tpl, "Microsoft.Web/sites/config").values()
+        if r["body"]["name"] == "authsettingsV2"
+    ]
     return Scope(tpl, overrides).resolve(auth["body"]["properties"])
 
 

@@ -85,6 +85,37 @@ def test_in_azure_the_host_storage_key_is_not_borrowed_for_the_gateway_tables():
         settings_from_env(env)
 
 
+def test_the_ledger_journal_is_on_by_default_on_the_shared_home_share_in_azure():
+    azure = {
+        **AZURE,
+        "HOME": "/home",
+        "AZURE_OPENAI_ENDPOINT": "https://x.openai.azure.com",
+        "GATEWAY_STORAGE_TABLE_ENDPOINT": "https://st.table.core.windows.net",
+    }
+    assert settings_from_env(azure).ledger.journal_dir == "/home/data/gateway-ledger-journal"
+    local = settings_from_env(LOCAL).ledger
+    assert (local.journal_dir, local.journal_fsync, local.max_backlog_rows, local.max_backlog_seconds) == (
+        ".ledger-journal",
+        False,
+        10_000,
+        60.0,
+    )
+    assert settings_from_env({**LOCAL, "GATEWAY_LEDGER_JOURNAL_DIR": "off"}).ledger.journal_dir is None
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("GATEWAY_LEDGER_MAX_BACKLOG_ROWS", "0"),
+        ("GATEWAY_LEDGER_MAX_BACKLOG_SECONDS", "inf"),
+        ("GATEWAY_LEDGER_JOURNAL_FSYNC", "always"),
+    ],
+)
+def test_bad_ledger_settings_name_themselves(name, value):
+    with pytest.raises(SettingsError, match=name):
+        settings_from_env({**LOCAL, name: value})
+
+
 @pytest.mark.parametrize("flag", ["true", "True"])
 def test_easy_auth_outside_azure_is_refused_at_start(flag):
     # Nothing outside App Service strips a caller's X-MS-CLIENT-PRINCIPAL: a spoofed admin could issue keys.

@@ -1,0 +1,55 @@
+"""Timer-triggered functions: housekeeping that must happen even when no request arrives.
+
+``quota_housekeeping`` deletes quota counters of ended windows and reconciles counters with the ledger.
+``replay_usage_journal`` writes usage rows that a stopped or crashed instance left in the shared ledger
+journal (docs/durability.md). Any instance may run it: replays are idempotent (rows are keyed by request
+id). The local dev host runs timer functions too, on their NCRONTAB schedule (``shared.local.devhost``).
+
+No ``from __future__ import annotations`` here: the Functions worker reads the handlers' annotations.
+"""
+
+import logging
+from datetime import datetime, timedelta
+
+import azure.functions as func
+
+from shared.finance.usage_report import ledger_rows
+from shared.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+# Every 5 minutes, on the minute. An orphaned journal file is one whose process on the same machine is gone,
+# or one untouched for 2 minutes (another instance's), so a crashed instance's rows are in the ledger within
+# about 7 minutes even if no instance restarts; a restarted instance replays at once.
+REPLAY_SCHEDULE = "0 */5 * * * *"
+# Every 10 minutes: delete quota counters of ended windows (rows must not grow without end), and correct counters
+# that counted a dead instance's lease as spent, from the ledger (shared/quotas/reconcile.py).
+QUOTA_SCHEDULE = "0 3-59/10 * * * *"
+
+
+def blueprint(runtime: Runtime) -> func.Blueprint:
+    bp = func.Blueprint()  # type: ignore[no-untyped-call]
+
+    @bp.timer_trigger(arg_name="timer", schedule=REPLAY_SCHEDULE, run_on_startup=False, use_monitor=False)
+    async def replay_usage_journal(timer: func.TimerRequest) -> None:
+        report = await runtime.recover_usage()
+        log.info("ledger journal replay: %s", report.to_json())
+
+    @bp.timer_trigger(arg_name="timer", schedule=QUOTA_SCHEDULE, run_on_startup=False, use_monitor=False)
+    async def quota_housekeeping(timer: func.TimerRequest) -> None:
+        services = await runtime.services()
+        deleted = await services.quotas.delete_expired_counters()
+
+        async def ledger_tokens(caller_id: str, deployment: str | None, start: datetime, end: datetime) -> int:
+            last_day = (end - timedelta(microseconds=1)).date()
+            rows = await ledger_rows(services.usage_table, start.date(), last_day, caller_id=caller_id)
+            return sum(
+                row["PromptTokens"] + row["CompletionTokens"]
+                for row in rows
+                if deployment is None or row["Deployment"] == deployment
+            )
+
+        corrected = await services.quotas.reconcile(ledger_tokens)
+        log.info("quota housekeeping: %d expired counters deleted, %d corrected from the ledger", deleted, corrected)
+
+    return bp

@@ -1,0 +1,284 @@
+"""Backend pools: which Azure OpenAI deployment serves a call, and what happens when it cannot.
+
+Routing (docs/decisions.md D40-D42):
+
+* The pool is the caller's deployment's (``GATEWAY_BACKENDS``), else the ``"*"`` pool, else the single
+  ``AZURE_OPENAI_ENDPOINT`` (or the local simulator).
+* Use the lowest priority number that has a backend able to take the call; within that group, smooth weighted
+  round robin (deterministic, so a 3:1 weight is 3:1 over every four calls, not on average).
+* A 429 cools that backend for ``retry-after-ms``, else ``retry-after``, else the default, and the call moves
+  at once to the next backend. A 5xx, timeout or connection failure counts against the backend's circuit
+  breaker and the call moves on too, unless the failed attempt may have run and repeating it would have a
+  visible effect (:func:`replayable`).
+* At most ``max_attempts`` attempts, and none starts more than ``failover_seconds`` after the first.
+* When no backend can take the call, the gateway answers itself: 429 with the soonest ``retry-after`` /
+  ``retry-after-ms`` across the pool when any backend is cooling, else 503 with the soonest half-open time.
+  When attempts end otherwise, the caller gets the last backend's own answer.
+* Nothing is retried once a response has been accepted: :meth:`Upstream.send` returns on the status line, and
+  the pipeline starts sending from there. A stream that breaks later ends in-band, never on another backend.
+
+A pool of one backend (the default, ``AZURE_OPENAI_ENDPOINT``) is a straight pass-through, exactly as before
+pools existed: no state, no gateway-made answers, the upstream's 429 and its headers go to the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from shared.errors import GatewayError
+from shared.protocol.calls import ModelCall
+from shared.protocol.operations import OperationKind
+from shared.settings import BackendSettings, UpstreamSettings
+from shared.settings.sections import ANY_DEPLOYMENT
+from shared.upstream.client import EndpointClient, TokenProvider, UpstreamResponse, UpstreamUnavailable
+from shared.upstream.health import BackendHealth, retry_after_seconds
+
+log = logging.getLogger(__name__)
+
+
+class Backend:
+    """A pool member: where to send, under which deployment name, and how it has been doing."""
+
+    def __init__(self, settings: BackendSettings, client: EndpointClient, health: BackendHealth) -> None:
+        self.settings = settings
+        self.label = settings.label
+        self.client = client
+        self.health = health
+        self.weight = settings.weight
+        self.current_weight = 0  # smooth weighted round robin
+
+    async def send(self, call: ModelCall, body: dict[str, Any], request_id: str) -> UpstreamResponse:
+        return await self.client.send(call, body, request_id, self.settings.deployment)
+
+
+class BackendPool:
+    def __init__(self, backends: Iterable[Backend]) -> None:
+        self.backends = tuple(backends)
+        priorities = sorted({backend.settings.priority for backend in self.backends})
+        self.groups = tuple(
+            tuple(backend for backend in self.backends if backend.settings.priority == priority)
+            for priority in priorities
+        )
+
+    @property
+    def single(self) -> Backend | None:
+        return self.backends[0] if len(self.backends) == 1 else None
+
+    def choose(self, now: float, tried: set[Backend]) -> Backend | None:
+        """The backend for the next attempt, or None when no untried backend can take a call now."""
+        for group in self.groups:
+            candidates = [b for b in group if b not in tried and b.health.can_take(now)]
+            if candidates:
+                return _smooth_weighted(candidates)
+        return None
+
+    def any_available(self, now: float) -> bool:
+        return any(backend.health.can_take(now) for backend in self.backends)
+
+    def describe(self, now: float) -> list[dict[str, Any]]:
+        return [
+            {
+                "label": backend.label,
+                "priority": backend.settings.priority,
+                "weight": backend.weight,
+                **backend.health.describe(now),
+            }
+            for backend in self.backends
+        ]
+
+
+def _smooth_weighted(candidates: list[Backend]) -> Backend:
+    """Nginx's smooth weighted round robin: every candidate gains its weight, the richest serves and pays the total."""
+    total = 0
+    chosen = candidates[0]
+    for backend in candidates:
+        backend.current_weight += backend.weight
+        total += backend.weight
+        if backend.current_weight > chosen.current_weight:
+            chosen = backend
+    chosen.current_weight -= total
+    return chosen
+
+
+def replayable(call: ModelCall) -> bool:
+    """Whether an attempt that may have run upstream can be repeated on another backend without a visible effect.
+
+    Stateless calls can: the failed attempt left nothing behind (at worst the upstream did work nobody sees). A call
+    that asks the upstream to store its result cannot: a Responses call stores by default (``store`` absent or true)
+    and ``background`` runs on after the connection, so after a timeout the first backend may hold a response the
+    caller will never learn the id of, and chat's ``store: true`` would store the completion twice. Those calls fail
+    over only when the attempt certainly did not run: a 429, or a connection that was never made.
+    """
+    body = call.body
+    if call.operation.kind is OperationKind.RESPONSES:
+        return body.get("store") is False and not body.get("background")
+    return body.get("store") is not True
+
+
+class Upstream:
+    """The gateway's upstream: a pool per deployment; ``send`` is the only thing the pipeline calls."""
+
+    def __init__(
+        self, pools: Mapping[str, BackendPool], clients: Iterable[EndpointClient], settings: UpstreamSettings
+    ) -> None:
+        self._pools = dict(pools)
+        self._default = self._pools[ANY_DEPLOYMENT]
+        self._clients = tuple(clients)
+        self._max_attempts = settings.max_attempts
+        self._failover_seconds = settings.failover_seconds
+        self._cooldown_seconds = settings.cooldown_seconds
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: UpstreamSettings,
+        token_provider: Callable[[BackendSettings], TokenProvider],
+        default_backend: BackendSettings | None = None,
+    ) -> Upstream:
+        """Pools from ``settings.pools``; ``default_backend`` serves deployments without one when there is no
+        ``"*"`` pool. One client per endpoint, shared by every backend on it."""
+        configured = dict(settings.pools)
+        if ANY_DEPLOYMENT not in configured:
+            if default_backend is None:
+                raise ValueError('no "*" pool and no default backend')
+            configured[ANY_DEPLOYMENT] = (default_backend,)
+        clients: dict[str, EndpointClient] = {}
+        pools: dict[str, BackendPool] = {}
+        for deployment, members in configured.items():
+            backends = []
+            for member in members:
+                client = clients.get(member.endpoint)
+                if client is None:
+                    client = clients[member.endpoint] = EndpointClient(
+                        member.endpoint, token_provider(member), settings
+                    )
+                health = BackendHealth(
+                    failures_to_open=settings.breaker_failures, open_seconds=settings.breaker_open_seconds
+                )
+                backends.append(Backend(member, client, health))
+            pools[deployment] = BackendPool(backends)
+        return cls(pools, clients.values(), settings)
+
+    def pool_for(self, deployment: str) -> BackendPool:
+        return self._pools.get(deployment, self._default)
+
+    async def send(self, call: ModelCall, body: dict[str, Any], request_id: str) -> UpstreamResponse:
+        """The response of the backend that answered (headers read, body unread), labelled with that backend."""
+        pool = self.pool_for(call.deployment)
+        single = pool.single
+        if single is not None:
+            response = await single.send(call, body, request_id)
+            return response.served_by(single.label)
+        return await self._send_with_failover(pool, call, body, request_id)
+
+    async def _send_with_failover(
+        self, pool: BackendPool, call: ModelCall, body: dict[str, Any], request_id: str
+    ) -> UpstreamResponse:
+        started = time.monotonic()
+        tried: set[Backend] = set()
+        may_replay = replayable(call)
+        last: UpstreamResponse | UpstreamUnavailable | None = None
+        last_label = ""
+        for attempt in range(1, self._max_attempts + 1):
+            now = time.monotonic()
+            if attempt > 1 and now - started >= self._failover_seconds:
+                break
+            backend = pool.choose(now, tried)
+            if backend is None:
+                break
+            tried.add(backend)
+            if last is not None:
+                log.info(
+                    "request %s: attempt %d on backend %s after %s from %s",
+                    request_id,
+                    attempt,
+                    backend.label,
+                    _what(last),
+                    last_label,
+                )
+            await _discard(last)
+            last_label = backend.label
+            backend.health.attempt(now)
+            try:
+                response = await backend.send(call, body, request_id)
+            except UpstreamUnavailable as error:
+                backend.health.failed(time.monotonic())
+                last = error
+                if error.may_have_run and not may_replay:
+                    break
+                continue
+            except BaseException:
+                backend.health.abandoned()
+                raise
+            now = time.monotonic()
+            if response.status == 429:
+                wait = retry_after_seconds(response.raw.headers)
+                backend.health.rate_limited(now, self._cooldown_seconds if wait is None else wait)
+                last = response.served_by(backend.label)
+                continue
+            if response.status >= 500:
+                backend.health.failed(now)
+                last = response.served_by(backend.label)
+                if not may_replay:
+                    break
+                continue
+            backend.health.answered()
+            return response.served_by(backend.label)
+        return await self._exhausted(pool, call, last)
+
+    async def _exhausted(
+        self, pool: BackendPool, call: ModelCall, last: UpstreamResponse | UpstreamUnavailable | None
+    ) -> UpstreamResponse:
+        """No attempt left. The gateway answers itself when no backend was tried (all cooling or open), or when the
+        last one rate-limited the call and none can take it now (its retry-after would speak for one backend
+        only); otherwise the caller gets the last backend's own answer."""
+        now = time.monotonic()
+        rate_limited = isinstance(last, UpstreamResponse) and last.status == 429
+        if last is None or (rate_limited and not pool.any_available(now)):
+            await _discard(last)
+            raise _pool_unavailable(pool, call.deployment, now)
+        if isinstance(last, UpstreamUnavailable):
+            raise last
+        return last
+
+    def describe(self) -> dict[str, list[dict[str, Any]]]:
+        """Each pool's backends and their state (for /api/ready): labels only, never endpoints."""
+        now = time.monotonic()
+        return {deployment: pool.describe(now) for deployment, pool in self._pools.items()}
+
+    async def aclose(self) -> None:
+        for client in self._clients:
+            await client.aclose()
+
+
+def _pool_unavailable(pool: BackendPool, deployment: str, now: float) -> GatewayError:
+    soonest = min(backend.health.available_at(now) for backend in pool.backends)
+    wait = 1.0 if math.isinf(soonest) else max(0.0, soonest - now)  # inf: only probes in flight
+    millis = max(1, math.ceil(wait * 1000))  # SDKs ignore a retry-after-ms of 0 and back off on their own
+    headers = {"retry-after-ms": str(millis), "retry-after": str(math.ceil(millis / 1000))}
+    if any(backend.health.cooling(now) for backend in pool.backends):
+        return GatewayError(
+            429,
+            f"Every backend serving deployment {deployment!r} is rate limited; retry after {millis} ms.",
+            code="rate_limit_exceeded",
+            headers=headers,
+        )
+    return GatewayError(
+        503,
+        f"No backend serving deployment {deployment!r} is available right now; retry after {millis} ms.",
+        code="backends_unavailable",
+        headers=headers,
+    )
+
+
+def _what(outcome: UpstreamResponse | UpstreamUnavailable) -> str:
+    return f"status {outcome.status}" if isinstance(outcome, UpstreamResponse) else outcome.code
+
+
+async def _discard(outcome: UpstreamResponse | UpstreamUnavailable | None) -> None:
+    if isinstance(outcome, UpstreamResponse):
+        await outcome.aclose()

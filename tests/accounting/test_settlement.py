@@ -1,0 +1,69 @@
+"""Reserve and settle on their own: one settlement per call, cost at today's price, quota charged with what was
+used, against real Table Storage (Azurite)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from shared.accounting.ledger import UsageLedger
+from shared.accounting.prices import Price
+from shared.accounting.settlement import Accounting
+from shared.auth.identity import ROLE_USE, Caller
+from shared.finance.usage_report import ledger_rows
+from shared.policy.callers import CallerPolicyStore
+from shared.protocol.calls import ModelCall
+from shared.protocol.operations import CHAT
+from shared.protocol.usage import Usage
+from shared.quotas.counters import CounterStore
+from shared.quotas.enforcer import QuotaEnforcer
+from shared.quotas.leases import QuotaLeases
+from shared.quotas.limits import Limit, Limits
+from shared.settings import QuotaSettings
+
+CALLER = Caller("t/settle", "Settle", "t", "app", frozenset({ROLE_USE}))
+PRICE = Price(input=0.15, cached_input=0.075, output=0.6)
+
+
+def call() -> ModelCall:
+    return ModelCall(CHAT, "gpt-4o-mini", "2024-10-21", {}, False, False, 12, 30)
+
+
+def accounting(table) -> Accounting:
+    quotas = QuotaEnforcer(
+        QuotaSettings(defaults=Limits({Limit.TOKENS_PER_DAY: 10_000})),
+        QuotaLeases(CounterStore(table, uuid.uuid4().hex)),
+        CallerPolicyStore(table),
+        {"gpt-4o-mini": PRICE},
+        output_ceiling=1000,
+    )
+    return Accounting(UsageLedger(table, flush_seconds=60), {"gpt-4o-mini": PRICE}, quotas)
+
+
+async def test_a_call_settles_once_with_its_cost_and_its_quota_charged_by_what_it_used(table):
+    books = accounting(table)
+    reservation = await books.reserve(CALLER, call(), "req-1")
+    hold = reservation.quota.holds[0]
+    assert hold.amount == 12 + 30 and hold.local.inflight == 42
+    await books.settle(reservation, Usage(12, 7, cached_tokens=4), 200, outcome="completed")
+    await books.settle(reservation, Usage(999, 999), 200, outcome="completed")  # a second settlement is ignored
+    assert (hold.local.inflight, hold.local.spent) == (0, 19)
+    await books.ledger.flush()
+    today = datetime.now(UTC).date()
+    [row] = await ledger_rows(table, today, today)
+    assert (row["RowKey"], row["PromptTokens"], row["CompletionTokens"], row["CachedTokens"]) == ("req-1", 12, 7, 4)
+    assert row["CostUsd"] == PRICE.cost(Usage(12, 7, cached_tokens=4))
+    await books.quotas.aclose()
+
+
+async def test_an_upstream_failure_charges_the_request_but_no_tokens(table):
+    books = accounting(table)
+    reservation = await books.reserve(CALLER, call(), "req-2")
+    [hold] = reservation.quota.holds
+    await books.settle(reservation, None, 502, outcome="upstream_unavailable")
+    assert (hold.local.inflight, hold.local.spent) == (0, 0)  # the allowance went back, nothing was used
+    await books.ledger.flush()
+    today = datetime.now(UTC).date()
+    [row] = await ledger_rows(table, today, today)
+    assert (row["Status"], row["Outcome"], row["PromptTokens"]) == (502, "upstream_unavailable", 0)
+    await books.quotas.aclose()

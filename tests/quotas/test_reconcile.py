@@ -1,0 +1,38 @@
+"""A dead instance's lease is counted as spent, then corrected from the ledger once the counter is quiet."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from shared.quotas.counters import CounterId, CounterStore
+from shared.quotas.limits import Limit
+from shared.quotas.reconcile import reconcile_folded_counters
+from shared.quotas.windows import window_end, window_key
+
+
+async def test_an_over_count_from_a_dead_instance_is_corrected_from_the_ledger(table):
+    now = datetime.now(UTC)
+    caller = f"t/{uuid.uuid4().hex[:8]}"
+    counter = CounterId(caller, Limit.TOKENS_PER_DAY, window_key(Limit.TOKENS_PER_DAY.window, now))
+    end = window_end(Limit.TOKENS_PER_DAY.window, now)
+    dead = CounterStore(table, "dead", lease_seconds=0.05)
+    await dead.change(counter, 10_000, end, spent=200, keep=0, need=600)  # leases a slice, then dies
+    await asyncio.sleep(0.1)
+    alive = CounterStore(table, "alive")
+    outcome = await alive.change(counter, 10_000, end, spent=50, keep=0)
+    assert outcome.used > 200 + 50 + 600 - 1  # the whole dead lease counted as spent: the safe side
+
+    asked = []
+
+    async def ledger_tokens(caller_id, deployment, start, stop):
+        asked.append((caller_id, deployment, start, stop))
+        return 200 + 50 + 100  # the dead instance used 100 of its lease before it died
+
+    assert await reconcile_folded_counters(alive, ledger_tokens, now, quiet_seconds=3600) == 0  # not quiet yet
+    later = now + timedelta(minutes=11)
+    assert await reconcile_folded_counters(alive, ledger_tokens, later, quiet_seconds=600) == 1
+    assert asked[-1][:2] == (caller, None)
+    assert (await alive.read(counter, 10_000)).used == 350
+    assert await reconcile_folded_counters(alive, ledger_tokens, later, quiet_seconds=600) == 0  # mark cleared
