@@ -108,13 +108,8 @@ class Gateway:
         headers = {**with_quota_headers(upstream.headers, reservation.quota.headers), REQUEST_ID_HEADER: request_id}
         if not upstream.ok:
             content = await upstream.read()
-            return Response(
-                content,
-                status_code=upstream.status,
-                headers=headers,
-                media_type=upstream.content_type,
-                background=self._settle_later(reservation, None, upstream.status, "upstream_error"),
-            )
+            await self.accounting.settle(reservation, None, upstream.status, outcome="upstream_error")
+            return Response(content, status_code=upstream.status, headers=headers, media_type=upstream.content_type)
         if call.stream:
             relay = StreamRelay(upstream, call, drop_usage_chunk=injected_usage)
             return StreamingResponse(
@@ -130,23 +125,19 @@ class Gateway:
         except GatewayError as error:
             await self.accounting.settle(reservation, None, error.status, outcome="upstream_incomplete")
             return error_response(error, request_id)
-        return Response(
-            content,
-            status_code=upstream.status,
-            headers=headers,
-            media_type=upstream.content_type,
-            background=self._settle_later(reservation, _usage_of(content), upstream.status, "completed"),
-        )
-
-    def _settle_later(self, reservation: Reservation, usage: Usage | None, status: int, outcome: str) -> BackgroundTask:
-        """Settle after the response is sent: the caller does not wait for the ledger write."""
-        return BackgroundTask(self.accounting.settle, reservation, usage, status, outcome=outcome)
+        # Settled before the caller has the answer: the row is journaled (no storage wait, docs/durability.md), so
+        # an instance killed right after sending it cannot lose a call it served.
+        await self.accounting.settle(reservation, _usage_of(content), upstream.status, outcome="completed")
+        return Response(content, status_code=upstream.status, headers=headers, media_type=upstream.content_type)
 
     async def _relay(self, relay: StreamRelay, reservation: Reservation) -> AsyncIterator[bytes]:
         # The upstream stream is owned by this generator: the Functions invocation ends when the handler returns,
         # and the body is sent afterwards, so nothing here may depend on the handler's scope.
         try:
             async for event in relay.events():
+                if relay.finished and not reservation.settled:
+                    # The final event: settle (journal the row) before the caller has it, as for JSON answers.
+                    await self.accounting.settle(reservation, relay.usage, 200, outcome=relay.outcome)
                 yield event
         finally:
             # No await here: when the caller hangs up, this runs inside a cancelled task, so the ledger write goes

@@ -6,6 +6,7 @@ here reaches the upstream or is recorded as usage.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from starlette.requests import Request
@@ -16,8 +17,10 @@ from shared.protocol.api_versions import is_api_version
 from shared.protocol.calls import ModelCall
 from shared.protocol.deployments import is_deployment_name
 from shared.protocol.operations import Operation, OperationKind
-from shared.protocol.tokens import estimate_prompt_tokens
+from shared.protocol.tokens import count_prompt, encoding_for_model
 from shared.settings import GuardrailSettings
+
+INLINE_COUNT_BYTES = 64 * 1024
 
 
 def _excerpt(value: object, limit: int = 40) -> str:
@@ -114,23 +117,39 @@ def _check_output_limit(body: dict[str, Any], operation: Operation, settings: Gu
     return limit
 
 
+async def count_prompt_tokens(
+    body: dict[str, Any], operation: Operation, deployment: str, settings: GuardrailSettings, *, size: int
+) -> int:
+    """The prompt's tokens with the deployment's model tokenizer: exact for text, never under for the rest.
+
+    The BPE costs about 0.1-0.2 ms of CPU per KB (up to ~0.4 ms on adversarial text, D24); bodies above
+    ``INLINE_COUNT_BYTES`` are counted on a worker thread (tiktoken releases the GIL), so one large prompt does
+    not stall every other request on the event loop.
+    """
+    model = settings.deployment_models.get(deployment, deployment)
+    encoding = encoding_for_model(model)
+    if size <= INLINE_COUNT_BYTES:
+        return count_prompt(operation.kind, body, encoding, model=model)
+    return await asyncio.to_thread(count_prompt, operation.kind, body, encoding, model=model)
+
+
 async def guard(
     request: Request, operation: Operation, settings: GuardrailSettings, deployment: str | None
 ) -> ModelCall:
     """Apply every guardrail to an incoming model request and describe what to forward."""
     api_version = check_api_version(request, operation)
-    body = parse_json_object(await read_body(request, settings.max_request_bytes))
+    raw = await read_body(request, settings.max_request_bytes)
+    body = parse_json_object(raw)
     if operation.style.deployment_in_path:
         deployment = check_deployment(deployment, settings)
     else:
         deployment = check_deployment(body.get("model"), settings, param="model")
     _check_types(body, operation)
     max_output = _check_output_limit(body, operation, settings)
-    prompt_estimate = estimate_prompt_tokens(body)
-    if prompt_estimate > settings.max_prompt_tokens:
+    prompt_tokens = await count_prompt_tokens(body, operation, deployment, settings, size=len(raw))
+    if prompt_tokens > settings.max_prompt_tokens:
         raise bad_request(
-            f"The prompt is about {prompt_estimate} tokens, above this gateway's limit of "
-            f"{settings.max_prompt_tokens}.",
+            f"The prompt is {prompt_tokens} tokens, above this gateway's limit of {settings.max_prompt_tokens}.",
             code="prompt_too_large",
         )
     stream = bool(body.get("stream", False))
@@ -142,6 +161,6 @@ async def guard(
         body=body,
         stream=stream,
         client_wants_stream_usage=wants_usage,
-        prompt_tokens_estimate=prompt_estimate,
+        prompt_tokens_estimate=prompt_tokens,
         max_output_tokens=max_output,
     )

@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 from shared.hosting import is_loopback_http
 from shared.protocol.deployments import is_deployment_name
 from shared.settings.sections import ANY_DEPLOYMENT, BackendSettings
+from shared.settings.strict_json import strict_loads
 
 # Labels go into a response header, the ledger and logs: short, plain, never a URL.
 _LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
@@ -39,7 +40,7 @@ def parse_backends(name: str, text: str | None, *, in_azure: bool) -> dict[str, 
     if text is None:
         return {}
     try:
-        value = json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_refuse_duplicates)
+        value = strict_loads(text)
     except ValueError as exc:
         raise BackendsError(f"{name} is not valid JSON: {exc}.") from None
     if not isinstance(value, dict) or not value:
@@ -113,16 +114,3 @@ def _whole(where: str, value: Any, maximum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
         raise BackendsError(f"{where} must be a whole number from 1 to {maximum} (got {json.dumps(value)}).")
     return value
-
-
-def _refuse_constant(constant: str) -> Any:
-    raise ValueError(f"{constant} is not a number JSON allows")
-
-
-def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"the key {json.dumps(key)} appears twice")
-        result[key] = value
-    return result

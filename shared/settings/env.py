@@ -28,6 +28,7 @@ from shared.settings.sections import (
     StorageSettings,
     UpstreamSettings,
 )
+from shared.settings.strict_json import strict_loads
 
 N = TypeVar("N", int, float)
 
@@ -45,6 +46,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
             max_request_bytes=_positive_int(env, "GATEWAY_MAX_REQUEST_BYTES", 4 * 1024 * 1024),
             max_prompt_tokens=_positive_int(env, "GATEWAY_MAX_PROMPT_TOKENS", 128_000),
             max_output_tokens=_positive_int(env, "GATEWAY_MAX_OUTPUT_TOKENS", 16_384),
+            deployment_models=_deployment_models(env, "GATEWAY_DEPLOYMENT_MODELS"),
         ),
         storage=_storage(env, in_azure),
         auth=AuthSettings(
@@ -300,3 +302,20 @@ def _optional_positive_int(env: Mapping[str, str], name: str) -> int | None:
     if _str(env, name) is None:
         return None
     return _positive_int(env, name, 1)
+
+
+def _deployment_models(env: Mapping[str, str], name: str) -> dict[str, str]:
+    """``{"<deployment>": "<model>"}``: which model (so which tokenizer) each deployment runs."""
+    text = _str(env, name)
+    if text is None:
+        return {}
+    try:
+        raw = strict_loads(text)
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be a JSON object of deployment -> model names ({exc}).") from None
+    if not isinstance(raw, dict) or not all(
+        is_deployment_name(deployment) and isinstance(model, str) and 0 < len(model.strip()) <= 100
+        for deployment, model in raw.items()
+    ):
+        raise SettingsError(f'{name} must look like {{"prod-chat": "gpt-4.1", "embed": "text-embedding-3-small"}}.')
+    return {deployment: model.strip() for deployment, model in raw.items()}

@@ -69,6 +69,9 @@ class GuardrailSettings:
     max_request_bytes: int = 4 * 1024 * 1024
     max_prompt_tokens: int = 128_000
     max_output_tokens: int = 16_384
+    # Deployment -> model name (GATEWAY_DEPLOYMENT_MODELS), for the tokenizer; a deployment not listed is read as
+    # a model name (``gpt-4o-mini``, ``prod-gpt-4.1``), and one naming no known family counts as o200k_base.
+    deployment_models: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import anyio
@@ -19,7 +19,7 @@ from shared.errors import error_body
 from shared.protocol.calls import ModelCall
 from shared.protocol.operations import OperationKind
 from shared.protocol.sse import event_data, next_boundary
-from shared.protocol.tokens import texts_in, tokens_for_bytes
+from shared.protocol.tokens import count_text, encoding_for_model, texts_in
 from shared.protocol.usage import Usage, parse_usage
 from shared.upstream.client import UpstreamResponse
 
@@ -41,7 +41,9 @@ class StreamRelay:
         self._upstream = upstream
         self._call = call
         self._drop_usage_chunk = drop_usage_chunk
-        self._output_text_bytes = 0
+        # What the stream generated, delta by delta (a delta is usually one token), counted only if the upstream
+        # never reports usage; kept as text so the normal path neither counts nor loads an encoder.
+        self._generated: list[str] = []
         self._reported: Usage | None = None
         self.finished = False  # saw the end of the stream ([DONE] or the final Responses event)
         self.broken = False  # the upstream broke off mid-stream, or ended without its final event
@@ -52,7 +54,9 @@ class StreamRelay:
         """Upstream-reported usage, or an estimate flagged as such when the stream did not report it."""
         if self._reported is not None:
             return self._reported
-        return Usage(self._call.prompt_tokens_estimate, tokens_for_bytes(self._output_text_bytes), estimated=True)
+        encoding = encoding_for_model(self._call.deployment)
+        output_tokens = sum(count_text(text, encoding) for text in self._generated)
+        return Usage(self._call.prompt_tokens_estimate, output_tokens, estimated=True)
 
     @property
     def outcome(self) -> str:
@@ -113,7 +117,7 @@ class StreamRelay:
         if isinstance(choices, list):
             for choice in choices:
                 if isinstance(choice, dict):
-                    self._output_text_bytes += _generated_bytes(choice)
+                    self._generated.extend(_generated_texts(choice))
         usage = parse_usage(payload.get("usage"))
         if usage is not None:
             self._reported = usage
@@ -124,7 +128,7 @@ class StreamRelay:
     def _inspect_responses_event(self, payload: dict[str, Any]) -> None:
         kind = payload.get("type")
         if kind in _RESPONSES_TEXT_EVENTS and isinstance(payload.get("delta"), str):
-            self._output_text_bytes += len(payload["delta"].encode())
+            self._generated.append(payload["delta"])
         elif kind in _RESPONSES_FINAL_EVENTS:
             self.finished = True
             response = payload.get("response")
@@ -138,11 +142,11 @@ def _sse_error(message: str) -> bytes:
     return f"data: {json.dumps(body)}\n\n".encode()
 
 
-def _generated_bytes(choice: dict[str, Any]) -> int:
-    """UTF-8 size of what a chat or completions chunk generated (content, refusals, tool-call arguments)."""
+def _generated_texts(choice: dict[str, Any]) -> Iterable[str]:
+    """What a chat or completions chunk generated (content, refusals, tool-call arguments)."""
     delta = choice.get("delta")
     if isinstance(delta, dict):
         generated: Any = {key: value for key, value in delta.items() if key != "role"}
     else:
         generated = choice.get("text")
-    return sum(len(text.encode()) for text in texts_in(generated))
+    return texts_in(generated)

@@ -10,7 +10,7 @@ import openai
 import pytest
 
 pytestmark = pytest.mark.e2e
-HELLO = [{"role": "user", "content": "Hello there, gateway!"}]  # 11 prompt tokens in the simulator
+HELLO = [{"role": "user", "content": "Hello there, gateway!"}]  # 12 prompt tokens (o200k_base, chat overhead)
 PRICES = '{"gpt-4o-mini": {"input": 0.15, "cached_input": 0.075, "output": 0.6}}'
 
 
@@ -49,9 +49,9 @@ def test_every_call_is_recorded_once_with_exact_tokens_and_cost(priced, sim):
     key = key_for(priced, owner, ["Gateway.Use"])
     azure = openai.AzureOpenAI(azure_endpoint=priced.api, api_key=key, api_version="2024-10-21", max_retries=0)
 
-    azure.chat.completions.create(model="gpt-4o-mini", messages=HELLO)  # 11 + 12
-    list(azure.chat.completions.create(model="gpt-4o-mini", messages=HELLO, stream=True))  # 11 + 12, usage injected
-    azure.chat.completions.create(model="gpt-4o-mini", messages=HELLO, max_tokens=5)  # 11 + 5
+    azure.chat.completions.create(model="gpt-4o-mini", messages=HELLO)  # 12 + 12
+    list(azure.chat.completions.create(model="gpt-4o-mini", messages=HELLO, stream=True))  # 12 + 12, usage injected
+    azure.chat.completions.create(model="gpt-4o-mini", messages=HELLO, max_tokens=5)  # 12 + 5
     azure.embeddings.create(model="text-embedding-3-small", input="one two three")  # 3 + 0, unpriced
     sim.behave(fault="429", times=1)
     with pytest.raises(openai.RateLimitError):
@@ -60,9 +60,9 @@ def test_every_call_is_recorded_once_with_exact_tokens_and_cost(priced, sim):
     rows = {row["deployment"]: row for row in wait_for_usage(priced, owner, 5)}
     chat, embed = rows["gpt-4o-mini"], rows["text-embedding-3-small"]
     assert (chat["requests"], chat["failed_requests"]) == (4, 1)
-    assert (chat["prompt_tokens"], chat["completion_tokens"], chat["total_tokens"]) == (33, 29, 62)
+    assert (chat["prompt_tokens"], chat["completion_tokens"], chat["total_tokens"]) == (36, 29, 65)
     assert chat["estimated_requests"] == 0
-    assert chat["cost_usd"] == pytest.approx((33 * 0.15 + 29 * 0.6) / 1_000_000)
+    assert chat["cost_usd"] == pytest.approx((36 * 0.15 + 29 * 0.6) / 1_000_000)
     assert chat["caller_id"] == owner
     assert (embed["requests"], embed["prompt_tokens"], embed["unpriced_requests"], embed["cost_usd"]) == (1, 3, 1, 0)
 
@@ -89,7 +89,7 @@ def test_usage_needs_the_usage_read_role_and_exports_csv(priced):
     assert csv.status_code == 200 and csv.headers["content-type"].startswith("text/csv")
     header, row = csv.text.strip().splitlines()
     assert header.startswith('"caller_id","caller_name","day","requests",')
-    assert row.startswith(f'"{owner}","\'=SUM(1+1)",') and ',"1","0","11","12","23",' in row  # formula neutralised
+    assert row.startswith(f'"{owner}","\'=SUM(1+1)",') and ',"1","0","12","12","24",' in row  # formula neutralised
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,19 @@
 from __future__ import annotations
 
+import json
+
+import httpx
+import jsonschema
 import pytest
+from pydantic import BaseModel, Field
 
 from shared.local.simulator.app import SimulatorRefused, create_app
+from shared.local.simulator.deployments import DEFAULT_DEPLOYMENTS, DeploymentsError, deployments_from_env
+from shared.local.simulator.schema_values import value_for
+
+AUTH = {"authorization": "Bearer local-simulator-token"}
+CHAT_PATH = "/openai/deployments/{}/chat/completions?api-version=2024-10-21"
+HELLO = [{"role": "user", "content": "Hello there, gateway!"}]
 
 
 @pytest.mark.parametrize(
@@ -19,3 +30,435 @@ def test_the_simulator_refuses_to_run_in_azure(env):
 
 def test_the_simulator_runs_locally():
     assert create_app({}) is not None
+
+
+@pytest.fixture
+async def client():
+    """The simulator in-process, with the default deployments plus a small-context one for limit tests."""
+    app = create_app({}, deployments={**DEFAULT_DEPLOYMENTS, "small": "gpt-4"})
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sim", headers=AUTH) as c:
+        yield c
+
+
+async def chat(client: httpx.AsyncClient, deployment: str = "gpt-4o-mini", **body) -> httpx.Response:
+    return await client.post(CHAT_PATH.format(deployment), json={"messages": HELLO, **body})
+
+
+# --- deployments ---------------------------------------------------------------------------------------------
+
+
+async def test_only_configured_deployments_are_served():
+    app = create_app({}, deployments={"chat": "gpt-4.1"})
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sim", headers=AUTH) as c:
+        served = await chat(c, "chat")
+        missing = await chat(c, "gpt-4o-mini")
+
+    assert served.status_code == 200 and served.json()["model"] == "chat"
+    assert missing.status_code == 404
+    assert missing.json() == {
+        "error": {
+            "code": "DeploymentNotFound",
+            "message": "The API deployment for this resource does not exist. If you created the deployment within "
+            "the last 5 minutes, please wait a moment and try again.",
+        }
+    }
+
+
+def test_deployments_come_from_the_environment_with_clear_errors():
+    assert set(deployments_from_env({})) >= {"gpt-4o-mini", "gpt-4.1", "text-embedding-3-small", "o4-mini"}
+    custom = deployments_from_env({"SIMULATOR_DEPLOYMENTS": '{"prod-chat": "gpt-4o", "emb": "text-embedding-3-large"}'})
+    assert custom["prod-chat"].model.context_window == 128_000 and custom["prod-chat"].model.encoding == "o200k_base"
+    assert custom["emb"].model.dimensions == 3072 and custom["emb"].model.encoding == "cl100k_base"
+    with pytest.raises(DeploymentsError, match="unknown model family 'gpt-9'"):
+        deployments_from_env({"SIMULATOR_DEPLOYMENTS": '{"x": "gpt-9"}'})
+    with pytest.raises(DeploymentsError, match="not valid JSON"):
+        deployments_from_env({"SIMULATOR_DEPLOYMENTS": "{x"})
+    with pytest.raises(DeploymentsError, match="non-empty JSON object"):
+        deployments_from_env({"SIMULATOR_DEPLOYMENTS": "[]"})
+
+
+async def test_embeddings_and_chat_deployments_do_not_mix(client):
+    response = await chat(client, "text-embedding-3-small")
+    assert response.status_code == 400 and response.json()["error"]["code"] == "OperationNotSupported"
+
+    response = await client.post(
+        "/openai/deployments/gpt-4o/embeddings?api-version=2024-10-21", json={"input": "hello"}
+    )
+    assert response.status_code == 400 and "embeddings operation does not work" in response.json()["error"]["message"]
+
+
+# --- bodies it cannot take: Azure-shaped 400s, never a 500 -----------------------------------------------------
+
+
+def _nested(depth: int) -> object:
+    value: object = "deep"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"messages": [{"role": "user", "content": _nested(500)}]},  # crashed the token counter into a 500
+        {"messages": "hello"},
+        {"messages": []},
+        {"messages": ["hello"]},
+        {"messages": [{"role": "robot", "content": "hi"}]},
+        {"messages": [{"role": "user", "content": 42}]},
+        {"messages": HELLO, "n": "2"},
+        {"messages": HELLO, "n": 0},
+        {"messages": HELLO, "n": True},
+        {"messages": HELLO, "max_tokens": -1},
+        {"messages": HELLO, "stop": ["a", "b", "c", "d", "e"]},
+        {"messages": HELLO, "stop": 3},
+        {"messages": HELLO, "tools": {"name": "x"}},
+        {"messages": HELLO, "tools": [{"type": "function", "function": {"description": "no name"}}]},
+        {"messages": HELLO, "tools": [{"type": "function", "function": {"name": "f", "parameters": "x"}}]},
+        {"messages": HELLO, "tool_choice": "sometimes"},
+        {"messages": HELLO, "tool_choice": "required"},
+        {
+            "messages": HELLO,
+            "tools": [{"type": "function", "function": {"name": "f"}}],
+            "tool_choice": {"type": "function", "function": {"name": "g"}},
+        },
+        {"messages": HELLO, "response_format": "json"},
+        {"messages": HELLO, "response_format": {"type": "yaml"}},
+        {"messages": HELLO, "response_format": {"type": "json_schema", "json_schema": {"schema": {}}}},
+        {"messages": HELLO, "response_format": {"type": "json_object"}},  # never says "json"
+        {"messages": HELLO, "top_logprobs": 2},
+        {"messages": HELLO, "top_logprobs": 50, "logprobs": True},
+        {"messages": HELLO, "logprobs": "yes"},
+        {"messages": HELLO, "stream": "yes"},
+        {"messages": HELLO, "parallel_tool_calls": "no"},
+    ],
+)
+async def test_a_body_the_simulator_cannot_take_is_an_azure_shaped_400(client, body):
+    response = await client.post(CHAT_PATH.format("gpt-4o-mini"), json=body)
+
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert isinstance(error["message"], str) and error["message"]
+    assert "code" in error
+    assert (await client.get("/_simulator/requests")).status_code == 200  # the request log still serialises
+
+
+@pytest.mark.parametrize("raw", [b"[" * 5000 + b"]" * 5000, b"{not json", b"\xff\xfe", b"[1, 2]", b'"text"', b"null"])
+async def test_bodies_that_are_not_a_json_object_are_400(client, raw):
+    response = await client.post(CHAT_PATH.format("gpt-4o-mini"), content=raw)
+    assert response.status_code == 400 and response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("/openai/v1/responses", {"model": "gpt-4o-mini", "input": 5}),
+        ("/openai/v1/responses", {"model": "gpt-4o-mini", "input": [3]}),
+        ("/openai/v1/responses", {"model": "gpt-4o-mini", "input": "hi", "text": {"format": {"type": "json_schema"}}}),
+        ("/openai/v1/responses", {"model": "gpt-4o-mini", "input": "hi", "instructions": ["x"]}),
+        ("/openai/v1/responses", {"model": 7, "input": "hi"}),
+        ("/openai/v1/embeddings", {"model": "text-embedding-3-small", "input": []}),
+        ("/openai/v1/embeddings", {"model": "text-embedding-3-small", "input": [{"a": 1}]}),
+        ("/openai/v1/embeddings", {"model": "text-embedding-3-small", "input": "x", "dimensions": 5000}),
+        ("/openai/v1/embeddings", {"model": "text-embedding-3-small", "input": "x", "dimensions": "8"}),
+        ("/openai/v1/embeddings", {"model": "text-embedding-ada-002", "input": "x", "dimensions": 256}),
+        ("/openai/v1/embeddings", {"model": "text-embedding-3-small", "input": "x", "encoding_format": "hex"}),
+        ("/openai/deployments/gpt-4o-mini/completions?api-version=2024-10-21", {"prompt": {"a": 1}}),
+    ],
+)
+async def test_other_operations_refuse_bad_bodies_with_400(client, path, body):
+    response = await client.post(path, json=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["message"]
+
+
+# --- limits and errors as Azure answers them -------------------------------------------------------------------------
+
+
+async def test_a_prompt_past_the_context_window(client):
+    words = [{"role": "user", "content": "word " * 9000}]
+    response = await chat(client, "small", messages=words)
+    error = response.json()["error"]
+    assert response.status_code == 400
+    assert error["code"] == "context_length_exceeded" and error["type"] == "invalid_request_error"
+    assert error["message"].startswith("This model's maximum context length is 8192 tokens. However, your messages")
+
+    fits = [{"role": "user", "content": "word " * 8000}]
+    prompt = (await chat(client, "small", messages=fits)).json()["usage"]["prompt_tokens"]
+    response = await chat(client, "small", messages=fits, max_tokens=500)  # prompt + completion past the window
+    assert response.status_code == 400
+    assert (
+        f"you requested {prompt + 500} tokens ({prompt} in the messages, 500 in the completion)"
+        in (response.json()["error"]["message"])
+    )
+
+
+@pytest.mark.parametrize("category", ["hate", "self_harm", "sexual", "violence", "jailbreak"])
+async def test_the_content_filter_marker_refuses_the_prompt(client, category):
+    flagged = [
+        {"role": "system", "content": "Be nice."},
+        {"role": "user", "content": f"x [[content_filter:{category}]]"},
+    ]
+    response = await chat(client, messages=flagged)
+
+    error = response.json()["error"]
+    assert response.status_code == 400
+    assert (error["code"], error["param"], error["status"], error["type"]) == ("content_filter", "prompt", 400, None)
+    result = error["innererror"]["content_filter_result"]
+    assert error["innererror"]["code"] == "ResponsibleAIPolicyViolation"
+    assert [name for name, verdict in result.items() if verdict["filtered"]] == [category]
+
+
+async def test_reasoning_models_refuse_max_tokens(client):
+    response = await chat(client, "o4-mini", max_tokens=10)
+    assert response.status_code == 400 and response.json()["error"]["code"] == "unsupported_parameter"
+    assert (await chat(client, "o4-mini", max_completion_tokens=10)).status_code == 200
+
+
+async def test_scripted_faults_still_apply(client):
+    await client.post("/_simulator/behaviours", json={"fault": "429", "times": 1, "retry_after_ms": 300})
+    limited = await chat(client)
+    assert limited.status_code == 429 and limited.headers["retry-after-ms"] == "300"
+    assert (await chat(client)).status_code == 200
+
+
+# --- answers of the right form ---------------------------------------------------------------------------------------
+
+
+class Item(BaseModel):
+    sku: str = Field(pattern=r"^\w+$", min_length=1)
+    quantity: int = Field(ge=1, le=5)
+    price: float = Field(gt=0, lt=10)
+
+
+class Order(BaseModel):
+    id: int
+    status: str = Field(json_schema_extra={"enum": ["open", "shipped"]})
+    items: list[Item] = Field(min_length=2, max_length=4)
+    note: str | None = None
+    parent: Order | None = None  # recursive
+
+
+SCHEMAS = [
+    Order.model_json_schema(),
+    {"type": "object", "properties": {"a": {"type": ["string", "null"]}, "b": {"const": 3}}, "required": ["a", "b"]},
+    {"type": "array", "items": {"type": "number", "multipleOf": 0.5, "minimum": 1, "maximum": 2}, "minItems": 3},
+    {
+        "type": "object",
+        "properties": {"when": {"type": "string", "format": "date-time"}, "who": {"type": "string", "format": "email"}},
+    },
+    {
+        "allOf": [
+            {"type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]},
+            {"properties": {"y": {"type": "boolean"}}},
+        ]
+    },
+    {
+        "type": "object",
+        "properties": {"code": {"type": "string", "minLength": 30, "maxLength": 31}},
+        "required": ["code"],
+    },
+    {"type": "object", "properties": {"n": {"type": "integer", "exclusiveMinimum": 0, "exclusiveMaximum": 2}}},
+    {"type": "object", "properties": {"choice": {"oneOf": [{"type": "null"}, {"type": "string", "enum": ["x"]}]}}},
+    {},
+]
+
+
+@pytest.mark.parametrize("schema", SCHEMAS)
+def test_generated_values_validate_against_their_schema(schema):
+    for seed in ("a", "b", "c"):
+        value = value_for(schema, seed)
+        jsonschema.validate(value, schema)
+        assert value_for(schema, seed) == value  # deterministic
+
+
+def test_a_schema_that_requires_itself_forever_does_not_crash():
+    endless = {"$defs": {"n": {"type": "object", "properties": {"next": {"$ref": "#/$defs/n"}}, "required": ["next"]}}}
+    assert isinstance(value_for({"$ref": "#/$defs/n", **endless}, "s"), dict)
+
+
+def test_pydantic_models_parse_generated_values():
+    for seed in ("1", "2", "3"):
+        Order.model_validate(value_for(Order.model_json_schema(), seed))
+
+
+async def test_the_same_request_gets_the_same_answer(client):
+    body = {"tools": [{"type": "function", "function": {"name": "lookup", "parameters": Order.model_json_schema()}}]}
+    first, second = (await chat(client, **body)).json(), (await chat(client, **body)).json()
+    assert first["choices"] == second["choices"]
+    different = (await chat(client, messages=[{"role": "user", "content": "Other"}], **body)).json()
+    assert different["choices"][0]["message"]["tool_calls"] != first["choices"][0]["message"]["tool_calls"]
+
+
+async def test_a_follow_up_with_tool_results_gets_text_unless_a_tool_is_required(client):
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+    call = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
+    turn = [
+        *HELLO,
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "42"},
+    ]
+
+    final = (await chat(client, messages=turn, tools=tools)).json()["choices"][0]
+    again = (await chat(client, messages=turn, tools=tools, tool_choice="required")).json()["choices"][0]
+
+    assert final["finish_reason"] == "stop" and final["message"]["content"] and "tool_calls" not in final["message"]
+    assert again["finish_reason"] == "tool_calls" and again["message"]["tool_calls"][0]["function"]["name"] == "lookup"
+
+
+async def test_max_tokens_cuts_tool_arguments_and_json_with_finish_length(client):
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": Order.model_json_schema()}}]
+    cut_call = (await chat(client, tools=tools, max_tokens=5)).json()
+    choice = cut_call["choices"][0]
+    assert choice["finish_reason"] == "length" and cut_call["usage"]["completion_tokens"] <= 5 + 1
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(choice["message"]["tool_calls"][0]["function"]["arguments"])
+
+    schema = {"type": "json_schema", "json_schema": {"name": "order", "schema": Order.model_json_schema()}}
+    cut_json = (await chat(client, response_format=schema, max_completion_tokens=4)).json()
+    assert cut_json["choices"][0]["finish_reason"] == "length" and cut_json["usage"]["completion_tokens"] == 4
+
+
+async def test_streamed_chunks_carry_the_same_answer_with_usage(client):
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": Order.model_json_schema()}}]
+    whole = (await chat(client, tools=tools, n=2)).json()
+    async with client.stream(
+        "POST",
+        CHAT_PATH.format("gpt-4o-mini"),
+        json={"messages": HELLO, "tools": tools, "n": 2, "stream": True, "stream_options": {"include_usage": True}},
+    ) as response:
+        events = [line[6:] async for line in response.aiter_lines() if line.startswith("data: ")]
+
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    arguments: dict[tuple[int, int], str] = {}
+    for chunk in chunks:
+        for choice in chunk["choices"]:
+            for delta in choice["delta"].get("tool_calls") or []:
+                key = (choice["index"], delta["index"])
+                arguments[key] = arguments.get(key, "") + delta["function"].get("arguments", "")
+    assert arguments == {
+        (c["index"], i): call["function"]["arguments"]
+        for c in whole["choices"]
+        for i, call in enumerate(c["message"]["tool_calls"])
+    }
+    assert chunks[-1]["usage"] == whole["usage"]
+
+
+async def test_embeddings_honour_dimensions_and_count_tokens(client):
+    response = await client.post(
+        "/openai/v1/embeddings",
+        json={"model": "text-embedding-3-large", "input": ["one two", "three"], "dimensions": 8},
+    )
+    body = response.json()
+    assert [len(d["embedding"]) for d in body["data"]] == [8, 8]
+    assert body["usage"]["prompt_tokens"] == 3
+    native = await client.post("/openai/v1/embeddings", json={"model": "text-embedding-3-large", "input": "x"})
+    assert len(native.json()["data"][0]["embedding"]) == 3072
+
+
+async def test_embedding_inputs_past_the_models_limit_are_refused(client):
+    response = await client.post(
+        "/openai/v1/embeddings", json={"model": "text-embedding-3-small", "input": ["short", "word " * 8200]}
+    )
+    error = response.json()["error"]
+    assert response.status_code == 400 and error["code"] == "context_length_exceeded" and error["param"] == "input"
+    assert "maximum context length is 8191 tokens" in error["message"]
+
+
+async def test_responses_api_calls_tools_follows_up_and_honours_text_format(client):
+    tool = {"type": "function", "name": "lookup", "parameters": Order.model_json_schema()}
+    first = (
+        await client.post("/openai/v1/responses", json={"model": "gpt-4.1", "input": "Find order", "tools": [tool]})
+    ).json()
+    [call] = first["output"]
+    assert call["type"] == "function_call" and call["name"] == "lookup" and first["status"] == "completed"
+    Order.model_validate_json(call["arguments"])
+
+    follow = {
+        "model": "gpt-4.1",
+        "tools": [tool],
+        "input": [{"type": "function_call_output", "call_id": call["call_id"], "output": "{}"}],
+        "previous_response_id": first["id"],
+        "text": {"format": {"type": "json_schema", "name": "order", "schema": Order.model_json_schema()}},
+    }
+    final = (await client.post("/openai/v1/responses", json=follow)).json()
+    [message] = final["output"]
+    Order.model_validate_json(message["content"][0]["text"])
+    assert final["text"]["format"]["name"] == "order"
+
+    no_json_word = {"model": "gpt-4.1", "input": "hello", "text": {"format": {"type": "json_object"}}}
+    assert (await client.post("/openai/v1/responses", json=no_json_word)).status_code == 400
+    flagged = {
+        "model": "gpt-4.1",
+        "input": [{"role": "user", "content": [{"type": "input_text", "text": "[[content_filter]]"}]}],
+    }
+    refused = await client.post("/openai/v1/responses", json=flagged)
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "content_filter"
+
+
+async def test_legacy_completions_honour_n_stop_and_limits(client):
+    response = await client.post(
+        "/openai/deployments/gpt-4o-mini/completions?api-version=2024-10-21",
+        json={"prompt": "Say", "n": 2, "max_tokens": 3, "stop": "zzz"},
+    )
+    body = response.json()
+    assert [(c["index"], c["finish_reason"]) for c in body["choices"]] == [(0, "length"), (1, "length")]
+    assert body["usage"]["completion_tokens"] == 6
+
+
+async def test_logprobs_on_legacy_completions_and_responses(client):
+    legacy = (
+        await client.post(
+            "/openai/deployments/gpt-4o-mini/completions?api-version=2024-10-21",
+            json={"prompt": "Say", "max_tokens": 3, "logprobs": 2},
+        )
+    ).json()["choices"][0]
+    assert "".join(legacy["logprobs"]["tokens"]) == legacy["text"]
+    assert legacy["logprobs"]["text_offset"][0] == 0 and all(len(t) == 2 for t in legacy["logprobs"]["top_logprobs"])
+
+    body = {"model": "gpt-4.1", "input": "Hi", "include": ["message.output_text.logprobs"], "top_logprobs": 3}
+    part = (await client.post("/openai/v1/responses", json=body)).json()["output"][0]["content"][0]
+    assert "".join(e["token"] for e in part["logprobs"]) == part["text"]
+    assert all(len(e["top_logprobs"]) == 3 for e in part["logprobs"])
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "array", "minItems": 200, "items": {"type": "array", "minItems": 200, "items": {"type": "integer"}}},
+        {"type": "string", "minLength": 10_000_000},
+    ],
+)
+async def test_a_schema_whose_smallest_instance_is_huge_is_a_400_not_a_hang(client, schema):
+    tools = [
+        {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"x": schema}}}}
+    ]
+    response = await chat(client, tools=tools)
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_value"
+
+
+async def test_reasoning_models_spend_reasoning_tokens_within_the_limit(client):
+    default = (await chat(client, "o4-mini")).json()
+    assert default["usage"]["completion_tokens"] == 12 + 64
+    assert default["usage"]["completion_tokens_details"]["reasoning_tokens"] == 64
+
+    exhausted = (await chat(client, "o4-mini", max_completion_tokens=50)).json()
+    choice = exhausted["choices"][0]
+    assert (choice["message"]["content"], choice["finish_reason"]) == ("", "length")  # the o-series empty answer
+    assert exhausted["usage"]["completion_tokens"] == 50
+
+    low = (await chat(client, "gpt-5-mini", max_completion_tokens=20, reasoning_effort="low")).json()
+    assert low["choices"][0]["finish_reason"] == "length"
+    assert (
+        low["usage"]["completion_tokens"] == 20 and low["usage"]["completion_tokens_details"]["reasoning_tokens"] == 16
+    )
+
+    assert (await chat(client, "o4-mini", reasoning_effort="extreme")).status_code == 400
+    plain = (await chat(client, "gpt-4o-mini", reasoning_effort="high")).json()
+    assert plain["usage"]["completion_tokens_details"]["reasoning_tokens"] == 0
+
+    response = await client.post(
+        "/openai/v1/responses", json={"model": "o4-mini", "input": "Hi", "reasoning": {"effort": "high"}}
+    )
+    assert response.json()["usage"]["output_tokens_details"]["reasoning_tokens"] == 256

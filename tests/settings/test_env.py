@@ -116,6 +116,16 @@ def test_bad_ledger_settings_name_themselves(name, value):
         settings_from_env({**LOCAL, name: value})
 
 
+def test_deployment_models_name_the_tokenizer_of_each_deployment():
+    settings = settings_from_env(
+        {**LOCAL, "GATEWAY_DEPLOYMENT_MODELS": '{"prod-chat": "gpt-4.1", "legacy": "gpt-35-turbo"}'}
+    )
+    assert settings.guardrails.deployment_models == {"prod-chat": "gpt-4.1", "legacy": "gpt-35-turbo"}
+    for bad in ('{"prod-chat": "gpt-4.1", "prod-chat": "gpt-4o"}', '["gpt-4.1"]', '{"../x": "gpt-4.1"}', '{"a": ""}'):
+        with pytest.raises(SettingsError, match="GATEWAY_DEPLOYMENT_MODELS"):
+            settings_from_env({**LOCAL, "GATEWAY_DEPLOYMENT_MODELS": bad})
+
+
 @pytest.mark.parametrize("flag", ["true", "True"])
 def test_easy_auth_outside_azure_is_refused_at_start(flag):
     # Nothing outside App Service strips a caller's X-MS-CLIENT-PRINCIPAL: a spoofed admin could issue keys.

@@ -82,7 +82,7 @@ async def test_a_broken_stream_ends_with_an_error_event_and_estimated_usage():
     assert last["error"]["code"] == "upstream_incomplete"
     assert relay.broken and not relay.finished
     usage = relay.usage
-    assert usage.estimated and usage.prompt_tokens == 42 and usage.completion_tokens == 2  # "Hello" = 5 bytes
+    assert usage.estimated and usage.prompt_tokens == 42 and usage.completion_tokens == 1  # "Hello" is one token
 
 
 async def test_responses_usage_comes_from_the_completed_event():

@@ -1,55 +1,67 @@
-"""The simulator's HTTP surface (a FastAPI app), shaped like Azure OpenAI."""
+"""The simulator's HTTP surface (a FastAPI app), shaped like Azure OpenAI.
+
+Routes, the control surface (``/_simulator/behaviours``, ``/_simulator/requests``) and the order Azure checks a
+request in: authentication, api-version, JSON, the deployment (404 ``DeploymentNotFound`` for one that is not
+configured), the operation the deployment's model supports, then scripted faults, then the request itself
+(reading.py) and the answer (replies.py, chat_wire.py, responses_wire.py).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 import json
+import logging
 import os
-import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from shared.hosting import running_in_azure
+from shared.local.simulator import azure_errors, chat_wire, reading, responses_wire
+from shared.local.simulator.azure_errors import AzureError
 from shared.local.simulator.behaviours import Behaviour, BehaviourBook
-from shared.local.simulator.text import (
-    chat_prompt_tokens,
-    count_tokens,
-    count_value_tokens,
-    embedding,
-    encode_base64,
-    reply_tokens,
-)
+from shared.local.simulator.deployments import Deployment, deployments_from, deployments_from_env
+from shared.local.simulator.replies import DEFAULT_REPLY_TOKENS, Counter, answer
+from shared.local.simulator.schema_values import SchemaTooLarge
+from shared.local.simulator.text import count_tokens, embedding, encode_base64
 from shared.protocol.api_versions import is_api_version, version_date
+from shared.protocol.tokens import Encoding
 
-DEFAULT_REPLY_TOKENS = 12
-DEFAULT_DIMENSIONS = 1536
 STREAM_USAGE_SINCE = (2024, 9, 1)
 RECORDED_REQUESTS = 200
-_FILTER_OK = {
-    "hate": {"filtered": False, "severity": "safe"},
-    "self_harm": {"filtered": False, "severity": "safe"},
-    "sexual": {"filtered": False, "severity": "safe"},
-    "violence": {"filtered": False, "severity": "safe"},
+MAX_EMBEDDING_INPUTS = 2048
+_OPERATION_NAMES = {
+    "chat.completions": "chatCompletion",
+    "completions": "completion",
+    "embeddings": "embeddings",
+    "responses": "responses",
 }
+logger = logging.getLogger(__name__)
 
 
 class SimulatorRefused(RuntimeError):
     pass
 
 
-def create_app(env: dict[str, str] | None = None) -> FastAPI:
-    """Build the simulator. Refuses inside Azure App Service/Functions: it must never stand in for a real model."""
-    if running_in_azure(env if env is not None else os.environ):
+def create_app(env: Mapping[str, str] | None = None, deployments: Mapping[str, str] | None = None) -> FastAPI:
+    """Build the simulator. Refuses inside Azure App Service/Functions: it must never stand in for a real model.
+
+    ``deployments`` (deployment name -> model family) replaces the list from ``SIMULATOR_DEPLOYMENTS`` or the defaults.
+    """
+    environment = env if env is not None else os.environ
+    if running_in_azure(environment):
         raise SimulatorRefused(
             "The Azure OpenAI simulator is for local development and tests only and refuses to run in Azure. "
             "Set AZURE_OPENAI_ENDPOINT to the real (private) Azure OpenAI endpoint."
         )
+    served: dict[str, Deployment] = (
+        deployments_from(deployments) if deployments is not None else deployments_from_env(environment)
+    )
     app = FastAPI(title="Azure OpenAI simulator", docs_url=None, redoc_url=None, openapi_url=None)
     book = BehaviourBook()
     recorded: deque[dict[str, Any]] = deque(maxlen=RECORDED_REQUESTS)
@@ -84,9 +96,16 @@ def create_app(env: dict[str, str] | None = None) -> FastAPI:
     async def health() -> dict[str, Any]:
         return {"status": "ok"}
 
+    @app.get("/_simulator/deployments")
+    async def list_deployments() -> dict[str, Any]:
+        return {
+            name: {"model": d.model.name, "context_window": d.model.context_window, "encoding": d.model.encoding}
+            for name, d in served.items()
+        }
+
     # --- the Azure OpenAI surface ---------------------------------------------------------------------------
 
-    async def handle(request: Request, operation: str, deployment: str | None, dated: bool) -> Response:
+    async def handle(request: Request, operation: str, deployment_name: str | None, dated: bool) -> Response:
         if not request.headers.get("authorization", "").lower().startswith("bearer "):
             return _error(
                 401,
@@ -98,26 +117,41 @@ def create_app(env: dict[str, str] | None = None) -> FastAPI:
             return _error(400, "BadRequest", "Missing or invalid api-version query parameter.")
         try:
             body = json.loads(await request.body())
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # bad JSON, bad UTF-8, or nesting past the parser's own limit
             return _error(400, "BadRequest", "The request body is not valid JSON.")
-        if deployment is None:
-            deployment = body.get("model")
-            if not isinstance(deployment, str):
-                return _error(400, "BadRequest", "'model' is required.")
+        if not isinstance(body, dict):
+            return _azure(azure_errors.invalid_request("The request body must be a JSON object.", None, "invalid_type"))
+        try:
+            reading.check_nesting(body)  # before anything walks it, the request log's JSON encoder included
+        except AzureError as error:
+            return _azure(error)
+        if deployment_name is None:
+            deployment_name = body.get("model")
+            if not isinstance(deployment_name, str):
+                return _azure(
+                    azure_errors.invalid_request(
+                        "Missing required parameter: 'model'.", "model", "missing_required_parameter"
+                    )
+                )
         recorded.append(
             {
                 "path": request.url.path,
                 "query": dict(request.query_params),
-                "deployment": deployment,
+                "deployment": deployment_name,
                 "body": body,
                 "authorization": "bearer" if request.headers.get("authorization") else None,
                 "api_key_header": "api-key" in request.headers,
             }
         )
+        deployment = served.get(deployment_name)
+        if deployment is None:
+            return _azure(azure_errors.deployment_not_found())
+        if (deployment.model.kind == "embeddings") != (operation == "embeddings"):
+            return _azure(azure_errors.operation_not_supported(_OPERATION_NAMES[operation], deployment.model.name))
         if "stream_options" in body and dated and not _supports_stream_usage(api_version):
             return _error(400, "BadRequest", "Unrecognized request argument supplied: stream_options")
 
-        behaviour = book.take(deployment)
+        behaviour = book.take(deployment_name)
         if behaviour.first_byte_delay_ms:
             await asyncio.sleep(behaviour.first_byte_delay_ms / 1000)
         if behaviour.fault == "429":
@@ -128,29 +162,19 @@ def create_app(env: dict[str, str] | None = None) -> FastAPI:
                 "InternalServerError" if behaviour.fault == "500" else "ServiceUnavailable",
                 "The simulator was told to fail this request.",
             )
-
-        request_id = f"{next(ids):06d}"
-        if operation == "chat.completions":
-            reply = _Reply(behaviour, _limit(body, "max_completion_tokens", "max_tokens"))
-            prompt = chat_prompt_tokens(body.get("messages") or [])
-            if body.get("stream"):
-                include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-                return _stream(_chat_chunks(request_id, deployment, prompt, reply, include_usage), behaviour)
-            return _json(_chat_completion(request_id, deployment, prompt, reply), behaviour)
-        if operation == "completions":
-            reply = _Reply(behaviour, _limit(body, "max_tokens"))
-            prompt = count_value_tokens(body.get("prompt"))
-            if body.get("stream"):
-                include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-                return _stream(_completion_chunks(request_id, deployment, prompt, reply, include_usage), behaviour)
-            return _json(_completion(request_id, deployment, prompt, reply), behaviour)
-        if operation == "embeddings":
-            return _json(_embeddings(deployment, body), behaviour)
-        reply = _Reply(behaviour, _limit(body, "max_output_tokens"))
-        prompt = count_value_tokens(body.get("input")) + count_value_tokens(body.get("instructions"))
-        if body.get("stream"):
-            return _stream(_response_events(request_id, deployment, prompt, reply), behaviour)
-        return _json(_response(request_id, deployment, prompt, reply, "completed"), behaviour)
+        try:
+            return _answer(operation, body, deployment, behaviour, f"{next(ids):06d}")
+        except AzureError as error:
+            return _azure(error)
+        except SchemaTooLarge as error:
+            return _azure(azure_errors.invalid_request(f"Invalid schema: {error}.", None, "invalid_value"))
+        except Exception as error:  # a body shape nothing above foresaw: still Azure's 400, never a 500
+            logger.warning("simulator could not answer a %s request: %s", operation, type(error).__name__)
+            return _azure(
+                azure_errors.invalid_request(
+                    f"The simulator could not process this request ({type(error).__name__}).", None, None
+                )
+            )
 
     @app.post("/openai/deployments/{deployment}/chat/completions")
     async def chat(deployment: str, request: Request) -> Response:
@@ -183,28 +207,109 @@ def create_app(env: dict[str, str] | None = None) -> FastAPI:
     return app
 
 
-# --- helpers -----------------------------------------------------------------------------------------------
+# --- answering ---------------------------------------------------------------------------------------------
 
 
-class _Reply:
-    """How many tokens to reply with, and why the reply ends."""
+def _answer(operation: str, body: dict[str, Any], deployment: Deployment, behaviour: Behaviour, rid: str) -> Response:
+    model = deployment.name
+    reply_tokens = behaviour.completion_tokens or DEFAULT_REPLY_TOKENS
+    stream = body.get("stream") is True
+    include_usage = isinstance(body.get("stream_options"), dict) and body["stream_options"].get("include_usage") is True
+    if operation == "embeddings":
+        return _json(_embeddings(deployment, body), behaviour)
+    if operation == "chat.completions":
+        ask, prompt = reading.chat_ask(body, deployment, reply_tokens)
+        choices = answer(ask, _count(deployment))
+        if stream:
+            return _stream(chat_wire.chat_chunks(rid, model, prompt, ask, choices, include_usage), behaviour)
+        return _json(chat_wire.chat_completion(rid, model, prompt, ask, choices), behaviour)
+    if operation == "completions":
+        ask, prompt = reading.completions_ask(body, deployment, reply_tokens)
+        choices = answer(ask, _count(deployment))
+        if stream:
+            return _stream(chat_wire.completion_chunks(rid, model, prompt, ask, choices, include_usage), behaviour)
+        return _json(chat_wire.completion(rid, model, prompt, ask, choices), behaviour)
+    ask, prompt = reading.responses_ask(body, deployment, reply_tokens)
+    [choice] = answer(ask, _count(deployment))
+    if stream:
+        return _stream(responses_wire.response_events(rid, model, prompt, body, ask, choice), behaviour)
+    return _json(responses_wire.response(rid, model, prompt, body, ask, choice), behaviour)
 
-    def __init__(self, behaviour: Behaviour, limit: int | None) -> None:
-        wanted = behaviour.completion_tokens or DEFAULT_REPLY_TOKENS
-        self.tokens = reply_tokens(min(wanted, limit) if limit else wanted)
-        self.finish_reason = "length" if limit is not None and limit < wanted else "stop"
 
-    @property
-    def text(self) -> str:
-        return "".join(self.tokens)
+def _count(deployment: Deployment) -> Counter:
+    """The token counter for a deployment: its model family's encoding, as Azure counts."""
+    encoding = Encoding(deployment.model.encoding)
+    return lambda text: count_tokens(text, encoding)
 
 
-def _limit(body: dict[str, Any], *fields: str) -> int | None:
-    for field in fields:
-        value = body.get(field)
-        if isinstance(value, int):
-            return value
-    return None
+def _embeddings(deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]:
+    family = deployment.model
+    inputs = body.get("input")
+    if isinstance(inputs, str):
+        items: list[Any] = [inputs]
+    elif isinstance(inputs, list) and inputs and all(isinstance(i, int) and not isinstance(i, bool) for i in inputs):
+        items = [inputs]  # one pre-tokenized input
+    elif isinstance(inputs, list) and inputs:
+        items = inputs
+    else:
+        raise azure_errors.invalid_request(
+            "'input' must be a non-empty string, an array of strings or an array of token arrays.",
+            "input",
+            "invalid_value",
+        )
+    if len(items) > MAX_EMBEDDING_INPUTS:
+        raise azure_errors.invalid_request(
+            f"Too many inputs. The max number of inputs is {MAX_EMBEDDING_INPUTS}.", "input", "invalid_value"
+        )
+    requested = body.get("dimensions")
+    if requested is not None:
+        if not family.accepts_dimensions:
+            raise azure_errors.invalid_request(
+                "This model does not support specifying dimensions.", "dimensions", "invalid_value"
+            )
+        if isinstance(requested, bool) or not isinstance(requested, int) or not 1 <= requested <= family.dimensions:
+            raise azure_errors.invalid_request(
+                f"Invalid value for 'dimensions': it must be an integer between 1 and {family.dimensions}.",
+                "dimensions",
+                "invalid_value",
+            )
+    dimensions = requested or family.dimensions
+    encoding = body.get("encoding_format", "float")
+    if encoding not in ("float", "base64"):
+        raise azure_errors.invalid_request(
+            "Invalid value for 'encoding_format': expected 'float' or 'base64'.", "encoding_format", "invalid_value"
+        )
+    data = []
+    tokens = 0
+    for index, item in enumerate(items):
+        if isinstance(item, str):
+            text, count = item, _count(deployment)(item)
+        elif isinstance(item, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in item):
+            text, count = " ".join(map(str, item)), len(item)
+        else:
+            raise azure_errors.invalid_request(
+                f"Invalid type for 'input[{index}]': expected a string or an array of integers.",
+                f"input[{index}]",
+                "invalid_type",
+            )
+        if count > family.input_limit:
+            raise azure_errors.context_length_exceeded(family.input_limit, count, None, "input")
+        reading.check_content_filter(text)
+        tokens += count
+        vector = embedding(text, dimensions)
+        data.append(
+            {
+                "object": "embedding",
+                "index": index,
+                "embedding": encode_base64(vector) if encoding == "base64" else vector,
+            }
+        )
+    return {
+        "object": "list",
+        "model": deployment.name,
+        "data": data,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
 
 
 def _supports_stream_usage(api_version: str | None) -> bool:
@@ -223,10 +328,12 @@ def _headers() -> dict[str, str]:
     }
 
 
+def _azure(error: AzureError) -> JSONResponse:
+    return JSONResponse(error.body, status_code=error.status, headers={**_headers(), **error.headers})
+
+
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(
-        {"error": {"code": code, "message": message}}, status_code=status, headers={**_headers(), **(headers or {})}
-    )
+    return _azure(AzureError(status, {"error": {"code": code, "message": message}}, headers or {}))
 
 
 def _rate_limited(behaviour: Behaviour, operation: str, api_version: str | None) -> JSONResponse:
@@ -275,247 +382,3 @@ def _stream(events: Iterable[str], behaviour: Behaviour) -> StreamingResponse:
     return StreamingResponse(
         body(), media_type="text/event-stream", headers={**_headers(), "cache-control": "no-cache"}
     )
-
-
-def _sse(data: dict[str, Any] | str, event: str | None = None) -> str:
-    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
-    return (f"event: {event}\n" if event else "") + f"data: {payload}\n\n"
-
-
-def _usage(prompt: int, completion: int) -> dict[str, Any]:
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": 0},
-        "completion_tokens_details": {"reasoning_tokens": 0},
-    }
-
-
-def _chat_completion(rid: str, model: str, prompt: int, reply: _Reply) -> dict[str, Any]:
-    return {
-        "id": f"chatcmpl-sim{rid}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "system_fingerprint": "fp_simulator",
-        "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": _FILTER_OK}],
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": reply.text, "refusal": None},
-                "finish_reason": reply.finish_reason,
-                "logprobs": None,
-                "content_filter_results": _FILTER_OK,
-            }
-        ],
-        "usage": _usage(prompt, len(reply.tokens)),
-    }
-
-
-def _chat_chunks(rid: str, model: str, prompt: int, reply: _Reply, include_usage: bool) -> Iterator[str]:
-    created = int(time.time())
-    base = {
-        "id": f"chatcmpl-sim{rid}",
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": model,
-        "system_fingerprint": "fp_simulator",
-    }
-    # Azure sends the prompt filter results first, in a chunk with no choices and an empty id and model.
-    yield _sse(
-        {
-            "id": "",
-            "object": "",
-            "created": 0,
-            "model": "",
-            "choices": [],
-            "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": _FILTER_OK}],
-        }
-    )
-    usage_null = {"usage": None} if include_usage else {}
-    yield _sse(
-        {
-            **base,
-            "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
-            **usage_null,
-        }
-    )
-    for token in reply.tokens:
-        yield _sse(
-            {
-                **base,
-                "choices": [
-                    {
-                        "index": 0,
-                        "delta": {"content": token},
-                        "finish_reason": None,
-                        "content_filter_results": _FILTER_OK,
-                    }
-                ],
-                **usage_null,
-            }
-        )
-    yield _sse({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": reply.finish_reason}], **usage_null})
-    if include_usage:
-        yield _sse({**base, "choices": [], "usage": _usage(prompt, len(reply.tokens))})
-    yield _sse("[DONE]")
-
-
-def _completion(rid: str, model: str, prompt: int, reply: _Reply) -> dict[str, Any]:
-    return {
-        "id": f"cmpl-sim{rid}",
-        "object": "text_completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [{"index": 0, "text": reply.text, "finish_reason": reply.finish_reason, "logprobs": None}],
-        "usage": {
-            "prompt_tokens": prompt,
-            "completion_tokens": len(reply.tokens),
-            "total_tokens": prompt + len(reply.tokens),
-        },
-    }
-
-
-def _completion_chunks(rid: str, model: str, prompt: int, reply: _Reply, include_usage: bool) -> Iterator[str]:
-    base = {"id": f"cmpl-sim{rid}", "object": "text_completion", "created": int(time.time()), "model": model}
-    for token in reply.tokens:
-        yield _sse({**base, "choices": [{"index": 0, "text": token, "finish_reason": None, "logprobs": None}]})
-    yield _sse({**base, "choices": [{"index": 0, "text": "", "finish_reason": reply.finish_reason, "logprobs": None}]})
-    if include_usage:
-        yield _sse(
-            {
-                **base,
-                "choices": [],
-                "usage": {
-                    "prompt_tokens": prompt,
-                    "completion_tokens": len(reply.tokens),
-                    "total_tokens": prompt + len(reply.tokens),
-                },
-            }
-        )
-    yield _sse("[DONE]")
-
-
-def _embeddings(model: str, body: dict[str, Any]) -> dict[str, Any]:
-    inputs = body.get("input")
-    items = [inputs] if isinstance(inputs, str) else list(inputs or [])
-    if items and all(isinstance(i, int) for i in items):
-        items = [items]  # one pre-tokenized input
-    requested = body.get("dimensions")
-    dimensions = requested if isinstance(requested, int) else DEFAULT_DIMENSIONS
-    as_base64 = body.get("encoding_format") == "base64"
-    data = []
-    tokens = 0
-    for index, item in enumerate(items):
-        text = item if isinstance(item, str) else " ".join(map(str, item))
-        tokens += count_tokens(item) if isinstance(item, str) else len(item)
-        vector = embedding(text, dimensions)
-        data.append(
-            {"object": "embedding", "index": index, "embedding": encode_base64(vector) if as_base64 else vector}
-        )
-    return {"object": "list", "model": model, "data": data, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
-
-
-def _response(rid: str, model: str, prompt: int, reply: _Reply, status: str) -> dict[str, Any]:
-    done = status == "completed"
-    return {
-        "id": f"resp_sim{rid}",
-        "object": "response",
-        "created_at": int(time.time()),
-        "status": status,
-        "model": model,
-        "error": None,
-        "incomplete_details": None,
-        "instructions": None,
-        "metadata": {},
-        "parallel_tool_calls": True,
-        "temperature": 1.0,
-        "top_p": 1.0,
-        "tool_choice": "auto",
-        "tools": [],
-        "text": {"format": {"type": "text"}},
-        "output": [
-            {
-                "type": "message",
-                "id": f"msg_sim{rid}",
-                "status": "completed",
-                "role": "assistant",
-                "content": [{"type": "output_text", "text": reply.text, "annotations": []}],
-            }
-        ]
-        if done
-        else [],
-        "usage": {
-            "input_tokens": prompt,
-            "input_tokens_details": {"cached_tokens": 0},
-            "output_tokens": len(reply.tokens),
-            "output_tokens_details": {"reasoning_tokens": 0},
-            "total_tokens": prompt + len(reply.tokens),
-        }
-        if done
-        else None,
-    }
-
-
-def _response_events(rid: str, model: str, prompt: int, reply: _Reply) -> Iterator[str]:
-    seq = itertools.count()
-    item_id = f"msg_sim{rid}"
-    in_progress = _response(rid, model, prompt, reply, "in_progress")
-    yield _sse({"type": "response.created", "sequence_number": next(seq), "response": in_progress}, "response.created")
-    yield _sse(
-        {"type": "response.in_progress", "sequence_number": next(seq), "response": in_progress}, "response.in_progress"
-    )
-    item = {"type": "message", "id": item_id, "status": "in_progress", "role": "assistant", "content": []}
-    yield _sse(
-        {"type": "response.output_item.added", "sequence_number": next(seq), "output_index": 0, "item": item},
-        "response.output_item.added",
-    )
-    part = {"type": "output_text", "text": "", "annotations": []}
-    yield _sse(
-        {
-            "type": "response.content_part.added",
-            "sequence_number": next(seq),
-            "item_id": item_id,
-            "output_index": 0,
-            "content_index": 0,
-            "part": part,
-        },
-        "response.content_part.added",
-    )
-    for token in reply.tokens:
-        yield _sse(
-            {
-                "type": "response.output_text.delta",
-                "sequence_number": next(seq),
-                "item_id": item_id,
-                "output_index": 0,
-                "content_index": 0,
-                "delta": token,
-                "logprobs": [],
-            },
-            "response.output_text.delta",
-        )
-    yield _sse(
-        {
-            "type": "response.output_text.done",
-            "sequence_number": next(seq),
-            "item_id": item_id,
-            "output_index": 0,
-            "content_index": 0,
-            "text": reply.text,
-            "logprobs": [],
-        },
-        "response.output_text.done",
-    )
-    done = _response(rid, model, prompt, reply, "completed")
-    yield _sse(
-        {
-            "type": "response.output_item.done",
-            "sequence_number": next(seq),
-            "output_index": 0,
-            "item": done["output"][0],
-        },
-        "response.output_item.done",
-    )
-    yield _sse({"type": "response.completed", "sequence_number": next(seq), "response": done}, "response.completed")

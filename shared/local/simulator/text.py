@@ -5,25 +5,29 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
-import re
 import struct
 from typing import Any
 
-_TOKEN = re.compile(r"\w+|[^\w\s]")
-_WORDS = (
-    "the gateway answered this request from the local simulator with a short deterministic reply "
-    "so that tests can count every token exactly and compare what callers see with what was recorded"
-).split()
+from shared.protocol.encodings import encoder
+from shared.protocol.operations import OperationKind
+from shared.protocol.tokens import DEFAULT_ENCODING, Encoding, count_prompt, count_text
+
+encoder(DEFAULT_ENCODING)  # loaded when the simulator starts, so no request waits for the vocabulary
 
 
-def count_tokens(text: str) -> int:
-    """The simulator's tokenizer: a word or a punctuation mark is one token."""
-    return len(_TOKEN.findall(text))
+def count_tokens(text: str, encoding: Encoding = DEFAULT_ENCODING) -> int:
+    """The gateway's exact tokenizer, so the simulator's usage looks like Azure's (o200k_base unless told)."""
+    return count_text(text, encoding)
 
 
 def count_value_tokens(value: Any) -> int:
+    """Text tokens of every string in a JSON value; an int (a pre-tokenized token) is one token."""
     if isinstance(value, str):
         return count_tokens(value)
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return 1
     if isinstance(value, list):
         return sum(count_value_tokens(v) for v in value)
     if isinstance(value, dict):
@@ -32,12 +36,8 @@ def count_value_tokens(value: Any) -> int:
 
 
 def chat_prompt_tokens(messages: list[Any]) -> int:
-    return sum(3 + count_value_tokens(m) for m in messages) + 3
-
-
-def reply_tokens(n: int) -> list[str]:
-    """``n`` tokens of reply text; each item is one token including its leading space."""
-    return [(" " if i else "") + _WORDS[i % len(_WORDS)] for i in range(n)]
+    """The chat prompt exactly as the gateway counts it before the call (and Azure after it)."""
+    return count_prompt(OperationKind.CHAT, {"messages": messages})
 
 
 def embedding(text: str, dimensions: int) -> list[float]:
