@@ -8,12 +8,30 @@ Messages are written for the caller: they say what is wrong and what to do, neve
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
+from contextvars import ContextVar
 from typing import Any
 
 from starlette.responses import JSONResponse
 
 REQUEST_ID_HEADER = "x-gateway-request-id"
+
+# The id of the request being handled: set once per invocation at the HTTP edge (shared/http/handling.py), so
+# the model-call path, management logs and every response name the same id.
+_request_id: ContextVar[str | None] = ContextVar("gateway_request_id", default=None)
+
+
+def new_request_id() -> str:
+    """Start a request: a fresh id that :func:`current_request_id` returns for the rest of this invocation."""
+    request_id = str(uuid.uuid4())
+    _request_id.set(request_id)
+    return request_id
+
+
+def current_request_id() -> str:
+    """The id of the request being handled (a fresh one outside the HTTP edge, e.g. in a unit test)."""
+    return _request_id.get() or new_request_id()
 
 
 class GatewayError(Exception):
@@ -82,17 +100,39 @@ def not_found(message: str, *, code: str = "not_found") -> GatewayError:
     return GatewayError(404, message, code=code)
 
 
+RETRY_AFTER_SECONDS = "5"
+
+
+def storage_unavailable() -> GatewayError:
+    """Table Storage failed in a way a retry can fix (unreachable, throttled, 5xx, refused our credentials)."""
+    return GatewayError(
+        503,
+        "The gateway cannot reach its storage right now; retry shortly.",
+        code="storage_unavailable",
+        headers={"Retry-After": RETRY_AFTER_SECONDS},
+    )
+
+
+def gateway_unavailable() -> GatewayError:
+    """The gateway's services could not be built (storage or upstream client set-up failed)."""
+    return GatewayError(
+        503,
+        "The gateway cannot reach its storage right now; retry shortly.",
+        code="gateway_unavailable",
+        headers={"Retry-After": RETRY_AFTER_SECONDS},
+    )
+
+
 # --- as HTTP responses -----------------------------------------------------------------------------------------
 
 
 def error_response(error: GatewayError, request_id: str | None = None) -> JSONResponse:
-    headers = dict(error.headers)
-    if request_id:
-        headers[REQUEST_ID_HEADER] = request_id
+    headers = {**error.headers, REQUEST_ID_HEADER: request_id or current_request_id()}
     return JSONResponse(error.body(), status_code=error.status, headers=headers)
 
 
-def internal_error_response(request_id: str) -> JSONResponse:
+def internal_error_response(request_id: str | None = None) -> JSONResponse:
+    request_id = request_id or current_request_id()
     body = error_body(
         f"The gateway failed to handle this request (request id {request_id}).",
         code="internal_error",

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
@@ -21,7 +20,13 @@ from starlette.responses import Response, StreamingResponse
 
 from shared.accounting.settlement import Accounting, Reservation
 from shared.auth.identity import Caller
-from shared.errors import REQUEST_ID_HEADER, GatewayError, error_response, internal_error_response
+from shared.errors import (
+    REQUEST_ID_HEADER,
+    GatewayError,
+    current_request_id,
+    error_response,
+    internal_error_response,
+)
 from shared.policy.guard import guard
 from shared.protocol.api_versions import version_date
 from shared.protocol.calls import ModelCall
@@ -71,7 +76,7 @@ class Gateway:
         self._pending: set[asyncio.Task[None]] = set()
 
     async def model_call(self, request: Request, operation: Operation, deployment: str | None = None) -> Response:
-        request_id = str(uuid.uuid4())
+        request_id = current_request_id()  # set at the HTTP edge, so every response and log names it
         observation = observe_request(operation, request_id)
         try:
             self.accounting.ledger.admit()  # fail-closed 503 while usage cannot be recorded (docs/durability.md)

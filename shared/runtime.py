@@ -29,7 +29,7 @@ from shared.accounting.settlement import Accounting
 from shared.auth.apikeys import ApiKeyStore
 from shared.auth.authenticator import Authenticator
 from shared.auth.entra import EntraTokenValidator
-from shared.errors import GatewayError, error_response
+from shared.errors import error_response, gateway_unavailable
 from shared.pipeline import Gateway
 from shared.policy.authorization import Authorizer
 from shared.policy.callers import CallerPolicyStore
@@ -107,14 +107,7 @@ class Runtime:
             services = await self.services()
         except Exception:
             log.exception("the gateway could not start (Table Storage or upstream client set-up failed)")
-            return error_response(
-                GatewayError(
-                    503,
-                    "The gateway cannot reach its storage right now; retry shortly.",
-                    code="gateway_unavailable",
-                    headers={"Retry-After": "5"},
-                )
-            )
+            return error_response(gateway_unavailable())
         return await services.gateway.model_call(request, operation, deployment)
 
     async def aclose(self) -> None:

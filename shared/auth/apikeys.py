@@ -38,7 +38,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
-from shared.auth.identity import ROLE_ADMIN, ROLE_USAGE_READ, ROLE_USE, Caller
+from shared.auth.identity import ROLE_ADMIN, ROLE_USAGE_READ, ROLE_USE, Caller, canonical_caller_id
 from shared.errors import GatewayError, bad_request, not_found, unauthorized
 
 KEY_PREFIX = "gwk_"
@@ -68,6 +68,7 @@ class ApiKeyInfo:
     expires_at: datetime | None
     revoked_at: datetime | None
     rotated_at: datetime | None
+    issued_by: str | None = None  # the admin who issued the key (None for keys issued before this was recorded)
 
     @property
     def status(self) -> str:
@@ -97,6 +98,7 @@ class ApiKeyInfo:
             "expires_at": iso(self.expires_at),
             "revoked_at": iso(self.revoked_at),
             "rotated_at": iso(self.rotated_at),
+            "issued_by": self.issued_by,
         }
 
 
@@ -128,7 +130,10 @@ class ApiKeyStore:
         self._cache_seconds = cache_seconds
         self._verified: dict[str, _Verified] = {}
 
-    async def issue(self, owner: Caller, name: str, expires_at: datetime | None) -> IssuedApiKey:
+    async def issue(
+        self, owner: Caller, name: str, expires_at: datetime | None, *, issued_by: str | None = None
+    ) -> IssuedApiKey:
+        """A new key acting as ``owner`` (whose id must be canonical); ``issued_by`` is kept for audit."""
         roles = sorted(owner.roles & GRANTABLE_ROLES)
         if not roles:
             raise bad_request(
@@ -154,6 +159,8 @@ class ApiKeyStore:
                 "Hint": secret[-4:],
                 "CreatedAt": now,
             }
+            if issued_by is not None:
+                entity["IssuedBy"] = issued_by
             if expires_at is not None:
                 entity["ExpiresAt"] = expires_at
             try:
@@ -294,9 +301,10 @@ def _info(entity: dict[str, Any]) -> ApiKeyInfo:
     return ApiKeyInfo(
         key_id=entity["PartitionKey"],
         name=entity["Name"],
-        owner_id=entity["OwnerId"],
+        # Canonical on read too: a row written before ids were canonical still acts as the principal it names.
+        owner_id=canonical_caller_id(entity["OwnerId"]) or entity["OwnerId"],
         owner_name=entity["OwnerName"],
-        owner_tenant=entity.get("OwnerTenant") or None,
+        owner_tenant=(entity.get("OwnerTenant") or "").lower() or None,
         owner_kind=entity["OwnerKind"],
         roles=tuple(_roles(entity["Roles"])),
         hint=entity["Hint"],
@@ -304,6 +312,7 @@ def _info(entity: dict[str, Any]) -> ApiKeyInfo:
         expires_at=entity.get("ExpiresAt"),
         revoked_at=entity.get("RevokedAt"),
         rotated_at=entity.get("RotatedAt"),
+        issued_by=entity.get("IssuedBy"),
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from shared.auth.identity import AuthMethod, Caller, CallerKind
+from shared.auth.identity import AuthMethod, Caller, CallerKind, canonical_caller_id
 from shared.errors import unauthorized
 
 OID = ("oid", "http://schemas.microsoft.com/identity/claims/objectidentifier")
@@ -79,11 +79,14 @@ def entra_caller(
         raise unauthorized(f"The {source} has no object id ('oid') claim, so the caller cannot be identified.")
     if not tid:
         raise unauthorized(f"The {source} has no tenant id ('tid') claim, so the caller cannot be identified.")
+    caller_id = canonical_caller_id(f"{tid}/{oid}")
+    if caller_id is None:
+        raise unauthorized(f"The {source} has a tenant id or object id that is not an identifier.")
     name = claims.first(*name_types, *NAME) or oid
     return Caller(
-        id=f"{tid}/{oid}",
+        id=caller_id,
         name=name,
-        tenant=tid,
+        tenant=caller_id.split("/")[0],
         kind=caller_kind(claims),
         roles=frozenset(roles),
         auth_method=auth_method,

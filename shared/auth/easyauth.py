@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from typing import Any
 
 from shared.auth.claims import ROLE, Claims, entra_caller
 from shared.auth.identity import Caller
 from shared.errors import unauthorized
+from shared.json_body import loads_strict
 
 PRINCIPAL_HEADER = "x-ms-client-principal"
 # A principal is a few KB; anything far larger is not from the platform and is refused before decoding.
@@ -48,8 +48,8 @@ def _decode(header_value: str) -> dict[str, Any]:
         raise unauthorized(_MALFORMED)
     try:
         raw = base64.b64decode(header_value.strip() + "=" * (-len(header_value.strip()) % 4), validate=True)
-        principal = json.loads(raw)
-    except (binascii.Error, ValueError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        principal = loads_strict(raw)  # no NaN, no lone surrogates: a name must be writable back as JSON
+    except (binascii.Error, ValueError):  # InvalidJson is a ValueError
         raise unauthorized(_MALFORMED) from None
     if not isinstance(principal, dict) or not isinstance(principal.get("claims"), list):
         raise unauthorized(_MALFORMED)

@@ -7,7 +7,12 @@ Rules (each failure is a 401 whose message says which rule failed, never echoing
 * The token's ``tid`` must be a configured tenant. Its issuers and key URLs come from that tenant's v2 and v1
   OpenID discovery documents, so a v2 token must say ``https://login.microsoftonline.com/{tid}/v2.0`` and a v1
   token ``https://sts.windows.net/{tid}/`` (whatever the documents publish, for sovereign clouds and tests).
-* Audience: ``api://{client id}`` or the bare client id (v1 tokens may carry either; v2 always the id).
+* Audience: ``api://{client id}`` or the bare client id (v1 tokens may carry either; v2 always the id). A token
+  for another resource (Microsoft Graph, Azure Resource Manager, ...) is refused with a message naming the scope
+  to request instead.
+* Token type: access tokens only. Entra access tokens always name the calling application (``appid`` in v1,
+  ``azp`` in v2); ID tokens never do, so a token without either is an ID token (or not Entra's) and refused:
+  an ID token proves a sign-in to the app that requested it, not permission to call the gateway.
 * ``exp``, ``iat``, ``aud`` and ``iss`` are required; ``exp``/``nbf``/``iat`` get a small clock-skew leeway.
 
 Signing keys are cached per tenant and replaced wholesale on refresh (a key Entra stops publishing stops
@@ -37,7 +42,7 @@ from urllib.parse import urlparse
 
 import jwt
 
-from shared.auth.claims import ROLE, Claims, entra_caller
+from shared.auth.claims import CLIENT_APP, ROLE, Claims, entra_caller
 from shared.auth.identity import Caller
 from shared.errors import GatewayError, unauthorized
 from shared.hosting import https_or_loopback
@@ -55,7 +60,6 @@ _MALFORMED = "The bearer token is malformed: expected a JSON Web Token (three ba
 _DECODE_ERRORS: tuple[tuple[type[Exception], str], ...] = (
     (jwt.ExpiredSignatureError, "The bearer token has expired."),
     (jwt.ImmatureSignatureError, "The bearer token is not valid yet (its 'nbf' or 'iat' is in the future)."),
-    (jwt.InvalidAudienceError, "The token's audience is not accepted by this gateway."),
     (jwt.InvalidIssuerError, "The token's issuer is not accepted by this gateway."),
     (jwt.InvalidSignatureError, "The bearer token's signature is invalid."),
     (jwt.DecodeError, _MALFORMED),
@@ -95,6 +99,7 @@ class EntraTokenValidator:
             raise ValueError("EntraTokenValidator needs the gateway's client id.")
         self._authority = _checked_authority(authority)
         self._audiences = [client_id, f"api://{client_id}"]
+        self._ask_for = f"Request an access token for the scope 'api://{client_id}/.default'."
         self._leeway = leeway_seconds
         self._key_ttl = key_ttl_seconds
         self._cooldown = refresh_cooldown_seconds
@@ -110,7 +115,7 @@ class EntraTokenValidator:
         try:
             header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
-        except jwt.DecodeError:
+        except jwt.InvalidTokenError:  # not only DecodeError: e.g. a non-string 'kid' raises the base class
             raise unauthorized(_MALFORMED) from None
         if header.get("alg") not in ALGORITHMS:
             raise unauthorized(
@@ -139,8 +144,17 @@ class EntraTokenValidator:
             )
         except jwt.MissingRequiredClaimError as error:
             raise unauthorized(f"The bearer token lacks the required '{error.claim}' claim.") from None
+        except jwt.InvalidAudienceError:
+            raise unauthorized(
+                f"The bearer token was issued for another resource, not this gateway. {self._ask_for}"
+            ) from None
         except jwt.InvalidTokenError as error:
             raise unauthorized(_message_for(error)) from None
+        if not any(isinstance(payload.get(claim), str) and payload[claim] for claim in CLIENT_APP):
+            raise unauthorized(
+                "The bearer token is not an access token (it names no calling application: no 'azp' or 'appid' "
+                f"claim, as in an ID token). {self._ask_for}"
+            )
         claims = Claims.from_jwt(payload)
         return entra_caller(claims, roles=claims.all(ROLE[0]), auth_method="entra-token", source="bearer token")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import unicodedata
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -97,17 +98,35 @@ def summarize(rows: list[dict[str, Any]], groups: tuple[str, ...]) -> list[dict[
 
 
 def to_csv(summary: list[dict[str, Any]]) -> str:
+    """The summary as CSV that a spreadsheet opens as data, never as formulas.
+
+    Every field is quoted; control characters (``\\r``, ``\\n``, tabs, NUL, DEL, C1, Unicode line separators)
+    become spaces, so a field is one line; and a text field that a spreadsheet would read as a formula (starting
+    with ``= + - @``, after any leading spaces) is prefixed with ``'`` (OWASP's CSV injection advice).
+    """
     if not summary:
         return ""
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(summary[0].keys()), lineterminator="\n")
+    writer = csv.DictWriter(
+        out, fieldnames=[csv_cell(k) for k in summary[0]], lineterminator="\r\n", quoting=csv.QUOTE_ALL
+    )
     writer.writeheader()
-    writer.writerows({k: _cell(v) for k, v in row.items()} for row in summary)
+    writer.writerows({csv_cell(k): csv_cell(v) for k, v in row.items()} for row in summary)
     return out.getvalue()
 
 
-def _cell(value: Any) -> Any:
-    # Names come from identity providers; a leading = + - @ would be a formula in a spreadsheet.
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
+_FORMULA_STARTS = ("=", "+", "-", "@")
+
+
+def csv_cell(value: Any) -> Any:
+    """One CSV field: numbers as they are, text on one line and inert (see :func:`to_csv`)."""
+    if not isinstance(value, str):
+        return value
+    text = "".join(" " if _is_line_breaking_or_control(ch) else ch for ch in value)
+    if text.lstrip().startswith(_FORMULA_STARTS):
+        return "'" + text
+    return text
+
+
+def _is_line_breaking_or_control(ch: str) -> bool:
+    return unicodedata.category(ch) in ("Cc", "Zl", "Zp")

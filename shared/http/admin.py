@@ -1,13 +1,15 @@
 """Administration: gateway API keys and per-caller policies (``Gateway.Admin``).
 
 Keys can never carry ``Gateway.Admin`` (an API key that could mint more keys would outlive any review of who
-holds it).
+holds it). A key for the admin themself, however the owner is spelled, carries only roles the admin holds.
+Ids in paths, queries and bodies are validated and made canonical here, before they reach Table Storage.
 
 No ``from __future__ import annotations`` here: the Functions worker reads the handlers' ``Request`` annotation.
 """
 
 import json
 import logging
+import unicodedata
 from dataclasses import asdict, is_dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,7 +18,7 @@ import azure.functions as func
 from azurefunctions.extensions.http.fastapi import JSONResponse, Request, Response
 
 from shared.auth.apikeys import ApiKeyStore
-from shared.auth.identity import ROLE_ADMIN, ROLE_USAGE_READ, ROLE_USE, Caller
+from shared.auth.identity import ROLE_ADMIN, ROLE_USAGE_READ, ROLE_USE, Caller, canonical_caller_id
 from shared.errors import bad_request, not_found
 from shared.http.handling import authenticated, json_body, new_blueprint
 from shared.policy.authorization import require_role
@@ -40,11 +42,18 @@ def blueprint(runtime: Runtime) -> func.Blueprint:
             require_role(caller, ROLE_ADMIN)
             body = await json_body(req)
             name = body.get("name")
-            if not isinstance(name, str) or not 1 <= len(name.strip()) <= 100:
+            if not isinstance(name, str) or not 1 <= len(name.strip()) <= 100 or _has_control_chars(name):
                 raise bad_request(
-                    "'name' is required (1 to 100 characters), e.g. the tool that will use the key.", param="name"
+                    "'name' is required (1 to 100 characters, no control characters), e.g. the tool that will use "
+                    "the key.",
+                    param="name",
                 )
-            issued = await _key_store(services).issue(_key_owner(caller, body), name.strip(), _expiry(body))
+            owner = _key_owner(caller, body)
+            issued = await _key_store(services).issue(owner, name.strip(), _expiry(body), issued_by=caller.id)
+            log.info(
+                "API key issued",
+                extra={"gateway_key_id": issued.info.key_id, "gateway_key_owner": owner.id, "gateway_admin": caller.id},
+            )
             return JSONResponse(_jsonable(issued), status_code=201)
 
         return await authenticated(runtime, req, action)
@@ -53,7 +62,10 @@ def blueprint(runtime: Runtime) -> func.Blueprint:
     async def manage_list_keys(req: Request) -> Response:
         async def action(services: Services, caller: Caller) -> Response:
             require_role(caller, ROLE_ADMIN)
-            keys = await _key_store(services).list_keys(owner_id=req.query_params.get("owner_id"))
+            owner_id = req.query_params.get("owner_id")
+            if owner_id is not None:
+                owner_id = _caller_id(owner_id, param="owner_id")
+            keys = await _key_store(services).list_keys(owner_id=owner_id)
             return JSONResponse({"data": [_jsonable(k) for k in keys]})
 
         return await authenticated(runtime, req, action)
@@ -62,7 +74,7 @@ def blueprint(runtime: Runtime) -> func.Blueprint:
     async def manage_rotate_key(req: Request) -> Response:
         async def action(services: Services, caller: Caller) -> Response:
             require_role(caller, ROLE_ADMIN)
-            rotated = await _key_store(services).rotate(req.path_params["key_id"])
+            rotated = await _key_store(services).rotate(_key_id(req))
             return JSONResponse(_jsonable(rotated))
 
         return await authenticated(runtime, req, action)
@@ -71,7 +83,7 @@ def blueprint(runtime: Runtime) -> func.Blueprint:
     async def manage_revoke_key(req: Request) -> Response:
         async def action(services: Services, caller: Caller) -> Response:
             require_role(caller, ROLE_ADMIN)
-            await _key_store(services).revoke(req.path_params["key_id"])
+            await _key_store(services).revoke(_key_id(req))
             return Response(status_code=204)
 
         return await authenticated(runtime, req, action)
@@ -109,33 +121,68 @@ def _key_store(services: Services) -> ApiKeyStore:
 
 
 def _key_owner(admin: Caller, body: dict[str, Any]) -> Caller:
-    """The principal a new key acts as: the admin by default, or the named owner (an app or a user)."""
+    """The principal a new key acts as: the admin by default, or the named owner (an app or a user).
+
+    A key for the admin themself carries only roles the admin holds, whether the owner is left out or named (in
+    any spelling: the id is compared canonical). For another principal the admin decides the roles (D9).
+    """
     roles = body.get("roles", [ROLE_USE])
-    if not isinstance(roles, list) or not roles or not set(roles) <= KEY_ROLES:
+    if (
+        not isinstance(roles, list)
+        or not roles
+        or not all(isinstance(r, str) for r in roles)
+        or not set(roles) <= KEY_ROLES
+    ):
         raise bad_request(
             f"'roles' must be a non-empty subset of {sorted(KEY_ROLES)}; keys never carry {ROLE_ADMIN}.", param="roles"
         )
     owner = body.get("owner")
-    if owner is None:
+    if owner is None or (isinstance(owner, dict) and _caller_id(owner.get("id"), param="owner.id") == admin.id):
         granted = frozenset(roles) & admin.roles  # a key never grants more than its owner has
         if not granted:
             raise bad_request(
                 "You hold none of the requested roles, so a key for yourself could do nothing.", param="roles"
             )
         return Caller(admin.id, admin.name, admin.tenant, admin.kind, granted, "api-key")
-    if not isinstance(owner, dict) or not isinstance(owner.get("id"), str) or not owner["id"].strip():
+    if not isinstance(owner, dict):
         raise bad_request("'owner' must be an object with an 'id' (e.g. '<tenant id>/<object id>').", param="owner")
+    owner_id = _caller_id(owner.get("id"), param="owner.id")
+    tenant = owner_id.split("/")[0]
+    if owner.get("tenant") is not None and str(owner["tenant"]).lower() != tenant:
+        raise bad_request(
+            "'owner.tenant' must be the tenant part of 'owner.id' (or be left out).", param="owner.tenant"
+        )
     kind = owner.get("kind", "app")
     if kind not in ("user", "app"):
         raise bad_request("'owner.kind' must be 'user' or 'app'.", param="owner.kind")
-    return Caller(
-        owner["id"].strip(),
-        str(owner.get("name") or owner["id"]),
-        owner.get("tenant"),
-        kind,
-        frozenset(roles),
-        "api-key",
-    )
+    name = owner.get("name") or owner_id
+    if not isinstance(name, str) or len(name) > 200 or _has_control_chars(name):
+        raise bad_request(
+            "'owner.name' must be a string of at most 200 characters without control characters.", param="owner.name"
+        )
+    return Caller(owner_id, name, tenant, kind, frozenset(roles), "api-key")
+
+
+def _caller_id(value: object, *, param: str) -> str:
+    """A canonical caller id (lower case ``{tenant}/{object id}``), or 400 naming ``param``."""
+    caller_id = canonical_caller_id(value.strip() if isinstance(value, str) else value)
+    if caller_id is None:
+        raise bad_request(
+            f"'{param}' must be a caller id '<tenant id>/<object id>': two parts of 1 to 64 letters, digits, "
+            "'.', '_' or '-', e.g. GUIDs.",
+            code="invalid_caller_id",
+            param=param,
+        )
+    return caller_id
+
+
+def _key_id(request: Request) -> str:
+    """Key ids are lower-case hex; the store answers 404 for anything that is not one."""
+    return str(request.path_params["key_id"]).lower()
+
+
+def _has_control_chars(text: str) -> bool:
+    return any(unicodedata.category(ch) == "Cc" for ch in text)
 
 
 def _expiry(body: dict[str, Any]) -> datetime | None:
@@ -150,7 +197,7 @@ def _expiry(body: dict[str, Any]) -> datetime | None:
 
 
 def _policy_caller_id(request: Request) -> str:
-    return f"{request.path_params['tenant']}/{request.path_params['principal']}"
+    return _caller_id(f"{request.path_params['tenant']}/{request.path_params['principal']}", param="caller_id")
 
 
 def _jsonable(value: Any) -> Any:

@@ -6,7 +6,8 @@ No ``from __future__ import annotations`` here: the Functions worker reads the h
 import azure.functions as func
 from azurefunctions.extensions.http.fastapi import JSONResponse, Request, Response
 
-from shared.auth.identity import ROLE_USAGE_READ, Caller
+from shared.auth.identity import ROLE_USAGE_READ, Caller, canonical_caller_id
+from shared.errors import bad_request
 from shared.finance.usage_report import ledger_rows, parse_grouping, parse_range, summarize, to_csv
 from shared.http.handling import authenticated, new_blueprint
 from shared.policy.authorization import require_role
@@ -25,7 +26,16 @@ def blueprint(runtime: Runtime) -> func.Blueprint:
             params = req.query_params
             first, last = parse_range(params.get("from"), params.get("to"))
             groups = parse_grouping(params.get("group_by"))
-            rows = await ledger_rows(services.usage_table, first, last, caller_id=params.get("caller_id"))
+            caller_id = params.get("caller_id")
+            if caller_id:
+                caller_id = canonical_caller_id(caller_id)
+                if caller_id is None:
+                    raise bad_request(
+                        "'caller_id' must be a caller id '<tenant id>/<object id>'.",
+                        code="invalid_caller_id",
+                        param="caller_id",
+                    )
+            rows = await ledger_rows(services.usage_table, first, last, caller_id=caller_id)
             summary = summarize(rows, groups)
             if params.get("format") == "csv":
                 return Response(

@@ -34,6 +34,7 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from shared.local.schedule import Schedule, parse_schedule
+from shared.telemetry.logs import cap_library_loggers
 
 ROOT = Path(__file__).resolve().parents[2]
 ALL_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
@@ -174,13 +175,18 @@ def main(argv: list[str] | None = None) -> None:
     app = build_app()
     base = f"http://{args.host}:{args.port}"
     print(f"AI gateway listening on {base}/api  (health: {base}/api/health)", flush=True)
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level=os.environ.get("GATEWAY_DEVHOST_LOG_LEVEL", "info"),
-        timeout_graceful_shutdown=5,
-    )
+    serve(app, args.host, args.port, os.environ.get("GATEWAY_DEVHOST_LOG_LEVEL", "info"))
+
+
+def serve(app: Starlette, host: str, port: int, log_level: str) -> None:
+    """uvicorn with the library loggers capped again *after* uvicorn configured logging.
+
+    ``uvicorn.Config`` sets ``uvicorn.access`` to ``log_level`` (``uvicorn.run`` does the same), which would undo
+    :func:`cap_library_loggers` and print every request line, query string included.
+    """
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+    cap_library_loggers()
+    uvicorn.Server(config).run()
 
 
 if __name__ == "__main__":

@@ -23,6 +23,12 @@ from shared.settings import GuardrailSettings
 INLINE_COUNT_BYTES = 64 * 1024
 
 
+def _excerpt(value: object, limit: int = 40) -> str:
+    """A caller's value as echoed in a message: quoted, and short whatever the caller sent."""
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def check_deployment(name: Any, settings: GuardrailSettings, *, param: str | None = None) -> str:
     if not isinstance(name, str) or not name:
         raise bad_request(
@@ -51,7 +57,7 @@ def check_api_version(request: Request, operation: Operation) -> str | None:
         )
     if not is_api_version(version):
         raise bad_request(
-            f"The api-version {version!r} is not a valid Azure OpenAI API version.",
+            f"The api-version {_excerpt(version)} is not a valid Azure OpenAI API version (e.g. 2024-10-21).",
             code="invalid_api_version",
             param="api-version",
         )
@@ -103,7 +109,7 @@ def _check_output_limit(body: dict[str, Any], operation: Operation, settings: Gu
             raise bad_request(f"'{field}' must be a positive integer.", code="invalid_type", param=field)
         if value > settings.max_output_tokens:
             raise bad_request(
-                f"'{field}' is {value}, above this gateway's ceiling of {settings.max_output_tokens} tokens.",
+                f"'{field}' is {_excerpt(value)}, above this gateway's ceiling of {settings.max_output_tokens} tokens.",
                 code="max_tokens_too_large",
                 param=field,
             )

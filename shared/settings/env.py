@@ -74,6 +74,15 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
             "GATEWAY_LOCAL_DEV_AUTH=true is refused: this process runs in Azure App Service/Functions, "
             "where every caller must be authenticated."
         )
+    if settings.auth.easy_auth and not in_azure and not settings.auth.local_dev:
+        # Outside App Service nothing strips a client's X-MS-CLIENT-PRINCIPAL: trusting it would let anyone claim
+        # to be an admin. Local dev mode trusts every caller anyway, so there it may emulate Easy Auth.
+        raise SettingsError(
+            "WEBSITE_AUTH_ENABLED=true is refused: this process does not run in Azure App Service/Functions (none "
+            "of its platform variables is set), so X-MS-CLIENT-PRINCIPAL headers would come from callers, not from "
+            "App Service Authentication. Unset WEBSITE_AUTH_ENABLED, or set GATEWAY_LOCAL_DEV_AUTH=true to "
+            "emulate Easy Auth on a developer machine."
+        )
     if bool(settings.auth.tenant_ids) != bool(settings.auth.client_id):
         raise SettingsError(
             "GATEWAY_AUTH_TENANT_IDS and GATEWAY_AUTH_CLIENT_ID go together: set both to validate Entra tokens "

@@ -6,6 +6,12 @@ from collections.abc import Callable
 from typing import Any
 
 from azure.core.credentials_async import AsyncTokenCredential
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
 from azure.data.tables.aio import TableServiceClient
 
 from shared.settings import StorageSettings
@@ -52,15 +58,41 @@ async def check_storage(service: TableServiceClient) -> None:
         break
 
 
+# Status codes from Table Storage that a retry can fix: throttling, timeouts, server errors, and credentials the
+# service refused (a managed identity whose role assignment has not propagated yet, or was removed).
+_OUTAGE_STATUSES = frozenset({401, 403, 408, 429})
+
+
+def is_storage_outage(error: BaseException) -> bool:
+    """Did Table Storage fail in a way that is not the request's fault and may pass on retry (answer 503)?
+
+    Yes: the service cannot be reached or the connection broke (``ServiceRequestError``/``ServiceResponseError``),
+    no token could be obtained (``ClientAuthenticationError``), or it answered 401/403/408/429/5xx. No: any other
+    answer (400 bad key, 404, 409, 412), which the calling code either handles or which is a gateway bug (500).
+    """
+    if isinstance(error, (ServiceRequestError, ServiceResponseError, ClientAuthenticationError)):
+        return True
+    if isinstance(error, HttpResponseError):
+        status = error.status_code or 0
+        return status in _OUTAGE_STATUSES or status >= 500
+    return False
+
+
 _FORBIDDEN_KEY_CHARS = set("/\\#?%")
+MAX_KEY_CHARS = 1024  # a PartitionKey or RowKey holds at most 1 KiB
 
 
 def table_key(value: str) -> str:
-    """Make any identifier (e.g. ``{tenant}/{object id}``) a valid PartitionKey/RowKey, reversibly.
+    """Make an identifier (e.g. ``{tenant}/{object id}``) a valid PartitionKey/RowKey, reversibly.
 
     Table keys may not contain ``/ \\ # ?`` or control characters; those (and ``%`` itself) are percent-encoded.
+    Identifiers are validated where they enter the gateway (e.g. :func:`shared.auth.identity.canonical_caller_id`);
+    one that is still too long here is a programming error, raised before it reaches storage.
     """
-    return "".join(
+    key = "".join(
         f"%{ord(ch):02X}" if ch in _FORBIDDEN_KEY_CHARS or ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F else ch
         for ch in value
     )
+    if not key or len(key) > MAX_KEY_CHARS:
+        raise ValueError(f"a table key must be 1 to {MAX_KEY_CHARS} characters (got {len(key)})")
+    return key

@@ -126,9 +126,26 @@ async def test_hs256_signed_with_the_public_key_is_rejected(validator, idp, sign
     assert "only RS256" in await rejection(validator, f"{signing_input}.{b64url(signature)}")
 
 
-async def test_a_token_for_another_audience_is_rejected(validator, idp):
-    message = await rejection(validator, idp.token(aud="api://some-other-api"))
-    assert message == "The token's audience is not accepted by this gateway."
+@pytest.mark.parametrize(
+    "audience", ["api://some-other-api", "https://graph.microsoft.com", "00000003-0000-0000-c000-000000000000"]
+)
+async def test_a_token_for_another_resource_is_rejected_naming_the_scope_to_ask_for(validator, idp, audience):
+    message = await rejection(validator, idp.token(aud=audience))
+    assert "issued for another resource" in message and f"api://{CLIENT_ID}/.default" in message
+
+
+@pytest.mark.parametrize("version", [1, 2])
+async def test_an_id_token_is_not_an_access_token(validator, idp, version):
+    # An ID token for the gateway's own app registration: right audience, issuer and signature, but it names no
+    # calling application (no azp/appid) and carries the sign-in's nonce.
+    id_token = idp.token(version=version, drop=("azp", "appid", "scp"), aud=CLIENT_ID, nonce="n-0S6_WzA2Mj")
+    message = await rejection(validator, id_token)
+    assert "not an access token" in message and f"api://{CLIENT_ID}/.default" in message
+
+
+async def test_an_app_only_access_token_is_still_accepted(validator, idp):
+    caller = await validator.validate(idp.token(drop=("scp",), roles=["Gateway.Use"], idtyp="app"))
+    assert caller.kind == "app"
 
 
 async def test_a_token_from_another_issuer_is_rejected(validator, idp):
@@ -270,3 +287,11 @@ async def test_without_any_keys_an_unreachable_entra_is_a_503():
 def test_the_authority_must_be_https_except_on_loopback(authority):
     with pytest.raises(ValueError, match="https"):
         EntraTokenValidator([TENANT], CLIENT_ID, authority=authority)
+
+
+@pytest.mark.parametrize("header", [{"kid": 123, "alg": "RS256"}, {"kid": ["k1"], "alg": "RS256"}, {"kid": None}])
+async def test_a_token_header_of_the_wrong_shape_is_malformed_not_a_crash(validator, idp, header):
+    claims = b64url(json.dumps(claims_of(idp.token())).encode())
+    token = f"{b64url(json.dumps(header).encode())}.{claims}.{b64url(b'sig')}"
+    message = await rejection(validator, token)
+    assert "malformed" in message or "does not name its signing key" in message

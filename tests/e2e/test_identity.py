@@ -241,6 +241,8 @@ def test_easy_auth_principal_is_trusted_when_easy_auth_is_on(start_gateway, simu
             "AZURE_OPENAI_ENDPOINT": simulator.url,
             "GATEWAY_STORAGE_CONNECTION_STRING": storage_connection_string,
             "WEBSITE_AUTH_ENABLED": flag,
+            # Outside Azure, Easy Auth is only accepted as an emulation in local dev mode (D31).
+            "GATEWAY_LOCAL_DEV_AUTH": "true",
         }
     )
     principal = {
@@ -259,8 +261,8 @@ def test_easy_auth_principal_is_trusted_when_easy_auth_is_on(start_gateway, simu
 
     me = httpx.get(f"{gateway.api}/me", headers=header).json()
     assert me["id"] == f"{TENANT}/{USER_OID}" and me["auth_method"] == "easy-auth" and me["name"] == "Ada Lovelace"
-    # Easy Auth on but no principal (anonymous allowed by the platform): the gateway still refuses.
-    assert httpx.get(f"{gateway.api}/me").status_code == 401
+    # Easy Auth on but no principal (anonymous allowed by the platform): the next method decides, here local dev.
+    assert httpx.get(f"{gateway.api}/me").json()["auth_method"] == "local-dev"
 
 
 def test_no_token_key_principal_or_prompt_reaches_the_logs(secured, issuer):

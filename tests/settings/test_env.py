@@ -124,3 +124,25 @@ def test_deployment_models_name_the_tokenizer_of_each_deployment():
     for bad in ('{"prod-chat": "gpt-4.1", "prod-chat": "gpt-4o"}', '["gpt-4.1"]', '{"../x": "gpt-4.1"}', '{"a": ""}'):
         with pytest.raises(SettingsError, match="GATEWAY_DEPLOYMENT_MODELS"):
             settings_from_env({**LOCAL, "GATEWAY_DEPLOYMENT_MODELS": bad})
+
+
+@pytest.mark.parametrize("flag", ["true", "True"])
+def test_easy_auth_outside_azure_is_refused_at_start(flag):
+    # Nothing outside App Service strips a caller's X-MS-CLIENT-PRINCIPAL: a spoofed admin could issue keys.
+    with pytest.raises(SettingsError, match="WEBSITE_AUTH_ENABLED=true is refused"):
+        settings_from_env({**LOCAL, "WEBSITE_AUTH_ENABLED": flag})
+
+
+def test_easy_auth_in_azure_is_trusted():
+    env = {
+        **AZURE,
+        "AZURE_OPENAI_ENDPOINT": "https://x.openai.azure.com",
+        "GATEWAY_STORAGE_TABLE_ENDPOINT": "https://st.table.core.windows.net",
+        "WEBSITE_AUTH_ENABLED": "True",
+    }
+    assert settings_from_env(env).auth.easy_auth
+
+
+def test_easy_auth_may_be_emulated_in_local_dev_mode_which_trusts_every_caller_anyway():
+    settings = settings_from_env({**LOCAL, "WEBSITE_AUTH_ENABLED": "true", "GATEWAY_LOCAL_DEV_AUTH": "true"})
+    assert settings.auth.easy_auth and settings.auth.local_dev
