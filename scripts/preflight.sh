@@ -10,7 +10,8 @@
 #
 # Checks: the gateway app registration id; switches and their required values (jumpbox SSH key, APIM publisher
 # e-mail, encryption at host registered); zone redundancy vs. storage SKU; every model deployment (name, version,
-# SKU) offered in the Azure OpenAI region by `az cognitiveservices model list`, not deprecated, with the SKU.
+# SKU) offered in the Azure OpenAI region by `az cognitiveservices model list`, not deprecated, with the SKU;
+# the backend pool (AZURE_OPENAI_ACCOUNTS): labels, priorities, weights, every account serving every deployment.
 set -uo pipefail
 
 LOCATION="${AZURE_LOCATION:-}"
@@ -77,6 +78,58 @@ esac
 for capacity in "$CHAT_CAPACITY" "$EMBEDDING_CAPACITY"; do
   [[ "$capacity" =~ ^[1-9][0-9]*$ ]] || fail "model capacity '$capacity' is not a positive whole number"
 done
+
+# Backend pool: AZURE_OPENAI_ACCOUNTS is main.bicep's openAiAccounts as JSON (docs/backend-pools.md). The gateway
+# refuses a malformed GATEWAY_BACKENDS at start-up; this catches it before anything is deployed.
+if [ -n "${AZURE_OPENAI_ACCOUNTS:-}" ]; then
+  if ! out="$(python3 - "$AZURE_OPENAI_ACCOUNTS" "$CHAT_DEPLOYMENT" "$EMBEDDING_DEPLOYMENT" <<'PY'
+import json, re, sys
+text, *required = sys.argv[1:]
+label_re = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
+fields = {"label", "location", "priority", "weight", "deployments"}
+try:
+    accounts = json.loads(text)
+except ValueError as exc:
+    print(f"is not valid JSON ({exc})"); sys.exit(1)
+if not isinstance(accounts, list) or len(accounts) > 16:
+    print("must be a JSON array of at most 16 accounts"); sys.exit(1)
+problems, seen = [], set()
+for i, account in enumerate(accounts):
+    where = f"[{i}]"
+    if not isinstance(account, dict):
+        problems.append(f"{where} is not an object"); continue
+    unknown = sorted(set(account) - fields)
+    if unknown:
+        problems.append(f"{where} has an unknown field {unknown[0]!r} (allowed: {', '.join(sorted(fields))})")
+    label = account.get("label")
+    if not isinstance(label, str) or not label_re.fullmatch(label):
+        problems.append(f"{where}.label must be 1-32 letters, digits, '.', '_' or '-', starting with a letter or digit")
+    elif label.lower() in seen:
+        problems.append(f"{where}.label {label!r} is used twice (labels are unique, compared without case)")
+    else:
+        seen.add(label.lower())
+    for name, top in (("priority", 100), ("weight", 1000)):
+        value = account.get(name, 1)
+        if type(value) is not int or not 1 <= value <= top:
+            problems.append(f"{where}.{name} must be a whole number from 1 to {top}")
+    if "location" in account and not (isinstance(account["location"], str) and account["location"]):
+        problems.append(f"{where}.location must be a region name")
+    if "deployments" in account:
+        deployments = account["deployments"]
+        names = {d.get("name") for d in deployments if isinstance(d, dict)} if isinstance(deployments, list) else set()
+        missing = [name for name in required if name not in names]
+        if missing:
+            problems.append(f"{where}.deployments lacks {', '.join(missing)} (every account serves every deployment)")
+if problems:
+    print("; ".join(problems)); sys.exit(1)
+print(f"backend pool of {len(accounts)} account(s): {', '.join(a['label'] for a in accounts)}")
+PY
+  )"; then
+    fail "AZURE_OPENAI_ACCOUNTS $out"
+  else
+    note "$out"
+  fi
+fi
 
 if [ "$SKIP_AZURE" -eq 1 ]; then
   if [ "$errors" -ne 0 ]; then echo "preflight: $errors problem(s); nothing was deployed" >&2; exit 1; fi
