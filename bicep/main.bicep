@@ -214,12 +214,14 @@ var contentStorageAccountName = 'stc${resourceToken}'
 var keyVaultName = 'kv-${resourceToken}'
 var openAiName = 'oai-${resourceToken}'
 // Pool accounts: named from the label (not the position), so reordering or appending entries renames nothing.
-// Each entry over its defaults (union: the entry's own fields win).
+// Each entry over its defaults (union: the entry's own fields win). deployments defaults to [] here and to
+// openAiDeployments at the module: [] merged with the entry's list is that list whether union replaces or merges
+// nested arrays.
 var poolAccountDefaults = {
   location: openAiRegion
   priority: 1
   weight: 1
-  deployments: openAiDeployments
+  deployments: []
 }
 var poolAccounts = [for account in openAiAccounts: union(poolAccountDefaults, account)]
 var poolAccountNames = [for account in openAiAccounts: 'oai-${resourceToken}-${uniqueString(resourceToken, account.label)}']
@@ -441,7 +443,7 @@ module openAiPool 'modules/openai.bicep' = [for (account, i) in poolAccounts: {
     location: account.location
     privateEndpointLocation: location
     tags: allTags
-    deployments: account.deployments
+    deployments: empty(account.deployments) ? openAiDeployments : account.deployments
     restore: openAiRestore
     principalId: identity.properties.principalId
     principalResourceId: identity.id

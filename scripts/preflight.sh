@@ -114,7 +114,7 @@ for i, account in enumerate(accounts):
             problems.append(f"{where}.{name} must be a whole number from 1 to {top}")
     if "location" in account and not (isinstance(account["location"], str) and account["location"]):
         problems.append(f"{where}.location must be a region name")
-    if "deployments" in account:
+    if account.get("deployments", []) != []:  # absent or []: openAiDeployments
         deployments = account["deployments"]
         names = {d.get("name") for d in deployments if isinstance(d, dict)} if isinstance(deployments, list) else set()
         missing = [name for name in required if name not in names]

@@ -195,11 +195,15 @@ def test_pool_accounts_default_to_the_openai_region_and_deployments():
     first, second = evaluator.var("poolAccounts")
     assert first["location"] == evaluator.eval("openAiRegion", {}) == region == "westeurope"
     assert second["location"] == "francecentral"
-    assert first["deployments"] == main()["parameters"]["openAiDeployments"]["default"]
     assert (first["priority"], first["weight"]) == (1, 1)
     params = main_modules()["openAiPool"]["body"]["params"]
     assert params["location"]["operator"]["operands"] == {"operand_1": "account", "operand_2": "location"}
-    assert params["deployments"]["operator"]["operands"] == {"operand_1": "account", "operand_2": "deployments"}
+    own = [{"name": "gpt-5.4-mini"}]
+    for account, expected in (
+        (first, main()["parameters"]["openAiDeployments"]["default"]),
+        ({"deployments": own}, own),
+    ):
+        assert evaluator.eval(params["deployments"], {"account": {**first, **account}}) == expected
 
 
 # --- names and labels ----------------------------------------------------------------------------------------
