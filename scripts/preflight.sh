@@ -79,6 +79,7 @@ for capacity in "$CHAT_CAPACITY" "$EMBEDDING_CAPACITY"; do
   [[ "$capacity" =~ ^[1-9][0-9]*$ ]] || fail "model capacity '$capacity' is not a positive whole number"
 done
 
+pool_ok=0
 # Backend pool: AZURE_OPENAI_ACCOUNTS is main.bicep's openAiAccounts as JSON (docs/backend-pools.md). The gateway
 # refuses a malformed GATEWAY_BACKENDS at start-up; this catches it before anything is deployed.
 if [ -n "${AZURE_OPENAI_ACCOUNTS:-}" ]; then
@@ -128,6 +129,7 @@ PY
     fail "AZURE_OPENAI_ACCOUNTS $out"
   else
     note "$out"
+    pool_ok=1
   fi
 fi
 
@@ -148,12 +150,12 @@ if is_true "${ENABLE_JUMPBOX:-false}" && is_true "${JUMPBOX_ENCRYPTION_AT_HOST:-
 fi
 
 models_json="$(mktemp)"
-trap 'rm -f "$models_json"' EXIT
+trap 'rm -f "$models_json" "$models_json".*' EXIT
 if ! az cognitiveservices model list --location "$OPENAI_LOCATION" -o json > "$models_json" 2>/dev/null; then
   fail "az cognitiveservices model list --location $OPENAI_LOCATION failed (region name? Microsoft.CognitiveServices registered?)"
 else
   check_model() {  # deployment model version sku
-    python3 - "$models_json" "$@" <<'PY'
+    python3 - "${MODELS_FILE:-$models_json}" "$@" <<'PY'
 import json, sys
 path, deployment, name, version, sku = sys.argv[1:6]
 entries = [e.get("model", {}) for e in json.load(open(path, encoding="utf-8"))
@@ -179,6 +181,35 @@ PY
     fail "chat model in $OPENAI_LOCATION: $out. Set AZURE_OPENAI_CHAT_MODEL / _VERSION / _SKU (azd env set ...) or AZURE_OPENAI_LOCATION"; fi
   if out="$(check_model "$EMBEDDING_DEPLOYMENT" "$EMBEDDING_MODEL" "$EMBEDDING_MODEL_VERSION" "$EMBEDDING_SKU")"; then note "$out"; else
     fail "embeddings model in $OPENAI_LOCATION: $out. Set AZURE_OPENAI_EMBEDDING_MODEL / _VERSION / _SKU or AZURE_OPENAI_LOCATION"; fi
+  # Backend pool: each account's deployments (its own, or the defaults above) in the account's own region.
+  if [ -n "${AZURE_OPENAI_ACCOUNTS:-}" ] && [ "$pool_ok" -eq 1 ]; then
+    pool_lines="$(python3 - "$AZURE_OPENAI_ACCOUNTS" "$OPENAI_LOCATION" \
+      "$CHAT_DEPLOYMENT|$CHAT_MODEL|$CHAT_MODEL_VERSION|$CHAT_SKU" \
+      "$EMBEDDING_DEPLOYMENT|$EMBEDDING_MODEL|$EMBEDDING_MODEL_VERSION|$EMBEDDING_SKU" <<'PY'
+import json, sys
+accounts, default_region, *defaults = sys.argv[1:]
+for account in json.loads(accounts):
+    region = account.get("location") or default_region
+    own = account.get("deployments") or []
+    rows = ["|".join([d["name"], d["model"]["name"], d["model"]["version"], d["sku"]["name"]]) for d in own] or defaults
+    for row in rows:
+        print("|".join([account["label"], region, row]))
+PY
+)" || { fail "AZURE_OPENAI_ACCOUNTS: every deployment needs name, model.name, model.version and sku.name"; pool_lines=""; }
+    while IFS='|' read -r label region deployment model version sku; do
+      [ -n "$label" ] || continue
+      region_models="$models_json.$region"
+      if [ ! -s "$region_models" ] && ! az cognitiveservices model list --location "$region" -o json > "$region_models" 2>/dev/null; then
+        fail "pool account $label: az cognitiveservices model list --location $region failed"; rm -f "$region_models"; continue
+      fi
+      if out="$(MODELS_FILE="$region_models" check_model "$deployment" "$model" "$version" "$sku")"; then
+        note "pool account $label ($region): $out"
+      else
+        fail "pool account $label in $region: $out. Change the account's deployments or location in AZURE_OPENAI_ACCOUNTS"
+      fi
+    done <<< "$pool_lines"
+    rm -f "$models_json".*
+  fi
 fi
 
 if [ "$errors" -ne 0 ]; then

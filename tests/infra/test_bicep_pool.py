@@ -313,3 +313,33 @@ def test_preflight_refuses_duplicate_or_bad_labels_ranges_and_missing_deployment
     ):
         assert message in result.stderr, message
     assert run_preflight(tmp_path, DEFAULT_MODELS, AZURE_OPENAI_ACCOUNTS="{").returncode == 1
+
+
+def test_preflight_checks_each_pool_accounts_models_in_its_region(tmp_path):
+    accounts = [
+        {
+            "label": "swc-ptu",
+            "location": "swedencentral",
+            "deployments": [
+                {
+                    "name": "gpt-5.4-mini",
+                    "model": {"format": "OpenAI", "name": "gpt-5.4-mini", "version": "2026-03-17"},
+                    "sku": {"name": "GlobalProvisionedManaged", "capacity": 15},
+                },
+                {
+                    "name": "text-embedding-3-small",
+                    "model": {"format": "OpenAI", "name": "text-embedding-3-small", "version": "1"},
+                    "sku": {"name": "GlobalStandard", "capacity": 50},
+                },
+            ],
+        },
+        {"label": "frc", "location": "francecentral"},
+    ]
+    result = run_preflight(tmp_path, DEFAULT_MODELS, AZURE_OPENAI_ACCOUNTS=json.dumps(accounts))
+    assert result.returncode == 1
+    assert "pool account swc-ptu in swedencentral: gpt-5.4-mini 2026-03-17 has no GlobalProvisionedManaged" in (
+        result.stderr
+    )
+    assert "pool account frc (francecentral): gpt-5.4-mini: gpt-5.4-mini 2026-03-17 GlobalStandard offered" in (
+        result.stdout
+    )
