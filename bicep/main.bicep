@@ -77,6 +77,7 @@ always in location, the VNet's region. priority (1-100, default 1) and weight (1
 GATEWAY_BACKENDS. deployments: this account's model deployments, same shape as openAiDeployments (default:
 openAiDeployments); every account must carry every name of openAiDeployments, since GATEWAY_BACKENDS is one
 "*" pool of all the accounts.''')
+@maxLength(16)
 param openAiAccounts array = []
 
 @description('Default dated api-version the gateway uses upstream. 2025-04-01-preview accepts max_completion_tokens and the GPT-5 family (reasoning models); the v1 routes need none.')

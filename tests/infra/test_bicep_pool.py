@@ -222,6 +222,11 @@ def test_pool_account_names_come_from_the_label_and_are_computed_in_main():
     )
 
 
+def test_at_most_sixteen_accounts_the_gateways_pool_limit():
+    decorators = main()["parameters"]["openAiAccounts"]["decorators"]
+    assert {"type": "max_length", "argument": 16} in decorators
+
+
 def test_duplicate_labels_cannot_deploy_because_the_module_name_carries_the_label():
     # ARM refuses a template that defines one resource (here: one nested deployment) twice, before deploying.
     assert main_modules()["openAiPool"]["body"]["name"] == "openai-${account.label}"
