@@ -68,6 +68,18 @@ param openAiDeployments array = [
 @description('Region of the Azure OpenAI account (model availability differs per region). Empty: location. Its private endpoint is always in location, the VNet\'s region.')
 param openAiLocation string = ''
 
+@description('''Several Azure OpenAI accounts behind the gateway (a backend pool, docs/backend-pools.md). Empty (default):
+the single account above, exactly as before. Otherwise one account per entry instead of it:
+[{ label, location?, priority?, weight?, deployments? }]. label: 1-32 letters, digits, '.', '_', '-' (starting with
+a letter or digit), unique; it names the backend in x-gateway-backend, the ledger and /api/ready, and seeds the
+account's name. location: the account's region (default: openAiLocation, else location); its private endpoint is
+always in location, the VNet's region. priority (1-100, default 1) and weight (1-1000, default 1): as in
+GATEWAY_BACKENDS. deployments: this account's model deployments, same shape as openAiDeployments (default:
+openAiDeployments); every account must carry every name of openAiDeployments, since GATEWAY_BACKENDS is one
+"*" pool of all the accounts.''')
+@maxLength(16)
+param openAiAccounts array = []
+
 @description('Default dated api-version the gateway uses upstream. 2025-04-01-preview accepts max_completion_tokens and the GPT-5 family (reasoning models); the v1 routes need none.')
 param openAiApiVersion string = '2025-04-01-preview'
 
@@ -202,6 +214,18 @@ var storageAccountName = 'st${resourceToken}'
 var contentStorageAccountName = 'stc${resourceToken}'
 var keyVaultName = 'kv-${resourceToken}'
 var openAiName = 'oai-${resourceToken}'
+// Pool accounts: named from the label (not the position), so reordering or appending entries renames nothing.
+// Each entry over its defaults (union: the entry's own fields win). deployments defaults to [] here and to
+// openAiDeployments at the module: [] merged with the entry's list is that list whether union replaces or merges
+// nested arrays.
+var poolAccountDefaults = {
+  location: openAiRegion
+  priority: 1
+  weight: 1
+  deployments: []
+}
+var poolAccounts = [for account in openAiAccounts: union(poolAccountDefaults, account)]
+var poolAccountNames = [for account in openAiAccounts: 'oai-${resourceToken}-${uniqueString(resourceToken, account.label)}']
 var appInsightsName = 'appi-${resourceToken}'
 var functionAppName = 'func-${resourceToken}'
 var contentShareName = toLower('func-${resourceToken}-content')
@@ -385,7 +409,8 @@ module keyVault 'modules/keyvault.bicep' = {
 }
 
 // The account may live in another region (model availability); its private endpoint stays in the VNet's region.
-module openAi 'modules/openai.bicep' = {
+// Only without openAiAccounts: the default deploys exactly the single account it always did.
+module openAi 'modules/openai.bicep' = if (empty(openAiAccounts)) {
   name: 'openai'
   params: {
     name: openAiName
@@ -407,6 +432,47 @@ module openAi 'modules/openai.bicep' = {
     dns
   ]
 }
+
+// Backend pool: one account per openAiAccounts entry, each like the single account (private endpoint in the
+// VNet's region and subnet, registered in the OpenAI zones; Cognitive Services OpenAI User for the identity).
+// The nested deployment's name carries the label: ARM rejects a template that defines one deployment name twice,
+// so a duplicated label (or one with characters a deployment name refuses) fails before anything is deployed.
+module openAiPool 'modules/openai.bicep' = [for (account, i) in poolAccounts: {
+  name: 'openai-${account.label}'
+  params: {
+    name: poolAccountNames[i]
+    location: account.location
+    privateEndpointLocation: location
+    tags: allTags
+    deployments: empty(account.deployments) ? openAiDeployments : account.deployments
+    restore: openAiRestore
+    principalId: identity.properties.principalId
+    principalResourceId: identity.id
+    privateEndpointSubnetId: network.outputs.privateEndpointSubnetId
+    privateDnsZoneIds: [
+      resourceId('Microsoft.Network/privateDnsZones', zoneOpenAi)
+      resourceId('Microsoft.Network/privateDnsZones', zoneCognitiveServices)
+    ]
+    logAnalyticsWorkspaceId: monitoring.outputs.workspaceId
+  }
+  dependsOn: [
+    dns
+  ]
+}]
+
+// Endpoints are computed from the names (as the module's endpoint output is), never read from outputs.
+var poolBackends = [for (account, i) in poolAccounts: {
+  label: account.label
+  endpoint: 'https://${poolAccountNames[i]}.openai.azure.com'
+  priority: account.priority
+  weight: account.weight
+}]
+// One "*" pool of every account: each serves every name of openAiDeployments (GATEWAY_ALLOWED_DEPLOYMENTS).
+var gatewayBackends = empty(openAiAccounts) ? '' : string({
+  '*': poolBackends
+})
+var openAiEndpoint = empty(openAiAccounts) ? 'https://${openAiName}.openai.azure.com' : poolBackends[0].endpoint
+var openAiAccountName = empty(openAiAccounts) ? openAiName : poolAccountNames[0]
 
 // The site is created only after the share, the storage endpoints with their zone groups, the zone links,
 // Key Vault (content-share secret + endpoint), monitoring and every role assignment exist.
@@ -431,7 +497,8 @@ module functionApp 'modules/functionapp.bicep' = {
     contentShareMode: contentShareMode
     appInsightsConnectionString: monitoring.outputs.appInsightsConnectionString
     logAnalyticsWorkspaceId: monitoring.outputs.workspaceId
-    openAiEndpoint: openAi.outputs.endpoint
+    openAiEndpoint: openAiEndpoint
+    gatewayBackends: gatewayBackends
     openAiApiVersion: openAiApiVersion
     allowedDeployments: join(deploymentNames, ',')
     authTenantId: tenantId
@@ -449,12 +516,15 @@ module functionApp 'modules/functionapp.bicep' = {
     minimumElasticInstanceCount: minimumElasticInstanceCount
     zoneRedundant: zoneRedundant
   }
-  // storage and contentStorage are only referenced by name here, so the order is explicit; the other modules
-  // (network, Key Vault, Azure OpenAI, monitoring) are referenced through their outputs.
+  // storage, contentStorage and the Azure OpenAI accounts are only referenced by name here, so the order is
+  // explicit (their role assignments exist before the site starts); the other modules (network, Key Vault,
+  // monitoring) are referenced through their outputs.
   dependsOn: [
     dns
     storage
     contentStorage
+    openAi
+    openAiPool
   ]
 }
 
@@ -502,12 +572,13 @@ output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
 output GATEWAY_URL string = 'https://${functionApp.outputs.defaultHostName}/api'
 output GATEWAY_AUTH_CLIENT_ID string = gatewayClientId
 output GATEWAY_ALLOWED_DEPLOYMENTS string = join(deploymentNames, ',')
-output AZURE_OPENAI_ENDPOINT string = openAi.outputs.endpoint
+output AZURE_OPENAI_ENDPOINT string = openAiEndpoint
+output GATEWAY_BACKENDS string = gatewayBackends
 output AZURE_OPENAI_LOCATION string = openAiRegion
 output AZURE_OPENAI_API_VERSION string = openAiApiVersion
 output AZURE_STORAGE_ACCOUNT_NAME string = storageAccountName
 output AZURE_CONTENT_STORAGE_ACCOUNT_NAME string = contentStorageAccountName
-output AZURE_OPENAI_NAME string = openAiName
+output AZURE_OPENAI_NAME string = openAiAccountName
 output AZURE_KEY_VAULT_NAME string = keyVaultName
 output AZURE_MANAGED_IDENTITY_CLIENT_ID string = identity.properties.clientId
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.appInsightsName

@@ -10,7 +10,8 @@
 #
 # Checks: the gateway app registration id; switches and their required values (jumpbox SSH key, APIM publisher
 # e-mail, encryption at host registered); zone redundancy vs. storage SKU; every model deployment (name, version,
-# SKU) offered in the Azure OpenAI region by `az cognitiveservices model list`, not deprecated, with the SKU.
+# SKU) offered in the Azure OpenAI region by `az cognitiveservices model list`, not deprecated, with the SKU;
+# the backend pool (AZURE_OPENAI_ACCOUNTS): labels, priorities, weights, every account serving every deployment.
 set -uo pipefail
 
 LOCATION="${AZURE_LOCATION:-}"
@@ -78,6 +79,60 @@ for capacity in "$CHAT_CAPACITY" "$EMBEDDING_CAPACITY"; do
   [[ "$capacity" =~ ^[1-9][0-9]*$ ]] || fail "model capacity '$capacity' is not a positive whole number"
 done
 
+pool_ok=0
+# Backend pool: AZURE_OPENAI_ACCOUNTS is main.bicep's openAiAccounts as JSON (docs/backend-pools.md). The gateway
+# refuses a malformed GATEWAY_BACKENDS at start-up; this catches it before anything is deployed.
+if [ -n "${AZURE_OPENAI_ACCOUNTS:-}" ]; then
+  if ! out="$(python3 - "$AZURE_OPENAI_ACCOUNTS" "$CHAT_DEPLOYMENT" "$EMBEDDING_DEPLOYMENT" <<'PY'
+import json, re, sys
+text, *required = sys.argv[1:]
+label_re = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}")
+fields = {"label", "location", "priority", "weight", "deployments"}
+try:
+    accounts = json.loads(text)
+except ValueError as exc:
+    print(f"is not valid JSON ({exc})"); sys.exit(1)
+if not isinstance(accounts, list) or len(accounts) > 16:
+    print("must be a JSON array of at most 16 accounts"); sys.exit(1)
+problems, seen = [], set()
+for i, account in enumerate(accounts):
+    where = f"[{i}]"
+    if not isinstance(account, dict):
+        problems.append(f"{where} is not an object"); continue
+    unknown = sorted(set(account) - fields)
+    if unknown:
+        problems.append(f"{where} has an unknown field {unknown[0]!r} (allowed: {', '.join(sorted(fields))})")
+    label = account.get("label")
+    if not isinstance(label, str) or not label_re.fullmatch(label):
+        problems.append(f"{where}.label must be 1-32 letters, digits, '.', '_' or '-', starting with a letter or digit")
+    elif label.lower() in seen:
+        problems.append(f"{where}.label {label!r} is used twice (labels are unique, compared without case)")
+    else:
+        seen.add(label.lower())
+    for name, top in (("priority", 100), ("weight", 1000)):
+        value = account.get(name, 1)
+        if type(value) is not int or not 1 <= value <= top:
+            problems.append(f"{where}.{name} must be a whole number from 1 to {top}")
+    if "location" in account and not (isinstance(account["location"], str) and account["location"]):
+        problems.append(f"{where}.location must be a region name")
+    if account.get("deployments", []) != []:  # absent or []: openAiDeployments
+        deployments = account["deployments"]
+        names = {d.get("name") for d in deployments if isinstance(d, dict)} if isinstance(deployments, list) else set()
+        missing = [name for name in required if name not in names]
+        if missing:
+            problems.append(f"{where}.deployments lacks {', '.join(missing)} (every account serves every deployment)")
+if problems:
+    print("; ".join(problems)); sys.exit(1)
+print(f"backend pool of {len(accounts)} account(s): {', '.join(a['label'] for a in accounts)}")
+PY
+  )"; then
+    fail "AZURE_OPENAI_ACCOUNTS $out"
+  else
+    note "$out"
+    pool_ok=1
+  fi
+fi
+
 if [ "$SKIP_AZURE" -eq 1 ]; then
   if [ "$errors" -ne 0 ]; then echo "preflight: $errors problem(s); nothing was deployed" >&2; exit 1; fi
   note "parameter checks ok (Azure checks skipped)"
@@ -95,12 +150,12 @@ if is_true "${ENABLE_JUMPBOX:-false}" && is_true "${JUMPBOX_ENCRYPTION_AT_HOST:-
 fi
 
 models_json="$(mktemp)"
-trap 'rm -f "$models_json"' EXIT
+trap 'rm -f "$models_json" "$models_json".*' EXIT
 if ! az cognitiveservices model list --location "$OPENAI_LOCATION" -o json > "$models_json" 2>/dev/null; then
   fail "az cognitiveservices model list --location $OPENAI_LOCATION failed (region name? Microsoft.CognitiveServices registered?)"
 else
   check_model() {  # deployment model version sku
-    python3 - "$models_json" "$@" <<'PY'
+    python3 - "${MODELS_FILE:-$models_json}" "$@" <<'PY'
 import json, sys
 path, deployment, name, version, sku = sys.argv[1:6]
 entries = [e.get("model", {}) for e in json.load(open(path, encoding="utf-8"))
@@ -126,6 +181,35 @@ PY
     fail "chat model in $OPENAI_LOCATION: $out. Set AZURE_OPENAI_CHAT_MODEL / _VERSION / _SKU (azd env set ...) or AZURE_OPENAI_LOCATION"; fi
   if out="$(check_model "$EMBEDDING_DEPLOYMENT" "$EMBEDDING_MODEL" "$EMBEDDING_MODEL_VERSION" "$EMBEDDING_SKU")"; then note "$out"; else
     fail "embeddings model in $OPENAI_LOCATION: $out. Set AZURE_OPENAI_EMBEDDING_MODEL / _VERSION / _SKU or AZURE_OPENAI_LOCATION"; fi
+  # Backend pool: each account's deployments (its own, or the defaults above) in the account's own region.
+  if [ -n "${AZURE_OPENAI_ACCOUNTS:-}" ] && [ "$pool_ok" -eq 1 ]; then
+    pool_lines="$(python3 - "$AZURE_OPENAI_ACCOUNTS" "$OPENAI_LOCATION" \
+      "$CHAT_DEPLOYMENT|$CHAT_MODEL|$CHAT_MODEL_VERSION|$CHAT_SKU" \
+      "$EMBEDDING_DEPLOYMENT|$EMBEDDING_MODEL|$EMBEDDING_MODEL_VERSION|$EMBEDDING_SKU" <<'PY'
+import json, sys
+accounts, default_region, *defaults = sys.argv[1:]
+for account in json.loads(accounts):
+    region = account.get("location") or default_region
+    own = account.get("deployments") or []
+    rows = ["|".join([d["name"], d["model"]["name"], d["model"]["version"], d["sku"]["name"]]) for d in own] or defaults
+    for row in rows:
+        print("|".join([account["label"], region, row]))
+PY
+)" || { fail "AZURE_OPENAI_ACCOUNTS: every deployment needs name, model.name, model.version and sku.name"; pool_lines=""; }
+    while IFS='|' read -r label region deployment model version sku; do
+      [ -n "$label" ] || continue
+      region_models="$models_json.$region"
+      if [ ! -s "$region_models" ] && ! az cognitiveservices model list --location "$region" -o json > "$region_models" 2>/dev/null; then
+        fail "pool account $label: az cognitiveservices model list --location $region failed"; rm -f "$region_models"; continue
+      fi
+      if out="$(MODELS_FILE="$region_models" check_model "$deployment" "$model" "$version" "$sku")"; then
+        note "pool account $label ($region): $out"
+      else
+        fail "pool account $label in $region: $out. Change the account's deployments or location in AZURE_OPENAI_ACCOUNTS"
+      fi
+    done <<< "$pool_lines"
+    rm -f "$models_json".*
+  fi
 fi
 
 if [ "$errors" -ne 0 ]; then

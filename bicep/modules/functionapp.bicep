@@ -87,6 +87,9 @@ param enableGatewayApiKeys bool = false
 @description('GATEWAY_PRICES for the usage ledger (JSON; empty: no cost recorded).')
 param gatewayPrices string = ''
 
+@description('GATEWAY_BACKENDS: JSON of backend pools by deployment (docs/backend-pools.md). Empty: the setting is not set and AZURE_OPENAI_ENDPOINT is a pool of one.')
+param gatewayBackends string = ''
+
 @description('Disable public inbound access and add a private endpoint for the app (private function URLs).')
 param enablePrivateInbound bool = false
 
@@ -152,7 +155,7 @@ resource plan 'Microsoft.Web/serverfarms@2025-03-01' = {
 
 // Every app setting except the content share. Host storage goes through the user-assigned identity (no
 // AzureWebJobsStorage connection string; the account allows no shared keys).
-var baseSettings = {
+var fixedSettings = {
   FUNCTIONS_EXTENSION_VERSION: '~4'
   FUNCTIONS_WORKER_RUNTIME: 'python'
   // HTTP streaming (azurefunctions-extensions-http-fastapi) needs init indexing on Python <= 3.12.
@@ -183,6 +186,13 @@ var baseSettings = {
   GATEWAY_API_KEYS_ENABLED: enableGatewayApiKeys ? 'true' : 'false'
   GATEWAY_PRICES: gatewayPrices
 }
+
+// GATEWAY_BACKENDS only when main.bicep deploys several accounts: a single-account deployment keeps exactly
+// the settings it had before backend pools existed.
+var poolSettings = empty(gatewayBackends) ? {} : {
+  GATEWAY_BACKENDS: gatewayBackends
+}
+var baseSettings = union(fixedSettings, poolSettings)
 
 var deferContentShare = contentShareMode == 'keyVaultReferenceAfterCreation'
 

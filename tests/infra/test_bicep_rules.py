@@ -410,7 +410,7 @@ def test_diagnostics_cover_vault_openai_storage_services_and_apim():
     assert storage_logs <= diagnostic_categories("modules/content-storage.bicep")["fileService"]
     assert "GatewayLogs" in diagnostic_categories("modules/apim.bicep")["apim"]
     assert "FunctionAppLogs" in diagnostic_categories("modules/functionapp.bicep")["site"]
-    for symbol in ("storage", "contentStorage", "keyVault", "openAi", "apim"):
+    for symbol in ("storage", "contentStorage", "keyVault", "openAi", "openAiPool", "apim"):
         workspace = main_modules()[symbol]["body"]["params"]["logAnalyticsWorkspaceId"]
         assert refers_to(workspace, "monitoring") and '"workspaceId"' in dump(workspace), symbol
 

@@ -261,12 +261,13 @@ def test_function_app_inbound_endpoint_is_optional_and_uses_sites_zone():
 
 def test_sites_depend_on_storage_endpoints_and_dns():
     body = modules(template("main.bicep"))["functionApp"]["body"]
-    # Explicit where only names are passed; implicit (through outputs) for the vault, Azure OpenAI, monitoring.
-    assert {"dns", "storage", "contentStorage"} <= set(body["dependsOn"])
+    # Explicit where only names are passed (storage, content share, every Azure OpenAI account: their role
+    # assignments exist before the site starts); implicit (through outputs) for the vault and monitoring.
+    assert {"dns", "storage", "contentStorage", "openAi", "openAiPool"} <= set(body["dependsOn"])
     params = json.dumps(body["params"])
-    for symbol in ("keyVault", "openAi", "monitoring", "network"):
+    for symbol in ("keyVault", "monitoring", "network"):
         assert f'"{symbol}"' in params, symbol
-    for symbol in ("storage", "contentStorage", "keyVault", "openAi", "monitoring"):
+    for symbol in ("storage", "contentStorage", "keyVault", "openAi", "openAiPool", "monitoring"):
         assert "dns" in modules(template("main.bicep"))[symbol]["body"]["dependsOn"], symbol
 
 
