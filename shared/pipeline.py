@@ -72,6 +72,7 @@ class Gateway:
     async def model_call(self, request: Request, operation: Operation, deployment: str | None = None) -> Response:
         request_id = str(uuid.uuid4())
         try:
+            self.accounting.ledger.admit()  # fail-closed 503 while usage cannot be recorded (docs/durability.md)
             caller = await self.authenticator.authenticate(request.headers)
             call = await guard(request, operation, self.guardrails, deployment)
             await self.authorizer.authorize(caller, call)

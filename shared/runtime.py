@@ -14,6 +14,7 @@ import os
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from azure.core.credentials_async import AsyncTokenCredential
@@ -21,7 +22,8 @@ from azure.data.tables.aio import TableClient, TableServiceClient
 from starlette.requests import Request
 from starlette.responses import Response
 
-from shared.accounting.ledger import UsageLedger
+from shared.accounting.journal import Journal, ReplayReport, journal_target
+from shared.accounting.ledger import BacklogLimits, UsageLedger
 from shared.accounting.settlement import Accounting
 from shared.auth.apikeys import ApiKeyStore
 from shared.auth.authenticator import Authenticator
@@ -83,6 +85,7 @@ class Runtime:
         self._credential: AsyncTokenCredential | None = None
         self._tables: TableServiceClient | None = None
         self._simulator: EmbeddedSimulator | None = None
+        self._recovery: asyncio.Task[ReplayReport] | None = None
 
     async def services(self) -> Services:
         """The built services; the first call builds them (a failure leaves nothing behind and raises)."""
@@ -114,13 +117,20 @@ class Runtime:
 
     async def aclose(self) -> None:
         """Flush what is queued and close network clients (the local dev host calls this on shutdown)."""
+        if self._recovery is not None:
+            self._recovery.cancel()
+            self._recovery = None
         if self._services is not None:
             await self._services.gateway.drain()
             await self._services.quotas.aclose()  # hand leased budget back for the other instances
-            await self._services.ledger.flush()
+            await self._services.ledger.close()  # what storage did not take in time stays in the journal
             await self._services.gateway.upstream.aclose()
             self._services = None
         await self._close_clients()
+
+    async def recover_usage(self) -> ReplayReport:
+        """Replay orphaned ledger journal files (the timer function and start-up call this)."""
+        return await (await self.services()).ledger.recover()
 
     def _managed_identity(self) -> AsyncTokenCredential:
         """One credential for the process: Table Storage and Azure OpenAI share its token cache and sessions."""
@@ -181,7 +191,7 @@ class Runtime:
         )
         policies = CallerPolicyStore(tables.get_table_client(CALLER_POLICIES_TABLE))
         usage_table = tables.get_table_client(USAGE_TABLE)
-        ledger = UsageLedger(usage_table)
+        ledger = self._ledger(usage_table)
         quotas = QuotaEnforcer(
             settings.quotas,
             QuotaLeases(CounterStore(tables.get_table_client(QUOTA_TABLE), instance_id=uuid.uuid4().hex)),
@@ -197,9 +207,29 @@ class Runtime:
             Accounting(ledger, settings.accounting.prices, quotas),
             stream_usage_min_api_version=settings.upstream.stream_usage_min_api_version,
         )
+        # Rows an earlier process left unwritten (a crash, a kill) reach the table without waiting for the timer.
+        self._recovery = asyncio.get_running_loop().create_task(_recover_quietly(ledger))
         return Services(
             settings, tables, gateway, authenticator, policies, api_keys, ledger, usage_table, quotas, self._simulator
         )
+
+    def _ledger(self, usage_table: TableClient) -> UsageLedger:
+        settings = self.settings.ledger
+        journal = None
+        if settings.journal_dir is not None:
+            journal = Journal(Path(settings.journal_dir), journal_target(usage_table), fsync=settings.journal_fsync)
+        else:
+            log.warning("GATEWAY_LEDGER_JOURNAL_DIR=off: usage rows wait for Table Storage in memory only")
+        limits = BacklogLimits(max_rows=settings.max_backlog_rows, max_seconds=settings.max_backlog_seconds)
+        return UsageLedger(usage_table, journal=journal, limits=limits)
+
+
+async def _recover_quietly(ledger: UsageLedger) -> ReplayReport:
+    try:
+        return await ledger.recover()
+    except Exception:
+        log.exception("replaying the ledger journal at start-up failed; the timer function retries")
+        return ReplayReport()
 
 
 def runtime_from_environment() -> Runtime:

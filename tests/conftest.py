@@ -73,9 +73,10 @@ def sim(simulator):
 
 
 @pytest.fixture(scope="session")
-def gateway_env(simulator, storage_connection_string) -> dict[str, str]:
+def gateway_env(simulator, storage_connection_string, tmp_path_factory) -> dict[str, str]:
     """Settings of the default test gateway: simulator upstream, Azurite storage, local dev auth."""
     return {
+        "GATEWAY_LEDGER_JOURNAL_DIR": str(tmp_path_factory.mktemp("ledger-journal")),
         "AZURE_OPENAI_ENDPOINT": simulator.url,
         "GATEWAY_STORAGE_CONNECTION_STRING": storage_connection_string,
         "GATEWAY_LOCAL_DEV_AUTH": "true",

@@ -49,8 +49,14 @@ def monkeypatch_module():
         yield patch
 
 
+def _http(functions):
+    return [f for f in functions if f.get_trigger().get_binding_name() == "httpTrigger"]
+
+
 def _routes(functions):
-    return {(m, f.get_trigger().route) for f in functions for m in (str(x.value) for x in f.get_trigger().methods)}
+    return {
+        (m, f.get_trigger().route) for f in _http(functions) for m in (str(x.value) for x in f.get_trigger().methods)
+    }
 
 
 def test_every_route_and_method_is_registered(functions):
@@ -59,7 +65,7 @@ def test_every_route_and_method_is_registered(functions):
 
 def test_every_http_function_takes_the_fastapi_request(functions):
     # With the streaming extension imported, the worker refuses any HTTP trigger typed otherwise.
-    for function in functions:
+    for function in _http(functions):
         trigger = function.get_trigger()
         annotation = inspect.signature(function.get_user_function()).parameters[trigger.name].annotation
         assert annotation is Request or annotation == "Request", function.get_function_name()
@@ -67,11 +73,19 @@ def test_every_http_function_takes_the_fastapi_request(functions):
 
 
 def test_function_json_is_what_the_host_expects(functions):
-    for function in functions:
+    for function in _http(functions):
         bindings = json.loads(function.get_function_json())["bindings"]
         trigger = next(b for b in bindings if b["type"] == "httpTrigger")
         assert trigger["authLevel"] == "ANONYMOUS"  # Easy Auth and the gateway authenticate, not function keys
         assert {"type": "http", "direction": "OUT", "name": "$return"}.items() <= bindings[1].items()
+
+
+def test_the_ledger_journal_is_replayed_by_a_timer(functions):
+    timers = {f.get_function_name(): f.get_trigger() for f in functions if f not in _http(functions)}
+    assert timers["replay_usage_journal"].get_binding_name() == "timerTrigger"
+    assert inspect.iscoroutinefunction(
+        next(f for f in functions if f.get_function_name() == "replay_usage_journal").get_user_function()
+    )
 
 
 def test_no_route_is_reserved_or_a_catch_all(functions):

@@ -5,25 +5,45 @@ row twice cannot double-count it, and every instance writes its own rows without
 exact across any number of instances. A day's rows share a partition, so a date-range query reads whole
 partitions, and each instance writes its rows in batches (one transaction per day, up to 100 rows, at most
 half a second late). Rows hold counts, identifiers and cost only, never prompt or completion text.
+
+No served call may go missing (docs/durability.md): a row is appended to the instance's journal
+(:mod:`shared.accounting.journal`) before it is queued, a batch that fails is retried with backoff until
+storage answers (never dropped), and the queue is bounded: past ``max_backlog_rows`` rows or a row older
+than ``max_backlog_seconds``, :meth:`UsageLedger.admit` refuses new model calls (503 ``ledger_backlog``)
+instead of serving calls the gateway cannot record.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
-from collections import defaultdict
+import random
+import time
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from azure.core.exceptions import HttpResponseError
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
+from shared.errors import GatewayError
+
+if TYPE_CHECKING:
+    from shared.accounting.journal import Journal, JournalEntry, ReplayReport
+
 log = logging.getLogger(__name__)
 
-WRITE_ATTEMPTS = 3
 BATCH_LIMIT = 100  # a Table Storage transaction holds at most 100 operations, all in one partition
 FLUSH_SECONDS = 0.5
+WRITE_TIMEOUT_SECONDS = 15.0  # one transaction attempt; a hung connection must not stall the queue
+BACKOFF_FIRST_SECONDS = 0.2
+BACKOFF_MAX_SECONDS = 5.0
+MAX_BACKLOG_ROWS = 10_000
+MAX_BACKLOG_SECONDS = 60.0
+RETRY_AFTER_SECONDS = 5
 
 
 def day_partition(day: date | datetime) -> str:
@@ -79,55 +99,291 @@ class UsageRecord:
             entity["CostUsd"] = self.cost_usd
         return entity
 
+    def to_json(self) -> dict[str, Any]:
+        """The row as a JSON object (the journal's line format)."""
+        data = dataclasses.asdict(self)
+        data["at"] = self.at.isoformat()
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> UsageRecord:
+        """Inverse of :meth:`to_json`; raises ValueError/KeyError/TypeError on anything else."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        if set(data) != names:
+            raise ValueError("not a usage record")
+        at = datetime.fromisoformat(data["at"])
+        if at.tzinfo is None:
+            raise ValueError("usage record time without a time zone")
+        return cls(**{**data, "at": at})
+
+
+@dataclass(frozen=True)
+class BacklogLimits:
+    """How much unwritten usage an instance may hold before it stops serving model calls."""
+
+    max_rows: int = MAX_BACKLOG_ROWS
+    max_seconds: float = MAX_BACKLOG_SECONDS
+
+
+@dataclass(eq=False)
+class _Pending:
+    record: UsageRecord
+    partition: str
+    queued: float  # time.monotonic() when queued
+    entry: JournalEntry | None
+
 
 class UsageLedger:
-    """Rows are queued and written in Table transactions (one day's partition, at most 100 rows each) within
-    ``flush_seconds``: one storage round trip per batch instead of one per call."""
+    """Rows are journaled, queued and written by one writer task in Table transactions (one day's partition, at
+    most 100 rows each) within ``flush_seconds``: one storage round trip per batch instead of one per call.
+    A batch stays queued until storage confirms it; failures are retried with backoff, never dropped."""
 
-    def __init__(self, table: TableClient, flush_seconds: float = FLUSH_SECONDS) -> None:
+    def __init__(
+        self,
+        table: TableClient,
+        *,
+        journal: Journal | None = None,
+        flush_seconds: float = FLUSH_SECONDS,
+        limits: BacklogLimits | None = None,
+    ) -> None:
         self._table = table
+        self.journal = journal
         self._flush_seconds = flush_seconds
-        self._queue: list[UsageRecord] = []
-        self._timer: asyncio.Task[None] | None = None
-        self._writing = asyncio.Lock()
+        self.limits = limits or BacklogLimits()
+        self._pending: dict[int, _Pending] = {}  # insertion order = age order
+        self._next = 0
+        self._flush_mark = 0  # rows queued before this number are written without waiting
+        self._wake = asyncio.Event()
+        self._written = asyncio.Condition()
+        self._writer: asyncio.Task[None] | None = None
+        self.failures = 0  # consecutive failed attempts
+        self.last_error: str | None = None
+        self.journal_errors = 0
+        self.rejected = 0
+
+    # --- the request path --------------------------------------------------------------------------------
+
+    def admit(self) -> None:
+        """Refuse a model call (503, fail-closed) while this instance holds more unwritten usage than it may."""
+        reason = self.over_limit()
+        if reason is not None:
+            raise GatewayError(
+                503,
+                f"The gateway cannot record usage right now ({reason}); retry shortly.",
+                code="ledger_backlog",
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
 
     async def record(self, record: UsageRecord) -> None:
-        self._queue.append(record)
-        if len(self._queue) >= BATCH_LIMIT:
-            await self.flush()
-        elif self._timer is None or self._timer.done():
-            self._timer = asyncio.get_running_loop().create_task(self._flush_soon())
-
-    async def _flush_soon(self) -> None:
-        await asyncio.sleep(self._flush_seconds)
-        await self.flush()
-
-    async def flush(self) -> None:
-        """Write everything queued so far (also called on shutdown)."""
-        async with self._writing:
-            queued, self._queue = self._queue, []
-            by_day: dict[str, list[UsageRecord]] = defaultdict(list)
-            for record in queued:
-                by_day[day_partition(record.at)].append(record)
-            for records in by_day.values():
-                for start in range(0, len(records), BATCH_LIMIT):
-                    await self._write(records[start : start + BATCH_LIMIT])
-
-    async def _write(self, records: list[UsageRecord]) -> None:
-        """One transaction, retried; if storage stays down the counts go to the error log to be replayed."""
-        operations = [("upsert", r.entity(), {"mode": UpdateMode.REPLACE}) for r in records]
-        for attempt in range(1, WRITE_ATTEMPTS + 1):
+        """Journal the row, then queue it; the writer task writes it (this never waits for storage)."""
+        entry = None
+        if self.journal is not None:
             try:
-                await self._table.submit_transaction(operations)
-                return
-            except Exception as exc:  # any storage failure: retry, then report
-                if attempt == WRITE_ATTEMPTS:
-                    for record in records:
-                        log.error(
-                            "usage row for %s NOT written (%s); counts: %s",
-                            record.request_id,
-                            type(exc).__name__,
-                            {k: v for k, v in record.entity().items() if k != "At"},
-                        )
+                entry = self.journal.append(record)
+            except OSError as exc:
+                self.journal_errors += 1
+                log.error("usage row %s not journaled (%s); it is queued in memory only", record.request_id, exc)
+        self._pending[self._next] = _Pending(record, day_partition(record.at), time.monotonic(), entry)
+        self._next += 1
+        if len(self._pending) == 1 or len(self._pending) >= BATCH_LIMIT:
+            self._wake.set()  # the writer sleeps until a first row arrives, then until it is due or a batch is full
+        self._start_writer()
+
+    # --- state -------------------------------------------------------------------------------------------
+
+    @property
+    def backlog_rows(self) -> int:
+        return len(self._pending)
+
+    def oldest_seconds(self) -> float:
+        """Age of the oldest row not yet in the table (0 when none waits)."""
+        if not self._pending:
+            return 0.0
+        return time.monotonic() - next(iter(self._pending.values())).queued
+
+    def over_limit(self) -> str | None:
+        rows, oldest = len(self._pending), self.oldest_seconds()
+        if rows >= self.limits.max_rows:
+            return f"{rows} usage rows wait for Table Storage, the limit is {self.limits.max_rows}"
+        if oldest >= self.limits.max_seconds:
+            return f"usage has waited {oldest:.0f} s for Table Storage, the limit is {self.limits.max_seconds:g} s"
+        return None
+
+    def status(self) -> dict[str, Any]:
+        """For /api/ready: not ok while model calls are refused."""
+        reason = self.over_limit()
+        status: dict[str, Any] = {
+            "ok": reason is None,
+            "backlog_rows": len(self._pending),
+            "oldest_unwritten_seconds": round(self.oldest_seconds(), 3),
+            "max_backlog_rows": self.limits.max_rows,
+            "max_backlog_seconds": self.limits.max_seconds,
+            "journal": self.journal is not None,
+        }
+        if self.failures:
+            status["failing_writes"] = self.failures
+            status["last_error"] = self.last_error
+        if self.journal_errors:
+            status["journal_errors"] = self.journal_errors
+        if reason is not None:
+            status["error"] = f"Model calls are refused: {reason}."
+        return status
+
+    # --- flushing and shutdown ---------------------------------------------------------------------------
+
+    async def flush(self, within: float | None = None) -> bool:
+        """Write every row queued so far now; True once they are in the table, False if ``within`` s ran out."""
+        mark = self._next
+        self._flush_mark = max(self._flush_mark, mark)
+        self._wake.set()
+        self._start_writer()
+        async with self._written:
+            try:
+                await asyncio.wait_for(self._written.wait_for(lambda: self._oldest_key() >= mark), within)
+            except TimeoutError:
+                return False
+        return True
+
+    async def close(self, within: float = 10.0) -> None:
+        """On shutdown: flush for up to ``within`` seconds; rows still unwritten stay in the journal for replay."""
+        written = await self.flush(within)
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+            self._writer = None
+        if self.journal is not None:
+            self.journal.close()
+        if not written:
+            log.warning(
+                "%d usage rows were not written before shutdown (%s); %s",
+                len(self._pending),
+                self.last_error,
+                "they stay in the ledger journal and are replayed"
+                if self.journal is not None
+                else "NO JOURNAL: they are lost",
+            )
+
+    async def recover(self, *, every_file: bool = False) -> ReplayReport:
+        """Replay orphaned journal files (other processes' leftovers) into the table."""
+        from shared.accounting.journal import ReplayReport, replay
+
+        if self.journal is None:
+            return ReplayReport()
+        return await replay(self.journal.directory, self._table, every_file=every_file, exclude=self.journal)
+
+    # --- the writer task ---------------------------------------------------------------------------------
+
+    def _oldest_key(self) -> int:
+        return next(iter(self._pending), self._next)
+
+    def _start_writer(self) -> None:
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                if not self._pending:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                wait = self._flush_seconds - self.oldest_seconds()
+                if wait > 0 and len(self._pending) < BATCH_LIMIT and self._oldest_key() >= self._flush_mark:
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), wait)
+                    continue
+                await self._write_batch(self._take_batch())
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug here must not stop the ledger: the rows stay queued and journaled
+                log.exception("usage ledger writer failed; retrying")
+                await asyncio.sleep(1.0)
+
+    def _take_batch(self) -> list[int]:
+        """The oldest row's partition: up to 100 of its rows, oldest first."""
+        partition = next(iter(self._pending.values())).partition
+        keys = []
+        for key, pending in self._pending.items():
+            if pending.partition == partition:
+                keys.append(key)
+                if len(keys) == BATCH_LIMIT:
+                    break
+        return keys
+
+    async def _write_batch(self, keys: list[int]) -> None:
+        rows = [self._pending[key] for key in keys]
+        operations = [("upsert", p.record.entity(), {"mode": UpdateMode.REPLACE}) for p in rows]
+        while True:
+            try:
+                await asyncio.wait_for(self._table.submit_transaction(operations), WRITE_TIMEOUT_SECONDS)
+                break
+            except HttpResponseError as exc:
+                if _refused(exc):
+                    await self._write_one_by_one(keys)  # storage refuses the batch itself: find the row it refuses
                     return
-                await asyncio.sleep(0.2 * attempt)
+                await self._failed(exc, len(rows))
+            except Exception as exc:  # unreachable, timed out, throttled: wait and retry the same batch
+                await self._failed(exc, len(rows))
+        await self._written_ok(keys)
+
+    async def _write_one_by_one(self, keys: list[int]) -> None:
+        done = []
+        for key in keys:
+            pending = self._pending[key]
+            while True:
+                try:
+                    await asyncio.wait_for(
+                        self._table.upsert_entity(pending.record.entity(), mode=UpdateMode.REPLACE),
+                        WRITE_TIMEOUT_SECONDS,
+                    )
+                    done.append(key)
+                    break
+                except HttpResponseError as exc:
+                    if _refused(exc):
+                        # Storage will never take this row: it leaves the queue but stays in the journal file,
+                        # which keeps it for an operator (docs/durability.md, "Replay").
+                        self.rejected += 1
+                        log.error(
+                            "usage row %s refused by Table Storage (%s %s); kept in the ledger journal",
+                            pending.record.request_id,
+                            exc.status_code,
+                            type(exc).__name__,
+                        )
+                        self._pending.pop(key)
+                        break
+                    await self._failed(exc, 1)
+                except Exception as exc:
+                    await self._failed(exc, 1)
+        await self._written_ok(done)
+
+    async def _failed(self, exc: BaseException, rows: int) -> None:
+        self.failures += 1
+        self.last_error = type(exc).__name__
+        if self.failures == 1 or self.failures % 20 == 0:
+            log.warning(
+                "usage ledger: writing %d rows failed %d times in a row (%s); %d rows queued, retrying",
+                rows,
+                self.failures,
+                self.last_error,
+                len(self._pending),
+            )
+        delay = min(BACKOFF_MAX_SECONDS, BACKOFF_FIRST_SECONDS * 2 ** min(self.failures - 1, 10))
+        await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+
+    async def _written_ok(self, keys: list[int]) -> None:
+        if self.failures:
+            log.warning("usage ledger: Table Storage answers again after %d failed attempts", self.failures)
+            self.failures = 0
+        entries = [entry for key in keys if (entry := self._pending.pop(key).entry) is not None]
+        if self.journal is not None and entries:
+            self.journal.confirm(entries)
+        async with self._written:
+            self._written.notify_all()
+
+
+def _refused(exc: HttpResponseError) -> bool:
+    """Storage answered that it will never take this (a 4xx other than timeout/throttling): retrying cannot help."""
+    status = exc.status_code
+    return status is not None and 400 <= status < 500 and status not in (408, 429)

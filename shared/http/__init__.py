@@ -6,6 +6,7 @@ policy or finance packages do not already own.
 
 import azure.functions as func
 
+from shared import timers
 from shared.http import admin, finance, me, model_calls, probes
 from shared.runtime import Runtime
 
@@ -17,4 +18,5 @@ def blueprints(runtime: Runtime) -> list[func.Blueprint]:
         me.blueprint(runtime),
         admin.blueprint(runtime),
         finance.blueprint(runtime),
+        timers.blueprint(runtime),
     ]

@@ -32,12 +32,14 @@ def blueprint(runtime: Runtime) -> func.Blueprint:
 
 
 async def readiness(runtime: Runtime) -> JSONResponse:
-    """Readiness: Table Storage answers with the gateway's credentials and an upstream is configured."""
+    """Readiness: Table Storage answers with the gateway's credentials, an upstream is configured, and the usage
+    ledger's backlog is within its limits (past them model calls are refused: docs/durability.md)."""
     checks: dict[str, dict[str, Any]] = {}
     simulator_up = False
     try:
         services = await runtime.services()
         simulator_up = services.simulator is not None
+        checks["ledger"] = services.ledger.status()
         await check_storage(services.tables)
         checks["storage"] = {"ok": True}
     except Exception as exc:  # readiness reports failures instead of raising them

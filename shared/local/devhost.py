@@ -2,7 +2,8 @@
 
 This indexes ``function_app.app`` through the ``azure-functions`` library (the same registrations the
 Functions worker reads), mounts each HTTP function at ``/<routePrefix>/<route>`` from ``host.json``, and
-serves them with uvicorn: the handlers, routes and streaming responses are the ones Azure runs.
+serves them with uvicorn: the handlers, routes and streaming responses are the ones Azure runs. Timer
+functions run on their NCRONTAB schedule (or every ``GATEWAY_DEVHOST_TIMER_SECONDS`` when that is set).
 Like ``func start`` it loads ``local.settings.json`` ("Values") into the environment first, without
 overriding variables that are already set.
 
@@ -12,6 +13,7 @@ overriding variables that are already set.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import importlib
 import json
@@ -20,16 +22,23 @@ import os
 import re
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import uvicorn
+from azure.functions.timer import TimerRequest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import Route
 
+from shared.local.schedule import Schedule, parse_schedule
+
 ROOT = Path(__file__).resolve().parents[2]
 ALL_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
+
+log = logging.getLogger(__name__)
 
 
 def load_local_settings(path: Path) -> dict[str, str]:
@@ -61,9 +70,9 @@ def starlette_path(prefix: str, route: str) -> str:
     return re.sub(r"\{([^}]+)\}", parameter, path)
 
 
-def http_routes(function_app: Any, prefix: str) -> list[Route]:
+def http_routes(functions: list[Any], prefix: str) -> list[Route]:
     routes = []
-    for function in function_app.get_functions():
+    for function in functions:
         trigger = function.get_trigger()
         if trigger is None or trigger.get_binding_name() != "httpTrigger":
             continue
@@ -84,17 +93,68 @@ def http_routes(function_app: Any, prefix: str) -> list[Route]:
     return routes
 
 
+def timer_tasks(functions: list[Any], every_seconds: float | None) -> list[asyncio.Task[None]]:
+    """Run each timer function on its schedule (or every ``every_seconds``), as the Functions host would."""
+    tasks = []
+    for function in functions:
+        trigger = function.get_trigger()
+        if trigger is None or trigger.get_binding_name() != "timerTrigger":
+            continue
+        timer = TimerFunction(
+            function.get_function_name(),
+            function.get_user_function(),
+            trigger.name,
+            parse_schedule(trigger.schedule),
+            bool(trigger.run_on_startup),
+        )
+        tasks.append(asyncio.get_running_loop().create_task(timer.run(every_seconds), name=timer.name))
+    return tasks
+
+
+@dataclass(frozen=True)
+class TimerFunction:
+    name: str
+    handler: Any
+    parameter: str
+    schedule: Schedule | timedelta
+    run_on_startup: bool
+
+    def delay(self, every_seconds: float | None) -> float:
+        if every_seconds is not None:
+            return every_seconds
+        if isinstance(self.schedule, timedelta):
+            return self.schedule.total_seconds()
+        now = datetime.now(UTC)
+        return (self.schedule.next_after(now) - now).total_seconds()
+
+    async def run(self, every_seconds: float | None) -> None:
+        if not self.run_on_startup:
+            await asyncio.sleep(self.delay(every_seconds))
+        while True:
+            try:
+                await self.handler(**{self.parameter: TimerRequest(past_due=False)})
+            except Exception:
+                log.exception("timer function %s failed", self.name)
+            await asyncio.sleep(self.delay(every_seconds))
+
+
 def build_app(module_name: str = "function_app") -> Starlette:
     module = importlib.import_module(module_name)
+    functions = module.app.get_functions()  # indexes and validates once, as the worker does
+    every = os.environ.get("GATEWAY_DEVHOST_TIMER_SECONDS", "").strip()
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        timers = timer_tasks(functions, float(every) if every else None)
         yield
+        for task in timers:
+            task.cancel()
+        await asyncio.gather(*timers, return_exceptions=True)
         runtime = getattr(module, "runtime", None)
         if runtime is not None:
             await runtime.aclose()
 
-    return Starlette(routes=http_routes(module.app, route_prefix(ROOT / "host.json")), lifespan=lifespan)
+    return Starlette(routes=http_routes(functions, route_prefix(ROOT / "host.json")), lifespan=lifespan)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,6 +20,7 @@ from shared.settings.sections import (
     AccountingSettings,
     AuthSettings,
     GuardrailSettings,
+    LedgerSettings,
     QuotaSettings,
     Settings,
     StorageSettings,
@@ -60,6 +61,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
             fail_open=_bool(env, "GATEWAY_QUOTA_FAIL_OPEN", False),
         ),
         in_azure=in_azure,
+        ledger=_ledger(env, in_azure),
     )
     if settings.auth.local_dev and in_azure:
         raise SettingsError(
@@ -119,6 +121,22 @@ def _storage(env: Mapping[str, str], in_azure: bool) -> StorageSettings:
             "GATEWAY_STORAGE_CONNECTION_STRING (or AzureWebJobsStorage=UseDevelopmentStorage=true locally)."
         )
     return StorageSettings(connection_string=connection_string, table_endpoint=table_endpoint)
+
+
+def _ledger(env: Mapping[str, str], in_azure: bool) -> LedgerSettings:
+    """The journal lives where every instance can read it: ``$HOME/data`` is the app's Azure Files share in Azure."""
+    journal_dir = _str(env, "GATEWAY_LEDGER_JOURNAL_DIR")
+    if journal_dir is None:
+        home = _str(env, "HOME") or "/home"
+        journal_dir = f"{home}/data/gateway-ledger-journal" if in_azure else ".ledger-journal"
+    elif journal_dir.lower() == "off":
+        journal_dir = None
+    return LedgerSettings(
+        journal_dir=journal_dir,
+        journal_fsync=_bool(env, "GATEWAY_LEDGER_JOURNAL_FSYNC", False),
+        max_backlog_rows=_positive_int(env, "GATEWAY_LEDGER_MAX_BACKLOG_ROWS", 10_000),
+        max_backlog_seconds=_positive_float(env, "GATEWAY_LEDGER_MAX_BACKLOG_SECONDS", 60.0),
+    )
 
 
 # --- parsing helpers: each names the setting in its error ------------------------------------------------

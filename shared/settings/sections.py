@@ -79,6 +79,16 @@ class QuotaSettings:
 
 
 @dataclass(frozen=True)
+class LedgerSettings:
+    """Durability of the usage ledger (docs/durability.md)."""
+
+    journal_dir: str | None = None  # None: no journal (rows wait in memory only)
+    journal_fsync: bool = False
+    max_backlog_rows: int = 10_000
+    max_backlog_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
 class Settings:
     upstream: UpstreamSettings
     guardrails: GuardrailSettings
@@ -87,3 +97,4 @@ class Settings:
     accounting: AccountingSettings
     quotas: QuotaSettings = field(default_factory=QuotaSettings)
     in_azure: bool = False
+    ledger: LedgerSettings = field(default_factory=LedgerSettings)

@@ -1,0 +1,32 @@
+"""Timer-triggered functions: housekeeping that must happen even when no request arrives.
+
+``replay_usage_journal`` writes usage rows that a stopped or crashed instance left in the shared ledger
+journal (docs/durability.md). Any instance may run it: replays are idempotent (rows are keyed by request
+id). The local dev host runs timer functions too, on their NCRONTAB schedule (``shared.local.devhost``).
+
+No ``from __future__ import annotations`` here: the Functions worker reads the handlers' annotations.
+"""
+
+import logging
+
+import azure.functions as func
+
+from shared.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+# Every 5 minutes, on the minute. An orphaned journal file is one whose process on the same machine is gone,
+# or one untouched for 2 minutes (another instance's), so a crashed instance's rows are in the ledger within
+# about 7 minutes even if no instance restarts; a restarted instance replays at once.
+REPLAY_SCHEDULE = "0 */5 * * * *"
+
+
+def blueprint(runtime: Runtime) -> func.Blueprint:
+    bp = func.Blueprint()  # type: ignore[no-untyped-call]
+
+    @bp.timer_trigger(arg_name="timer", schedule=REPLAY_SCHEDULE, run_on_startup=False, use_monitor=False)
+    async def replay_usage_journal(timer: func.TimerRequest) -> None:
+        report = await runtime.recover_usage()
+        log.info("ledger journal replay: %s", report.to_json())
+
+    return bp
