@@ -14,6 +14,7 @@ import os
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,7 @@ from starlette.responses import Response
 
 from shared.accounting.journal import Journal, ReplayReport, journal_target
 from shared.accounting.ledger import BacklogLimits, UsageLedger
+from shared.accounting.prices import PriceBook
 from shared.accounting.settlement import Accounting
 from shared.auth.apikeys import ApiKeyStore
 from shared.auth.authenticator import Authenticator
@@ -40,6 +42,8 @@ from shared.settings import Settings, settings_from_env
 from shared.storage.tables import (
     API_KEYS_TABLE,
     CALLER_POLICIES_TABLE,
+    DAILY_USAGE_TABLE,
+    PRICES_TABLE,
     QUOTA_TABLE,
     USAGE_TABLE,
     ensure_tables,
@@ -54,6 +58,7 @@ from shared.upstream.client import (
 )
 
 if TYPE_CHECKING:
+    from shared.finance.daily import RollupReport
     from shared.local.simulator.embedded import EmbeddedSimulator
 
 log = logging.getLogger(__name__)
@@ -73,6 +78,8 @@ class Services:
     usage_table: TableClient  # what finance reads
     quotas: QuotaEnforcer
     simulator: EmbeddedSimulator | None  # the embedded local upstream, when AZURE_OPENAI_ENDPOINT is empty
+    prices: PriceBook  # GATEWAY_PRICES plus the price versions admins add; as a Mapping: the prices in force now
+    daily_usage_table: TableClient  # finance's daily table, derived from the ledger (shared.finance.daily)
 
 
 class Runtime:
@@ -131,6 +138,15 @@ class Runtime:
     async def recover_usage(self) -> ReplayReport:
         """Replay orphaned ledger journal files (the timer function and start-up call this)."""
         return await (await self.services()).ledger.recover()
+
+    async def roll_up_usage(self, days: list[date]) -> list[RollupReport]:
+        """Derive the daily usage table's rows of ``days`` from the ledger (the finance timer and rebuild call this)."""
+        from shared.finance.daily import rollup_day
+
+        services = await self.services()
+        return [
+            await rollup_day(services.usage_table, services.daily_usage_table, services.policies, day) for day in days
+        ]
 
     def _managed_identity(self) -> AsyncTokenCredential:
         """One credential for the process: Table Storage and Azure OpenAI share its token cache and sessions."""
@@ -192,11 +208,13 @@ class Runtime:
         policies = CallerPolicyStore(tables.get_table_client(CALLER_POLICIES_TABLE))
         usage_table = tables.get_table_client(USAGE_TABLE)
         ledger = self._ledger(usage_table)
+        prices = PriceBook(settings.accounting.prices, tables.get_table_client(PRICES_TABLE))
+        await prices.refresh()
         quotas = QuotaEnforcer(
             settings.quotas,
             QuotaLeases(CounterStore(tables.get_table_client(QUOTA_TABLE), instance_id=uuid.uuid4().hex)),
             policies,
-            settings.accounting.prices,
+            prices,
             output_ceiling=settings.guardrails.max_output_tokens,
         )
         gateway = Gateway(
@@ -204,13 +222,24 @@ class Runtime:
             authenticator,
             Authorizer(policies),
             upstream,
-            Accounting(ledger, settings.accounting.prices, quotas),
+            Accounting(ledger, prices, quotas),
             stream_usage_min_api_version=settings.upstream.stream_usage_min_api_version,
         )
         # Rows an earlier process left unwritten (a crash, a kill) reach the table without waiting for the timer.
         self._recovery = asyncio.get_running_loop().create_task(_recover_quietly(ledger))
         return Services(
-            settings, tables, gateway, authenticator, policies, api_keys, ledger, usage_table, quotas, self._simulator
+            settings,
+            tables,
+            gateway,
+            authenticator,
+            policies,
+            api_keys,
+            ledger,
+            usage_table,
+            quotas,
+            self._simulator,
+            prices,
+            tables.get_table_client(DAILY_USAGE_TABLE),
         )
 
     def _ledger(self, usage_table: TableClient) -> UsageLedger:

@@ -1,5 +1,9 @@
 """Timer-triggered functions: housekeeping that must happen even when no request arrives.
 
+``roll_up_daily_usage`` keeps finance's daily usage table current (docs/finance.md): every 5 minutes it
+derives today's rows from the ledger, and twice after midnight (00:10 and 06:00 UTC) yesterday's, so rows that
+reached the ledger late are counted. Re-deriving a day is idempotent, so overlapping runs are harmless.
+
 ``replay_usage_journal`` writes usage rows that a stopped or crashed instance left in the shared ledger
 journal (docs/durability.md). Any instance may run it: replays are idempotent (rows are keyed by request
 id). The local dev host runs timer functions too, on their NCRONTAB schedule (``shared.local.devhost``).
@@ -8,9 +12,11 @@ No ``from __future__ import annotations`` here: the Functions worker reads the h
 """
 
 import logging
+from datetime import UTC, datetime
 
 import azure.functions as func
 
+from shared.finance.daily import days_to_roll_up
 from shared.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -19,6 +25,7 @@ log = logging.getLogger(__name__)
 # or one untouched for 2 minutes (another instance's), so a crashed instance's rows are in the ledger within
 # about 7 minutes even if no instance restarts; a restarted instance replays at once.
 REPLAY_SCHEDULE = "0 */5 * * * *"
+ROLLUP_SCHEDULE = "30 */5 * * * *"  # half a minute after the replay, so replayed rows are counted in this run
 
 
 def blueprint(runtime: Runtime) -> func.Blueprint:
@@ -28,5 +35,10 @@ def blueprint(runtime: Runtime) -> func.Blueprint:
     async def replay_usage_journal(timer: func.TimerRequest) -> None:
         report = await runtime.recover_usage()
         log.info("ledger journal replay: %s", report.to_json())
+
+    @bp.timer_trigger(arg_name="timer", schedule=ROLLUP_SCHEDULE, run_on_startup=False, use_monitor=False)
+    async def roll_up_daily_usage(timer: func.TimerRequest) -> None:
+        for report in await runtime.roll_up_usage(days_to_roll_up(datetime.now(UTC))):
+            log.info("daily usage rollup: %s", report.to_json())
 
     return bp

@@ -38,7 +38,7 @@ from typing import Any
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
-from shared.accounting.ledger import BATCH_LIMIT, UsageRecord, day_partition
+from shared.accounting.ledger import BATCH_LIMIT, UsageRecord
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +249,7 @@ async def upsert_records(table: TableClient, records: list[UsageRecord]) -> None
     """Upsert rows in transactions of one partition and at most 100 rows (idempotent: keyed by request id)."""
     by_day: dict[str, list[UsageRecord]] = defaultdict(list)
     for record in records:
-        by_day[day_partition(record.at)].append(record)
+        by_day[record.partition].append(record)
     for rows in by_day.values():
         for start in range(0, len(rows), BATCH_LIMIT):
             chunk = rows[start : start + BATCH_LIMIT]
