@@ -6,6 +6,10 @@
 - ``GET /api/manage/prices`` (``Usage.Read`` or ``Gateway.Admin``) lists price versions; ``POST`` adds one
   (``Gateway.Admin``).
 - ``POST /api/manage/usage/rebuild`` (``Gateway.Admin``): re-derive the daily table for a date range.
+- ``GET /api/usage/budgets`` (``Usage.Read``): quota limits and what each caller has used of them.
+- ``GET /api/dashboard`` (``Usage.Read``): the finance dashboard, a page bundled in the repo
+  (``shared/finance/dashboard``, no CDN); a browser without a session behind Easy Auth is sent to
+  ``/.auth/login/aad`` and comes back with its session cookie. Its assets are ``GET /api/dashboard/assets/*``.
 
 State-changing endpoints take only ``application/json`` bodies and refuse a cross-site ``Origin``: a browser
 holding an Easy Auth session cookie cannot be made to call them from another site (a cross-site form can send
@@ -16,6 +20,7 @@ No ``from __future__ import annotations`` here: the Functions worker reads the h
 
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -24,7 +29,7 @@ from azurefunctions.extensions.http.fastapi import JSONResponse, Request, Respon
 
 from shared.accounting.prices import PriceError, PriceVersion, parse_price, version_id
 from shared.auth.identity import ROLE_ADMIN, ROLE_USAGE_READ, Caller
-from shared.errors import GatewayError, bad_request, forbidden
+from shared.errors import GatewayError, bad_request, error_response, forbidden, not_found
 from shared.finance.exports import focus_csv, summary_csv
 from shared.finance.usage_report import daily_rows, parse_query, parse_range, summarize
 from shared.http.handling import authenticated, json_body, new_blueprint
@@ -32,6 +37,17 @@ from shared.policy.authorization import require_role
 from shared.protocol.deployments import is_deployment_name
 from shared.runtime import Runtime, Services
 
+DASHBOARD = Path(__file__).resolve().parent.parent / "finance" / "dashboard"
+DASHBOARD_ASSETS = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
+# The page runs only its own script and talks only to its own origin; nothing may frame it.
+DASHBOARD_HEADERS = {
+    "content-security-policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+    "cache-control": "no-store",
+}
+MAX_BUDGET_CALLERS = 200
 MAX_REBUILD_DAYS = 92
 # A new price version takes effect no sooner than this: every instance re-reads prices within 30 s, so all of them
 # price a call with the same version.
@@ -143,7 +159,57 @@ def blueprint(runtime: Runtime) -> func.Blueprint:
 
         return await authenticated(runtime, req, action)
 
+    @bp.route(route="usage/budgets", methods=["GET"])
+    async def usage_budgets(req: Request) -> Response:
+        """Per caller with usage in the month (or ``caller_id``): its quota limits and use in the current windows."""
+
+        async def action(services: Services, caller: Caller) -> Response:
+            require_role(caller, ROLE_USAGE_READ)
+            query = parse_query({"month": req.query_params.get("month") or datetime.now(UTC).strftime("%Y-%m")})
+            wanted = req.query_params.get("caller_id")
+            names: dict[str, str] = {}
+            async for row in daily_rows(services.daily_usage_table, query):
+                if wanted in (None, row.get("CallerId")):
+                    names.setdefault(str(row["CallerId"]), str(row.get("CallerName", "")))
+            data = []
+            for caller_id in sorted(names)[:MAX_BUDGET_CALLERS]:
+                who = Caller(id=caller_id, name=names[caller_id], tenant=None, kind="app")
+                data.append({"caller_id": caller_id, "caller_name": names[caller_id], **await _limits(services, who)})
+            return JSONResponse({"month": query.first.strftime("%Y-%m"), "data": data})
+
+        return await authenticated(runtime, req, action)
+
+    @bp.route(route="dashboard", methods=["GET"])
+    async def dashboard(req: Request) -> Response:
+        async def action(services: Services, caller: Caller) -> Response:
+            require_role(caller, ROLE_USAGE_READ)
+            return Response((DASHBOARD / "index.html").read_bytes(), media_type="text/html", headers=DASHBOARD_HEADERS)
+
+        response = await authenticated(runtime, req, action)
+        if response.status_code == 401 and runtime.settings.auth.easy_auth:
+            # A browser without a session: Easy Auth signs it in and brings it back with its session cookie.
+            return Response(
+                status_code=302, headers={"location": "/.auth/login/aad?post_login_redirect_uri=/api/dashboard"}
+            )
+        return response
+
+    @bp.route(route="dashboard/assets/{name}", methods=["GET"])
+    async def dashboard_asset(req: Request) -> Response:
+        """The page's script and style sheet: static, no data in them, so no sign-in needed."""
+        name = req.path_params["name"]
+        if name not in DASHBOARD_ASSETS:
+            return error_response(not_found("No such dashboard file."))
+        headers = {**DASHBOARD_HEADERS, "cache-control": "public, max-age=300"}
+        return Response((DASHBOARD / name).read_bytes(), media_type=DASHBOARD_ASSETS[name], headers=headers)
+
     return bp
+
+
+async def _limits(services: Services, caller: Caller) -> dict[str, Any]:
+    try:
+        return {"limits": await services.quotas.status(caller)}
+    except GatewayError as error:  # quota storage unavailable: the dashboard shows usage without budgets
+        return {"limits": {}, "error": error.message}
 
 
 def _csv(lines: AsyncIterator[str], filename: str) -> Response:
