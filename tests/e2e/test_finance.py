@@ -1,6 +1,8 @@
 """Finance end to end against its own Azurite: traffic across callers, deployments and days (a month boundary and a
 price change included), then the ledger, the daily table, ``/api/usage`` in every grouping, the CSV, the FOCUS
-export and the CLI all equal what the upstream reported, to the token and to the last decimal of the cost."""
+export and the CLI all equal what the upstream reported, to the token and to the last decimal of the cost; and the
+dashboard in headless Chromium (Debian ``chromium``, no network but the local gateway) shows the figures of
+``/api/usage``. ``.ci/run`` installs chromium; without it the browser tests skip and say so."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ import asyncio
 import csv
 import io
 import json
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -16,6 +20,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from html.parser import HTMLParser
+from pathlib import Path
 
 import httpx
 import openai
@@ -46,6 +52,15 @@ CHARGEBACK = {
     "bob": {"cost_center": "CC-200", "owner": "=Bob", "department": "Sales", "tags": {}},
     "carol": {"cost_center": "CC-100", "owner": "Cy", "department": "Research", "tags": {"env": "prod"}},
 }
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+NO_CHROMIUM = (
+    "Debian's chromium is not installed (`make browser` or `apt-get install -y chromium`; .ci/run installs it)"
+)
+NOW = datetime.now(UTC)
+LAST_MONTH = BOUNDARY.strftime("%Y-%m")
+SCREENSHOT_DIR = Path(os.environ.get("TMPDIR", "/tmp"))
 
 
 @dataclass(frozen=True)
@@ -81,6 +96,7 @@ def finance(simulator, tmp_path_factory):
         "GATEWAY_STORAGE_CONNECTION_STRING": storage.connection_string,
         "GATEWAY_LOCAL_DEV_AUTH": "true",
         "GATEWAY_PRICES": PRICES,
+        "GATEWAY_DEFAULT_COST_USD_PER_MONTH": "5",  # a budget for the dashboard's budget burn
     }
     from tests.gateway_process import GatewayProcess
 
@@ -503,3 +519,123 @@ def test_finance_endpoints_need_their_roles(finance):
         f"{gateway.api}/manage/prices", json={"deployment": "x", "input": 1, "output": 1}, headers={"api-key": reader}
     )
     assert price.status_code == 403
+
+
+# --- the dashboard in a browser ---------------------------------------------------------------------------------
+
+
+class Figures(HTMLParser):
+    """Text and data-value of every element marked ``data-figure`` in the rendered page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.figures: dict[str, list[tuple[str, str | None]]] = {}
+        self._open: list[tuple[str, str | None]] = []
+        self.loaded: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        if tag == "body":
+            self.loaded = attributes.get("data-loaded")
+        if "data-figure" in attributes:
+            self._open.append((attributes["data-figure"] or "", attributes.get("data-value")))
+            self.figures.setdefault(self._open[-1][0], []).append(("", attributes.get("data-value")))
+
+    def handle_data(self, data: str) -> None:
+        if self._open:
+            name = self._open[-1][0]
+            text, value = self.figures[name][-1]
+            self.figures[name][-1] = (text + data, value)
+
+    def handle_endtag(self, tag: str) -> None:
+        if self._open and tag in ("p", "td"):
+            self._open.pop()
+
+
+def _chromium(url: str, *extra: str, profile: Path) -> str:
+    result = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-proxy-server",
+            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",  # no network beyond the local gateway
+            f"--user-data-dir={profile}",
+            "--virtual-time-budget=15000",
+            *extra,
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def _figures(dom: str) -> dict[str, list[tuple[str, str | None]]]:
+    parser = Figures()
+    parser.feed(dom)
+    assert parser.loaded == "true", dom[-3000:]
+    return parser.figures
+
+
+@pytest.mark.parametrize("month", [None, LAST_MONTH])
+def test_the_dashboard_shows_the_figures_of_api_usage(finance, month, tmp_path):
+    if CHROMIUM is None:
+        pytest.skip(NO_CHROMIUM)
+    gateway, *_ = finance
+    _rebuild(gateway)
+    api = gateway.api
+    url = f"{api}/dashboard" + (f"?month={month}" if month else "")
+    figures = _figures(_chromium(url, "--dump-dom", profile=tmp_path / "profile"))
+    shown_month = month or NOW.strftime("%Y-%m")
+
+    totals = httpx.get(f"{api}/usage", params={"month": shown_month, "group_by": ""}).json()["totals"]
+    assert figures["month-cost"] == [(f"USD {totals['cost']}", totals["cost"])]
+    assert figures["month-tokens"] == [(f"{totals['total_tokens']:,}", str(totals["total_tokens"]))]
+    assert figures["month-requests"][0][1] == str(totals["requests"])
+    today = NOW.date().isoformat()
+    today_totals = httpx.get(f"{api}/usage", params={"from": today, "to": today, "group_by": ""}).json()["totals"]
+    assert figures["today-cost"] == [(f"USD {today_totals['cost']}", today_totals["cost"])]
+    assert Decimal(today_totals["cost"]) > 0
+
+    callers = httpx.get(f"{api}/usage", params={"month": shown_month, "group_by": "caller"}).json()["data"]
+    ranked = sorted(callers, key=lambda r: Decimal(r["cost"]), reverse=True)
+    assert [t for t, _ in figures["spender-name"]] == [r["caller_name"] for r in ranked]
+    assert [t for t, _ in figures["spender-cost"]] == [r["cost"] for r in ranked]
+    assert [t for t, _ in figures["spender-tokens"]] == [f"{r['total_tokens']:,}" for r in ranked]
+    centers = httpx.get(f"{api}/usage", params={"month": shown_month, "group_by": "cost_center"}).json()["data"]
+    assert {t for t, _ in figures["cost-center-name"]} == {"CC-100", "CC-200"}
+    assert [t for t, _ in figures["cost-center-cost"]] == [r["cost"] for r in centers]
+    assert len(figures["burn"]) == 3  # one cost budget per caller
+
+    if month:  # a month with a chart worth looking at
+        shot = SCREENSHOT_DIR / "finance-dashboard.png"
+        _chromium(url, f"--screenshot={shot}", "--window-size=1280,1400", profile=tmp_path / "profile2")
+        assert shot.stat().st_size > 10_000
+
+
+def test_the_dashboard_needs_usage_read_and_its_assets_are_local(finance):
+    api = finance[0].api
+    key = httpx.post(
+        f"{api}/manage/keys",
+        json={
+            "name": "user",
+            "owner": {"id": "fin-dash/dave", "name": "Dave", "kind": "app"},
+            "roles": ["Gateway.Use"],
+        },
+    ).json()["key"]
+    assert httpx.get(f"{api}/dashboard", headers={"api-key": key}).status_code == 403
+    page = httpx.get(f"{api}/dashboard")
+    assert page.status_code == 200 and "script-src 'self'" in page.headers["content-security-policy"]
+    assert "http" not in page.text.replace("http://www.w3.org", "")  # nothing loaded from elsewhere
+    script = httpx.get(f"{api}/dashboard/assets/dashboard.js")
+    assert script.status_code == 200 and script.headers["content-type"].startswith("text/javascript")
+    assert httpx.get(f"{api}/dashboard/assets/..%2Findex.html").status_code == 404
