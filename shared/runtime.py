@@ -14,7 +14,6 @@ import os
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,6 +30,7 @@ from shared.auth.apikeys import ApiKeyStore
 from shared.auth.authenticator import Authenticator
 from shared.auth.entra import EntraTokenValidator
 from shared.errors import GatewayError, error_response
+from shared.finance.daily import DailyRollup, RollupPlan, RollupReport
 from shared.pipeline import Gateway
 from shared.policy.authorization import Authorizer
 from shared.policy.callers import CallerPolicyStore
@@ -43,6 +43,7 @@ from shared.storage.tables import (
     API_KEYS_TABLE,
     CALLER_POLICIES_TABLE,
     DAILY_USAGE_TABLE,
+    HOURLY_USAGE_TABLE,
     PRICES_TABLE,
     QUOTA_TABLE,
     USAGE_TABLE,
@@ -58,7 +59,6 @@ from shared.upstream.client import (
 )
 
 if TYPE_CHECKING:
-    from shared.finance.daily import RollupReport
     from shared.local.simulator.embedded import EmbeddedSimulator
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,8 @@ class Services:
     quotas: QuotaEnforcer
     simulator: EmbeddedSimulator | None  # the embedded local upstream, when AZURE_OPENAI_ENDPOINT is empty
     prices: PriceBook  # GATEWAY_PRICES plus the price versions admins add; as a Mapping: the prices in force now
-    daily_usage_table: TableClient  # finance's daily table, derived from the ledger (shared.finance.daily)
+    daily_usage_table: TableClient  # finance's daily table, derived from the ledger by daily_rollup
+    daily_rollup: DailyRollup
 
 
 class Runtime:
@@ -139,14 +140,10 @@ class Runtime:
         """Replay orphaned ledger journal files (the timer function and start-up call this)."""
         return await (await self.services()).ledger.recover()
 
-    async def roll_up_usage(self, days: list[date]) -> list[RollupReport]:
-        """Derive the daily usage table's rows of ``days`` from the ledger (the finance timer and rebuild call this)."""
-        from shared.finance.daily import rollup_day
-
-        services = await self.services()
-        return [
-            await rollup_day(services.usage_table, services.daily_usage_table, services.policies, day) for day in days
-        ]
+    async def roll_up_usage(self, plans: list[RollupPlan]) -> list[RollupReport]:
+        """Derive rows of the daily usage table from the ledger (the finance timer and the rebuild call this)."""
+        rollup = (await self.services()).daily_rollup
+        return [await rollup.day(plan.day, plan.hours) for plan in plans]
 
     def _managed_identity(self) -> AsyncTokenCredential:
         """One credential for the process: Table Storage and Azure OpenAI share its token cache and sessions."""
@@ -225,6 +222,7 @@ class Runtime:
             Accounting(ledger, prices, quotas),
             stream_usage_min_api_version=settings.upstream.stream_usage_min_api_version,
         )
+        daily_table = tables.get_table_client(DAILY_USAGE_TABLE)
         # Rows an earlier process left unwritten (a crash, a kill) reach the table without waiting for the timer.
         self._recovery = asyncio.get_running_loop().create_task(_recover_quietly(ledger))
         return Services(
@@ -239,7 +237,8 @@ class Runtime:
             quotas,
             self._simulator,
             prices,
-            tables.get_table_client(DAILY_USAGE_TABLE),
+            daily_table,
+            DailyRollup(usage_table, tables.get_table_client(HOURLY_USAGE_TABLE), daily_table, policies),
         )
 
     def _ledger(self, usage_table: TableClient) -> UsageLedger:

@@ -1,8 +1,9 @@
 """Timer-triggered functions: housekeeping that must happen even when no request arrives.
 
 ``roll_up_daily_usage`` keeps finance's daily usage table current (docs/finance.md): every 5 minutes it
-derives today's rows from the ledger, and twice after midnight (00:10 and 06:00 UTC) yesterday's, so rows that
-reached the ledger late are counted. Re-deriving a day is idempotent, so overlapping runs are harmless.
+re-derives today's current hour from the ledger (the previous one too early in an hour) and today's rows, and
+twice after midnight (00:10 and 06:00 UTC) all of yesterday, so rows that reached the ledger late are counted.
+Re-deriving is idempotent, so overlapping runs are harmless.
 
 ``replay_usage_journal`` writes usage rows that a stopped or crashed instance left in the shared ledger
 journal (docs/durability.md). Any instance may run it: replays are idempotent (rows are keyed by request
@@ -16,7 +17,7 @@ from datetime import UTC, datetime
 
 import azure.functions as func
 
-from shared.finance.daily import days_to_roll_up
+from shared.finance.daily import timer_plan
 from shared.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def blueprint(runtime: Runtime) -> func.Blueprint:
 
     @bp.timer_trigger(arg_name="timer", schedule=ROLLUP_SCHEDULE, run_on_startup=False, use_monitor=False)
     async def roll_up_daily_usage(timer: func.TimerRequest) -> None:
-        for report in await runtime.roll_up_usage(days_to_roll_up(datetime.now(UTC))):
+        for report in await runtime.roll_up_usage(timer_plan(datetime.now(UTC))):
             log.info("daily usage rollup: %s", report.to_json())
 
     return bp

@@ -1,11 +1,14 @@
 """The daily usage table finance reads directly: one row per UTC day x caller x deployment, derived from the ledger.
 
 Why a table of its own: the ledger has one row per call (a month at 100 requests/s is ~260 million rows), far too
-many for Excel, Power BI or ``/api/usage`` to sum. The rollup reads one day of the ledger (every shard of every
-hour), counts each request id once, and replaces that day's rows in ``gatewayUsageDaily``: the same ledger gives
-the same rows however often it runs (no run time or counter is stored), so it is idempotent, and a late ledger
-row is picked up by the next run for its day (docs/finance.md, "Freshness"). Rows a previous run wrote for a
-group that no longer exists are deleted, so a rebuild is exact.
+many for Excel, Power BI or ``/api/usage`` to sum. The rollup works hour by hour, because re-reading a whole day
+every 5 minutes does not scale (scripts/bench_rollup.py): it reads one UTC hour of the ledger (every shard),
+counts each request id once, and replaces that hour's partial sums in the internal ``gatewayUsageHourly`` table;
+then it sums the day's partials into ``gatewayUsageDaily``. The timer re-derives only the current hour (and the
+previous one early in an hour, plus any hour never derived); a rebuild and the after-midnight runs re-derive all
+24 hours. The same ledger gives the same rows however often it runs (no run time or counter is stored), so it
+is idempotent, and a late ledger row is picked up by the next run that covers its hour (docs/finance.md,
+"Freshness"). Rows a previous run wrote for a group that no longer exists are deleted, so a rebuild is exact.
 
 Money is summed as :class:`~decimal.Decimal` from the ledger's exact ``Cost`` text; the table stores it exactly
 (``CostExact``, a decimal string) and as a number (``Cost``) for spreadsheets. Token sums are Int64.
@@ -15,17 +18,17 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from azure.data.tables import EdmType, EntityProperty, UpdateMode
 from azure.data.tables.aio import TableClient
 
-from shared.accounting.ledger import BATCH_LIMIT, day_partition, day_range_filter
+from shared.accounting.ledger import BATCH_LIMIT, day_partition
 from shared.accounting.prices import money_text
 from shared.policy.callers import CallerPolicy, CallerPolicyStore
 from shared.storage.tables import table_key
@@ -156,22 +159,29 @@ def aggregate(day: date, rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, s
     return groups
 
 
-def daily_row_key(caller_id: str, deployment: str) -> str:
-    return f"{table_key(caller_id)}|{table_key(deployment)}"
+def daily_totals(row: Mapping[str, Any]) -> Totals:
+    """A daily (or hourly partial) row as Totals, its exact cost from ``CostExact``."""
+    try:
+        cost = Decimal(str(row.get("CostExact") or "0"))
+    except InvalidOperation:
+        cost = Decimal(repr(float(row.get("Cost") or 0.0)))
+    return Totals(
+        requests=integer(row.get("Requests")),
+        failed_requests=integer(row.get("FailedRequests")),
+        estimated_requests=integer(row.get("EstimatedRequests")),
+        unpriced_requests=integer(row.get("UnpricedRequests")),
+        prompt_tokens=integer(row.get("PromptTokens")),
+        completion_tokens=integer(row.get("CompletionTokens")),
+        cached_tokens=integer(row.get("CachedTokens")),
+        reasoning_tokens=integer(row.get("ReasoningTokens")),
+        cost=cost,
+        currencies={c for c in str(row.get("Currency") or "").split(",") if c},
+        price_versions={v for v in str(row.get("PriceVersions") or "").split(",") if v},
+    )
 
 
-def daily_entity(group: DailyGroup, policy: CallerPolicy) -> dict[str, Any]:
-    """One row of the daily table (schema: docs/finance.md)."""
-    t = group.totals
+def totals_columns(t: Totals) -> dict[str, Any]:
     return {
-        "PartitionKey": day_partition(group.day),
-        "RowKey": daily_row_key(group.caller_id, group.deployment),
-        "Date": datetime.combine(group.day, clock(), tzinfo=UTC),
-        "Day": group.day.isoformat(),
-        "Month": group.day.strftime("%Y-%m"),
-        "CallerId": group.caller_id,
-        "CallerName": group.caller_name,
-        "Deployment": group.deployment,
         "Requests": int64(t.requests),
         "FailedRequests": int64(t.failed_requests),
         "EstimatedRequests": int64(t.estimated_requests),
@@ -185,6 +195,25 @@ def daily_entity(group: DailyGroup, policy: CallerPolicy) -> dict[str, Any]:
         "CostExact": money_text(t.cost),
         "Currency": ",".join(sorted(t.currencies)),
         "PriceVersions": ",".join(sorted(t.price_versions)),
+    }
+
+
+def daily_row_key(caller_id: str, deployment: str) -> str:
+    return f"{table_key(caller_id)}|{table_key(deployment)}"
+
+
+def daily_entity(group: DailyGroup, policy: CallerPolicy) -> dict[str, Any]:
+    """One row of the daily table (schema: docs/finance.md)."""
+    return {
+        "PartitionKey": day_partition(group.day),
+        "RowKey": daily_row_key(group.caller_id, group.deployment),
+        "Date": datetime.combine(group.day, clock(), tzinfo=UTC),
+        "Day": group.day.isoformat(),
+        "Month": group.day.strftime("%Y-%m"),
+        "CallerId": group.caller_id,
+        "CallerName": group.caller_name,
+        "Deployment": group.deployment,
+        **totals_columns(group.totals),
         "CostCenter": policy.cost_center,
         "Owner": policy.owner,
         "Department": policy.department,
@@ -195,16 +224,18 @@ def daily_entity(group: DailyGroup, policy: CallerPolicy) -> dict[str, Any]:
 @dataclass
 class RollupReport:
     day: date
+    hours: list[str] = field(default_factory=list)  # the hours re-derived from the ledger ("legacy": unsharded rows)
     ledger_rows: int = 0
     daily_rows: int = 0
     deleted_rows: int = 0
-    read_requests: int = 0  # storage round trips (query pages) reading the ledger and the old daily rows
-    write_requests: int = 0  # storage round trips (transactions) writing and deleting daily rows
+    read_requests: int = 0  # storage round trips reading (query pages, policy reads)
+    write_requests: int = 0  # storage round trips writing (transactions)
     seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {
             "day": self.day.isoformat(),
+            "hours": self.hours,
             "ledger_rows": self.ledger_rows,
             "daily_rows": self.daily_rows,
             "deleted_rows": self.deleted_rows,
@@ -214,53 +245,153 @@ class RollupReport:
         }
 
 
+ALL_HOURS = tuple(range(24))
+LEGACY_HOUR = "legacy"  # ledger rows written before sharding: PartitionKey is the bare day
+
+
+class DailyRollup:
+    """Derives the daily usage table from the ledger, through hourly partial sums."""
+
+    def __init__(
+        self, ledger: TableClient, hourly: TableClient, daily: TableClient, policies: CallerPolicyStore
+    ) -> None:
+        self._ledger, self._hourly, self._daily, self._policies = ledger, hourly, daily, policies
+
+    async def day(self, day: date, hours: Collection[int] | None = None) -> RollupReport:
+        """Re-derive ``hours`` of ``day`` (None: all of them, and the unsharded rows) plus any hour of the day up
+        to the latest one asked for that was never derived, then rewrite the day's rows of the daily table."""
+        started = time.perf_counter()
+        report = RollupReport(day)
+        partition = day_partition(day)
+        partials = await self._entities(self._hourly, partition, None, report)
+        derived = {str(e["RowKey"]) for e in partials if "|" not in str(e["RowKey"])}
+        if hours is None:
+            wanted: list[str] = [f"{h:02d}" for h in ALL_HOURS] + [LEGACY_HOUR]
+        else:
+            latest = max(hours, default=-1)
+            wanted = [f"{h:02d}" for h in ALL_HOURS if h in hours or (h <= latest and f"{h:02d}" not in derived)]
+        # Rows written before sharding sit in the bare day's partition; a replay after the upgrade can have written
+        # the same request id again under an hour's partition: the unsharded copy counts, the other is skipped.
+        legacy = [
+            row
+            async for row in _pages(self._ledger, "PartitionKey eq @day", {"day": partition}, LEDGER_COLUMNS, report)
+        ]
+        legacy_ids = {str(row["RowKey"]) for row in legacy}
+        for hour in wanted:
+            existing = [e for e in partials if str(e["RowKey"]).startswith(f"{hour}|")]
+            await self._derive_hour(day, hour, existing, legacy if hour == LEGACY_HOUR else None, legacy_ids, report)
+        report.hours = wanted
+        partials = await self._entities(self._hourly, partition, None, report) if wanted else partials
+        groups: dict[tuple[str, str], DailyGroup] = {}
+        for entity in partials:
+            if "|" not in str(entity["RowKey"]):
+                continue
+            key = (str(entity["CallerId"]), str(entity["Deployment"]))
+            if key not in groups:
+                groups[key] = DailyGroup(day, key[0], str(entity.get("CallerName", "")), key[1], Totals())
+            groups[key].totals.add(daily_totals(entity))
+        policies = await self._chargeback({caller for caller, _ in groups}, report)
+        entities = [daily_entity(g, policies[g.caller_id]) for g in groups.values()]
+        existing = await self._entities(self._daily, partition, ["RowKey"], report)
+        report.deleted_rows = await self._replace(self._daily, partition, entities, existing, report)
+        report.daily_rows = len(entities)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    async def _derive_hour(
+        self,
+        day: date,
+        hour: str,
+        existing: list[dict[str, Any]],
+        rows: list[dict[str, Any]] | None,
+        skip: set[str],
+        report: RollupReport,
+    ) -> None:
+        """Replace one hour's partial sums (and its marker row) with sums of the ledger's rows of that hour."""
+        partition = day_partition(day)
+        if rows is None:
+            query = "PartitionKey ge @first and PartitionKey lt @after"
+            parameters = {"first": f"{partition}T{hour}", "after": f"{partition}T{int(hour) + 1:02d}"}
+            rows = [
+                row
+                async for row in _pages(self._ledger, query, parameters, LEDGER_COLUMNS, report)
+                if str(row["RowKey"]) not in skip
+            ]
+        report.ledger_rows += len(rows)
+        entities: list[dict[str, Any]] = [
+            {
+                "PartitionKey": partition,
+                "RowKey": f"{hour}|{daily_row_key(g.caller_id, g.deployment)}",
+                "CallerId": g.caller_id,
+                "CallerName": g.caller_name,
+                "Deployment": g.deployment,
+                **totals_columns(g.totals),
+            }
+            for g in aggregate(day, rows).values()
+        ]
+        entities.append({"PartitionKey": partition, "RowKey": hour, "LedgerRows": int64(len(rows))})
+        await self._replace(self._hourly, partition, entities, existing, report)
+
+    async def _chargeback(self, callers: set[str], report: RollupReport) -> dict[str, CallerPolicy]:
+        result = {}
+        for caller in sorted(callers):
+            result[caller] = await self._policies.get(caller)
+            report.read_requests += 1  # at most: the store caches policies for a while
+        return result
+
+    @staticmethod
+    async def _entities(
+        table: TableClient, partition: str, select: list[str] | None, report: RollupReport
+    ) -> list[dict[str, Any]]:
+        query, parameters = "PartitionKey eq @p", {"p": partition}
+        return [e async for e in _pages(table, query, parameters, select, report)]
+
+    @staticmethod
+    async def _replace(
+        table: TableClient,
+        partition: str,
+        entities: list[dict[str, Any]],
+        existing: Iterable[Mapping[str, Any]],
+        report: RollupReport,
+    ) -> int:
+        """Upsert ``entities`` and delete the ``existing`` rows they do not replace (one partition, 100 a batch)."""
+        keep = {e["RowKey"] for e in entities}
+        operations: list[tuple[str, Any, dict[str, Any]]] = [
+            ("upsert", entity, {"mode": UpdateMode.REPLACE}) for entity in entities
+        ]
+        stale = [str(e["RowKey"]) for e in existing if e["RowKey"] not in keep]
+        operations += [("delete", {"PartitionKey": partition, "RowKey": key}, {}) for key in stale]
+        for start in range(0, len(operations), BATCH_LIMIT):
+            await table.submit_transaction(operations[start : start + BATCH_LIMIT])
+            report.write_requests += 1
+        return len(stale)
+
+
 async def _pages(
-    table: TableClient, query: str, parameters: dict[str, Any], select: list[str], report: RollupReport
+    table: TableClient, query: str, parameters: dict[str, Any], select: list[str] | None, report: RollupReport
 ) -> AsyncIterator[dict[str, Any]]:
     pages = table.query_entities(query, parameters=parameters, select=select, results_per_page=1000).by_page()
     async for page in pages:
         report.read_requests += 1
         async for entity in page:
-            yield entity
+            yield dict(entity)
 
 
-async def rollup_day(ledger: TableClient, daily: TableClient, policies: CallerPolicyStore, day: date) -> RollupReport:
-    """Derive ``day``'s rows of the daily table from the ledger and replace them (idempotent)."""
-    started = time.perf_counter()
-    report = RollupReport(day)
-    query, parameters = day_range_filter(day, day)
-    rows = []
-    async for row in _pages(ledger, query, parameters, LEDGER_COLUMNS, report):
-        rows.append(row)
-    report.ledger_rows = len(rows)
-    groups = aggregate(day, rows)
-    entities = [daily_entity(group, await policies.get(group.caller_id)) for group in groups.values()]
-    partition = day_partition(day)
-    existing = [
-        str(e["RowKey"]) async for e in _pages(daily, "PartitionKey eq @day", {"day": partition}, ["RowKey"], report)
-    ]
-    keep = {e["RowKey"] for e in entities}
-    operations: list[tuple[str, Any, dict[str, Any]]] = [
-        ("upsert", entity, {"mode": UpdateMode.REPLACE}) for entity in entities
-    ]
-    stale: list[tuple[str, Any, dict[str, Any]]] = [
-        ("delete", {"PartitionKey": partition, "RowKey": key}, {}) for key in existing if key not in keep
-    ]
-    operations += stale
-    for start in range(0, len(operations), BATCH_LIMIT):
-        await daily.submit_transaction(operations[start : start + BATCH_LIMIT])
-        report.write_requests += 1
-    report.daily_rows, report.deleted_rows = len(entities), len(stale)
-    report.seconds = time.perf_counter() - started
-    return report
+@dataclass(frozen=True)
+class RollupPlan:
+    day: date
+    hours: frozenset[int] | None  # None: the whole day
 
 
-def days_to_roll_up(now: datetime) -> list[date]:
-    """What the timer rolls up at ``now``: today on every run; yesterday on the runs that start in 00:10-00:15
-    and 06:00-06:05 UTC, after rows settled before midnight but written late (writer retries, journal replay
-    within ~7 minutes) have reached the ledger."""
+def timer_plan(now: datetime) -> list[RollupPlan]:
+    """What the timer rolls up at ``now``: today's current hour on every run (and the previous hour in the first
+    15 minutes of an hour, for rows written late: writer retries, journal replay within ~7 minutes); all of
+    yesterday on the runs that start in 00:10-00:15 and 06:00-06:05 UTC."""
     now = now.astimezone(UTC)
     today = now.date()
+    hours = {now.hour, now.hour - 1} if now.minute < 15 and now.hour > 0 else {now.hour}
+    plan = [RollupPlan(today, frozenset(hours))]
     minute_of_day = now.hour * 60 + now.minute
-    late_window = 10 <= minute_of_day < 15 or 360 <= minute_of_day < 365
-    return [today - timedelta(days=1), today] if late_window else [today]
+    if 10 <= minute_of_day < 15 or 360 <= minute_of_day < 365:
+        plan.insert(0, RollupPlan(today - timedelta(days=1), None))
+    return plan

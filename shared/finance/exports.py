@@ -19,8 +19,8 @@ from decimal import Decimal
 from typing import Any
 
 from shared.accounting.prices import Price
-from shared.finance.daily import Totals
-from shared.finance.usage_report import Summary, chargeback, csv_line, daily_totals
+from shared.finance.daily import Totals, daily_totals
+from shared.finance.usage_report import Summary, chargeback, csv_line
 
 SERVICE_NAME = "Azure OpenAI (AI gateway)"
 FOCUS_COLUMNS = (

@@ -14,7 +14,7 @@ import unicodedata
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from azure.data.tables.aio import TableClient
@@ -22,7 +22,7 @@ from azure.data.tables.aio import TableClient
 from shared.accounting.ledger import day_partition, day_range_filter
 from shared.accounting.prices import money_text
 from shared.errors import bad_request
-from shared.finance.daily import Totals, integer
+from shared.finance.daily import Totals, daily_totals
 
 MAX_QUERY_DAYS = 366
 GROUPINGS = ("caller", "deployment", "day", "month", "cost_center")
@@ -132,27 +132,6 @@ async def daily_rows(table: TableClient, query: UsageQuery) -> AsyncIterator[dic
             parameters[name] = value
     async for entity in table.query_entities(text, parameters=parameters, results_per_page=1000):
         yield dict(entity)
-
-
-def daily_totals(row: Mapping[str, Any]) -> Totals:
-    """A daily table row as Totals (its exact cost from ``CostExact``)."""
-    try:
-        cost = Decimal(str(row.get("CostExact") or "0"))
-    except InvalidOperation:
-        cost = Decimal(repr(float(row.get("Cost") or 0.0)))
-    return Totals(
-        requests=integer(row.get("Requests")),
-        failed_requests=integer(row.get("FailedRequests")),
-        estimated_requests=integer(row.get("EstimatedRequests")),
-        unpriced_requests=integer(row.get("UnpricedRequests")),
-        prompt_tokens=integer(row.get("PromptTokens")),
-        completion_tokens=integer(row.get("CompletionTokens")),
-        cached_tokens=integer(row.get("CachedTokens")),
-        reasoning_tokens=integer(row.get("ReasoningTokens")),
-        cost=cost,
-        currencies={c for c in str(row.get("Currency") or "").split(",") if c},
-        price_versions={v for v in str(row.get("PriceVersions") or "").split(",") if v},
-    )
 
 
 def chargeback(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from azurefunctions.extensions.http.fastapi import JSONResponse, Request, Respon
 from shared.accounting.prices import PriceError, PriceVersion, parse_price, version_id
 from shared.auth.identity import ROLE_ADMIN, ROLE_USAGE_READ, Caller
 from shared.errors import GatewayError, bad_request, error_response, forbidden, not_found
+from shared.finance.daily import RollupPlan
 from shared.finance.exports import focus_csv, summary_csv
 from shared.finance.usage_report import daily_rows, parse_query, parse_range, summarize
 from shared.http.handling import authenticated, json_body, new_blueprint
@@ -154,7 +155,7 @@ def blueprint(runtime: Runtime) -> func.Blueprint:
             if (last - first).days >= MAX_REBUILD_DAYS:
                 raise bad_request(f"Rebuild at most {MAX_REBUILD_DAYS} days at a time.", code="range_too_long")
             days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
-            reports = await runtime.roll_up_usage(days)
+            reports = await runtime.roll_up_usage([RollupPlan(day, None) for day in days])
             return JSONResponse({"data": [r.to_json() for r in reports]})
 
         return await authenticated(runtime, req, action)

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 from shared.accounting.ledger import UsageLedger, UsageRecord
-from shared.finance.daily import days_to_roll_up, integer, rollup_day
+from shared.finance.daily import RollupPlan, integer, timer_plan
 from shared.policy.callers import CallerPolicy
 
 DAY = date(2026, 11, 30)
@@ -45,6 +45,7 @@ async def write(tables, records: list[UsageRecord]) -> None:
     for record in records:
         await ledger.record(record)
     assert await ledger.flush(10)
+    await ledger.close()
 
 
 async def daily(tables) -> dict[str, dict]:
@@ -66,8 +67,9 @@ async def test_a_day_sums_exactly_per_caller_and_deployment_with_chargeback(fina
     records += [usage("t/bob", "e", 0, 7, 0, None)]  # unpriced
     await write(finance_tables, records)
 
-    report = await rollup_day(finance_tables.ledger, finance_tables.daily, finance_tables.policies, DAY)
+    report = await finance_tables.rollup.day(DAY)
     assert (report.ledger_rows, report.daily_rows, report.deleted_rows) == (27, 3, 0)
+    assert len(report.hours) == 25  # 24 hours and the unsharded rows
     rows = await daily(finance_tables)
     alice = rows["t%2Falice|m"]
     assert integer(alice["Requests"]) == 25 and integer(alice["FailedRequests"]) == 1
@@ -82,14 +84,14 @@ async def test_a_day_sums_exactly_per_caller_and_deployment_with_chargeback(fina
 
 async def test_rebuilding_twice_gives_identical_rows_and_late_rows_are_picked_up(finance_tables):
     await write(finance_tables, [usage("t/alice", "m", h, 10, 5, "0.001") for h in range(5)])
-    await rollup_day(finance_tables.ledger, finance_tables.daily, finance_tables.policies, DAY)
+    await finance_tables.rollup.day(DAY)
     first = comparable(await daily(finance_tables))
-    again = await rollup_day(finance_tables.ledger, finance_tables.daily, finance_tables.policies, DAY)
+    again = await finance_tables.rollup.day(DAY)
     assert comparable(await daily(finance_tables)) == first and again.daily_rows == 1
 
     late = usage("t/alice", "m", 23, 1, 1, "0.5")  # settled on the day, written after its rollup
     await write(finance_tables, [late, late])  # and twice: counted once
-    await rollup_day(finance_tables.ledger, finance_tables.daily, finance_tables.policies, DAY)
+    await finance_tables.rollup.day(DAY)
     row = (await daily(finance_tables))["t%2Falice|m"]
     assert integer(row["Requests"]) == 6 and row["CostExact"] == "0.505"
 
@@ -101,13 +103,33 @@ async def test_a_request_id_in_two_shards_counts_once_and_stale_rows_go(finance_
     entity["PartitionKey"] = "2026-11-30"  # the same row under the pre-sharding key
     await finance_tables.ledger.upsert_entity(entity)
     await finance_tables.daily.upsert_entity({"PartitionKey": "2026-11-30", "RowKey": "gone|m", "Requests": 1})
-    report = await rollup_day(finance_tables.ledger, finance_tables.daily, finance_tables.policies, DAY)
-    assert (report.ledger_rows, report.daily_rows, report.deleted_rows) == (2, 1, 1)
+    report = await finance_tables.rollup.day(DAY)
+    assert (report.ledger_rows, report.daily_rows, report.deleted_rows) == (1, 1, 1)  # counted once
     assert integer((await daily(finance_tables))["t%2Falice|m"]["Requests"]) == 1
 
 
-def test_the_timer_rolls_up_today_and_yesterday_after_midnight():
-    assert days_to_roll_up(datetime(2026, 12, 1, 14, 0, tzinfo=UTC)) == [date(2026, 12, 1)]
-    assert days_to_roll_up(datetime(2026, 12, 1, 0, 10, 30, tzinfo=UTC)) == [date(2026, 11, 30), date(2026, 12, 1)]
-    assert days_to_roll_up(datetime(2026, 12, 1, 6, 0, 30, tzinfo=UTC)) == [date(2026, 11, 30), date(2026, 12, 1)]
-    assert days_to_roll_up(datetime(2026, 12, 1, 0, 20, tzinfo=UTC) + timedelta(hours=1)) == [date(2026, 12, 1)]
+async def test_the_timer_re_derives_only_recent_hours_and_hours_never_derived(finance_tables):
+    await write(finance_tables, [usage("t/alice", "m", h, 10, 5, "0.001") for h in (1, 5, 9)])
+    report = await finance_tables.rollup.day(DAY, frozenset({9}))
+    assert report.hours == [f"{h:02d}" for h in range(10)]  # 0-8 were never derived
+    assert integer((await daily(finance_tables))["t%2Falice|m"]["Requests"]) == 3
+
+    await write(finance_tables, [usage("t/alice", "m", 9, 1, 1, "0.5"), usage("t/alice", "m", 1, 1, 1, "0.5")])
+    report = await finance_tables.rollup.day(DAY, frozenset({9}))
+    assert report.hours == ["09"] and report.ledger_rows == 2  # one hour read, not the day
+    assert integer((await daily(finance_tables))["t%2Falice|m"]["Requests"]) == 4  # the late 01:30 row waits
+
+    await finance_tables.rollup.day(DAY)  # the after-midnight run (or a rebuild) re-derives every hour
+    row = (await daily(finance_tables))["t%2Falice|m"]
+    assert integer(row["Requests"]) == 5 and row["CostExact"] == "1.003"
+
+
+def test_the_timer_plan():
+    plan = timer_plan(datetime(2026, 12, 1, 14, 20, tzinfo=UTC))
+    assert plan == [RollupPlan(date(2026, 12, 1), frozenset({14}))]
+    plan = timer_plan(datetime(2026, 12, 1, 14, 5, 30, tzinfo=UTC))
+    assert plan == [RollupPlan(date(2026, 12, 1), frozenset({13, 14}))]
+    plan = timer_plan(datetime(2026, 12, 1, 0, 10, 30, tzinfo=UTC))
+    assert plan == [RollupPlan(date(2026, 11, 30), None), RollupPlan(date(2026, 12, 1), frozenset({0}))]
+    assert timer_plan(datetime(2026, 12, 1, 6, 0, 30, tzinfo=UTC))[0] == RollupPlan(date(2026, 11, 30), None)
+    assert len(timer_plan(datetime(2026, 12, 1, 6, 0, tzinfo=UTC) + timedelta(minutes=20))) == 1
