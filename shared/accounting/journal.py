@@ -6,7 +6,7 @@ an OOM, or the Functions host killing the Python worker, which it does without a
 docs/durability.md). So :class:`Journal` appends one JSON line per row (a write(2) to the page cache,
 about a microsecond; optionally fsync'ed) and deletes a segment file once every row in it is confirmed
 in the table. Whatever is left in the directory is, by construction, usage that may be missing from the
-ledger: :func:`replay` writes it (an upsert keyed by PartitionKey/RowKey = day/request id, so replaying
+ledger: :func:`replay` writes it (an upsert keyed by PartitionKey/RowKey = ledger partition/request id, so replaying
 twice changes nothing) and then deletes the file.
 
 Segments: a process appends to one open segment at a time and starts a new one every ``rotate_seconds``,

@@ -28,7 +28,7 @@ import random
 import time
 import zlib
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from azure.core.exceptions import HttpResponseError
@@ -63,7 +63,7 @@ def day_partition(day: date | datetime) -> str:
 def ledger_partition(at: datetime, request_id: str) -> str:
     """The partition of one ledger row: UTC day, hour and a shard from the request id (``2026-11-30T14-05``)."""
     shard = zlib.crc32(request_id.encode()) % LEDGER_SHARDS
-    return f"{at:%Y-%m-%dT%H}-{shard:02d}"
+    return f"{at.astimezone(UTC):%Y-%m-%dT%H}-{shard:02d}"
 
 
 def day_range_filter(first: date, last: date) -> tuple[str, dict[str, Any]]:
