@@ -16,6 +16,8 @@ Money is summed as :class:`~decimal.Decimal` from the ledger's exact ``Cost`` te
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import time
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping
@@ -28,7 +30,7 @@ from typing import Any
 from azure.data.tables import EdmType, EntityProperty, UpdateMode
 from azure.data.tables.aio import TableClient
 
-from shared.accounting.ledger import BATCH_LIMIT, day_partition
+from shared.accounting.ledger import BATCH_LIMIT, LEDGER_SHARDS, day_partition
 from shared.accounting.prices import money_text
 from shared.policy.callers import CallerPolicy, CallerPolicyStore
 from shared.storage.tables import table_key
@@ -277,11 +279,13 @@ class DailyRollup:
             async for row in _pages(self._ledger, "PartitionKey eq @day", {"day": partition}, LEDGER_COLUMNS, report)
         ]
         legacy_ids = {str(row["RowKey"]) for row in legacy}
+        fresh: list[dict[str, Any]] = []
         for hour in wanted:
-            existing = [e for e in partials if str(e["RowKey"]).startswith(f"{hour}|")]
-            await self._derive_hour(day, hour, existing, legacy if hour == LEGACY_HOUR else None, legacy_ids, report)
+            existing = [e for e in partials if str(e["RowKey"]).split("|")[0] == hour]
+            rows = legacy if hour == LEGACY_HOUR else None
+            fresh += await self._derive_hour(day, hour, existing, rows, legacy_ids, report)
         report.hours = wanted
-        partials = await self._entities(self._hourly, partition, None, report) if wanted else partials
+        partials = [e for e in partials if str(e["RowKey"]).split("|")[0] not in wanted] + fresh
         groups: dict[tuple[str, str], DailyGroup] = {}
         for entity in partials:
             if "|" not in str(entity["RowKey"]):
@@ -306,17 +310,11 @@ class DailyRollup:
         rows: list[dict[str, Any]] | None,
         skip: set[str],
         report: RollupReport,
-    ) -> None:
+    ) -> list[dict[str, Any]]:
         """Replace one hour's partial sums (and its marker row) with sums of the ledger's rows of that hour."""
         partition = day_partition(day)
         if rows is None:
-            query = "PartitionKey ge @first and PartitionKey lt @after"
-            parameters = {"first": f"{partition}T{hour}", "after": f"{partition}T{int(hour) + 1:02d}"}
-            rows = [
-                row
-                async for row in _pages(self._ledger, query, parameters, LEDGER_COLUMNS, report)
-                if str(row["RowKey"]) not in skip
-            ]
+            rows = await self._read_hour(f"{partition}T{hour}", f"{partition}T{int(hour) + 1:02d}", skip, report)
         report.ledger_rows += len(rows)
         entities: list[dict[str, Any]] = [
             {
@@ -331,6 +329,19 @@ class DailyRollup:
         ]
         entities.append({"PartitionKey": partition, "RowKey": hour, "LedgerRows": int64(len(rows))})
         await self._replace(self._hourly, partition, entities, existing, report)
+        return entities
+
+    async def _read_hour(self, first: str, after: str, skip: set[str], report: RollupReport) -> list[dict[str, Any]]:
+        """The ledger rows with keys in [first, after): one query per shard's key range, run concurrently, because
+        each partition is served on its own (the ranges cover every key, whatever the shard count was)."""
+        bounds = [first, *(f"{first}-{shard:02d}" for shard in range(1, LEDGER_SHARDS)), after]
+
+        async def read(low: str, high: str) -> list[dict[str, Any]]:
+            query, parameters = "PartitionKey ge @low and PartitionKey lt @high", {"low": low, "high": high}
+            return [r async for r in _pages(self._ledger, query, parameters, LEDGER_COLUMNS, report)]
+
+        parts = await asyncio.gather(*(read(low, high) for low, high in itertools.pairwise(bounds)))
+        return [row for part in parts for row in part if str(row["RowKey"]) not in skip]
 
     async def _chargeback(self, callers: set[str], report: RollupReport) -> dict[str, CallerPolicy]:
         result = {}
