@@ -171,6 +171,22 @@ class CallerPolicyStore:
         self._cache[caller_id] = (time.monotonic(), policy)
         return policy
 
+    async def chargeback_all(self) -> dict[str, CallerPolicy]:
+        """Every caller's chargeback attributes in one query (the daily usage rollup copies them per caller)."""
+        result = {}
+        columns = ["CallerId", "CostCenter", "Owner", "Department", "Tags"]
+        query, parameters = "PartitionKey eq @p", {"p": POLICY_PARTITION}
+        async for entity in self._table.query_entities(query, parameters=parameters, select=columns):
+            caller_id = str(entity.get("CallerId") or "")
+            result[caller_id] = CallerPolicy(
+                caller_id,
+                cost_center=entity.get("CostCenter") or "",
+                owner=entity.get("Owner") or "",
+                department=entity.get("Department") or "",
+                tags=json.loads(entity.get("Tags") or "{}"),
+            )
+        return result
+
     async def put(self, policy: CallerPolicy) -> None:
         entity = {
             "PartitionKey": POLICY_PARTITION,

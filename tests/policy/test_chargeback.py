@@ -16,6 +16,13 @@ async def test_chargeback_attributes_are_stored_and_read_back(table):
     assert policy.chargeback() == body
     assert policy.to_json()["cost_center"] == "CC-42"
     assert (await store.get("t/nobody")).chargeback() == {"cost_center": "", "owner": "", "department": "", "tags": {}}
+    await store.put(CallerPolicy.from_request("t/bob", {"note": "no chargeback"}))
+    every = await store.chargeback_all()  # one query for the daily rollup
+    assert (
+        every["t/alice"].chargeback() == body
+        and every["t/bob"].cost_center == ""
+        and set(every) == {"t/alice", "t/bob"}
+    )
 
 
 @pytest.mark.parametrize(
