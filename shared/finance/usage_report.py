@@ -199,8 +199,9 @@ def _labels(groups: tuple[str, ...], values: Mapping[str, str], row: Mapping[str
 
 # --- CSV: the one place the injection rule lives ------------------------------------------------------------------
 # Caller names come from identity providers and admins; a spreadsheet must never run them: every field is quoted,
-# control characters (tabs and line breaks included) are removed, and a field starting with = + - @ (a formula in
-# Excel, LibreOffice, Google Sheets) is prefixed with '. Every line of every export goes through csv_line.
+# control characters (tabs and line breaks included) become spaces, and a field starting with = + - @ (a formula
+# in Excel, LibreOffice, Google Sheets; leading spaces ignored) is prefixed with '. Every line of every export
+# goes through csv_line.
 
 
 def csv_field(value: object) -> str:
@@ -213,8 +214,10 @@ def csv_field(value: object) -> str:
         text = json.dumps(value, ensure_ascii=False, sort_keys=True)
     else:
         text = str(value)
-    text = "".join(ch for ch in text if unicodedata.category(ch) != "Cc")
-    if text.startswith(FORMULA_STARTS):
+    # The same rule as the hardening work's csv_cell: control characters and Unicode line/paragraph separators
+    # become spaces (a field stays one line), and a formula start counts after leading spaces.
+    text = "".join(" " if unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch for ch in text)
+    if text.lstrip().startswith(FORMULA_STARTS):
         text = "'" + text
     return '"' + text.replace('"', '""') + '"'
 

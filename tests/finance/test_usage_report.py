@@ -80,8 +80,8 @@ async def test_grouping_by_caller_carries_the_chargeback_attributes():
 
 
 def test_csv_fields_are_quoted_and_injection_safe_on_every_line():
-    line = csv_line(["=SUM(1+1)", "a\r\nb\tc\x00", '+1 "x"', "-2", "@cmd", Decimal("0.00001575"), None, 7])
-    assert line == '"\'=SUM(1+1)","abc","\'+1 ""x""","\'-2","\'@cmd","0.00001575","","7"\r\n'
+    line = csv_line(["=SUM(1+1)", "a\r\nb\tc\x00\u2028", '+1 "x"', "-2", " @cmd", Decimal("0.00001575"), None, 7])
+    assert line == '"\'=SUM(1+1)","a  b c  ","\'+1 ""x""","\'-2","\' @cmd","0.00001575","","7"\r\n'
     text = to_csv([{"name": "ok"}, {"name": "=HYPERLINK()"}])
     assert text.splitlines() == ['"name"', '"ok"', '"\'=HYPERLINK()"']
 
