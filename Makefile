@@ -3,13 +3,14 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: help install run test test-app test-infra bench clean
+.PHONY: help install run test test-app test-infra bench bench-rollup browser clean
 
 help:
 	@echo "make run    - Azurite + local Azure OpenAI simulator + the gateway on http://localhost:7071/api"
 	@echo "make test   - the whole test suite (app tests against Azurite, then the Bicep gate)"
 	@echo "make bench  - gateway overhead benchmark (direct-to-simulator baseline vs through the gateway)"
 	@echo "make install - only install Python and npm dependencies"
+	@echo "make browser - install Debian's chromium for the dashboard browser test (optional, needs root)"
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -39,6 +40,12 @@ test-infra:
 
 bench: install
 	$(PY) scripts/bench.py
+
+bench-rollup: install
+	$(PY) scripts/bench_rollup.py
+
+browser:
+	apt-get update && apt-get install -y chromium
 
 clean:
 	rm -rf $(VENV) .venv-infra node_modules .pytest_cache .azurite

@@ -198,12 +198,16 @@ var allTags = union(tags, {
 var storageSuffix = environment().suffixes.storage
 var openAiRegion = empty(openAiLocation) ? location : openAiLocation
 
-// Tables the gateway uses (API keys, caller policies, usage records, quota counters).
+// Tables the gateway uses (API keys, caller policies, usage records, quota counters, price versions, the finance
+// daily usage table and the hourly partial sums of its rollup); shared/storage/tables.py names the same ones.
 var gatewayTables = [
   'gatewayApiKeys'
   'gatewayCallerPolicies'
   'gatewayUsage'
   'gatewayQuota'
+  'gatewayPrices'
+  'gatewayUsageDaily'
+  'gatewayUsageHourly'
 ]
 var deploymentNames = [for deployment in openAiDeployments: deployment.name]
 

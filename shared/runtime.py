@@ -25,11 +25,13 @@ from starlette.responses import Response
 from shared import telemetry
 from shared.accounting.journal import Journal, ReplayReport, journal_target
 from shared.accounting.ledger import BacklogLimits, UsageLedger
+from shared.accounting.prices import PriceBook
 from shared.accounting.settlement import Accounting
 from shared.auth.apikeys import ApiKeyStore
 from shared.auth.authenticator import Authenticator
 from shared.auth.entra import EntraTokenValidator
 from shared.errors import error_response, gateway_unavailable
+from shared.finance.daily import DailyRollup, RollupPlan, RollupReport
 from shared.pipeline import Gateway
 from shared.policy.authorization import Authorizer
 from shared.policy.callers import CallerPolicyStore
@@ -42,6 +44,9 @@ from shared.settings.sections import ANY_DEPLOYMENT
 from shared.storage.tables import (
     API_KEYS_TABLE,
     CALLER_POLICIES_TABLE,
+    DAILY_USAGE_TABLE,
+    HOURLY_USAGE_TABLE,
+    PRICES_TABLE,
     QUOTA_TABLE,
     USAGE_TABLE,
     ensure_tables,
@@ -72,6 +77,9 @@ class Services:
     usage_table: TableClient  # what finance reads
     quotas: QuotaEnforcer
     simulator: EmbeddedSimulator | None  # the embedded local upstream, when AZURE_OPENAI_ENDPOINT is empty
+    prices: PriceBook  # GATEWAY_PRICES plus the price versions admins add; as a Mapping: the prices in force now
+    daily_usage_table: TableClient  # finance's daily table, derived from the ledger by daily_rollup
+    daily_rollup: DailyRollup
 
 
 class Runtime:
@@ -127,6 +135,11 @@ class Runtime:
     async def recover_usage(self) -> ReplayReport:
         """Replay orphaned ledger journal files (the timer function and start-up call this)."""
         return await (await self.services()).ledger.recover()
+
+    async def roll_up_usage(self, plans: list[RollupPlan]) -> list[RollupReport]:
+        """Derive rows of the daily usage table from the ledger (the finance timer and the rebuild call this)."""
+        rollup = (await self.services()).daily_rollup
+        return [await rollup.day(plan.day, plan.hours) for plan in plans]
 
     def _managed_identity(self) -> AsyncTokenCredential:
         """One credential for the process: Table Storage and Azure OpenAI share its token cache and sessions."""
@@ -198,11 +211,13 @@ class Runtime:
         policies = CallerPolicyStore(tables.get_table_client(CALLER_POLICIES_TABLE))
         usage_table = tables.get_table_client(USAGE_TABLE)
         ledger = self._ledger(usage_table)
+        prices = PriceBook(settings.accounting.prices, tables.get_table_client(PRICES_TABLE))
+        await prices.refresh()
         quotas = QuotaEnforcer(
             settings.quotas,
             QuotaLeases(CounterStore(tables.get_table_client(QUOTA_TABLE), instance_id=uuid.uuid4().hex)),
             policies,
-            settings.accounting.prices,
+            prices,
             output_ceiling=settings.guardrails.max_output_tokens,
         )
         gateway = Gateway(
@@ -210,13 +225,26 @@ class Runtime:
             authenticator,
             Authorizer(policies),
             upstream,
-            Accounting(ledger, settings.accounting.prices, quotas),
+            Accounting(ledger, prices, quotas),
             stream_usage_min_api_version=settings.upstream.stream_usage_min_api_version,
         )
+        daily_table = tables.get_table_client(DAILY_USAGE_TABLE)
         # Rows an earlier process left unwritten (a crash, a kill) reach the table without waiting for the timer.
         self._recovery = asyncio.get_running_loop().create_task(_recover_quietly(ledger))
         return Services(
-            settings, tables, gateway, authenticator, policies, api_keys, ledger, usage_table, quotas, self._simulator
+            settings,
+            tables,
+            gateway,
+            authenticator,
+            policies,
+            api_keys,
+            ledger,
+            usage_table,
+            quotas,
+            self._simulator,
+            prices,
+            daily_table,
+            DailyRollup(usage_table, tables.get_table_client(HOURLY_USAGE_TABLE), daily_table, policies),
         )
 
     def _ledger(self, usage_table: TableClient) -> UsageLedger:

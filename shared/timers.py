@@ -1,6 +1,11 @@
 """Timer-triggered functions: housekeeping that must happen even when no request arrives.
 
 ``quota_housekeeping`` deletes quota counters of ended windows and reconciles counters with the ledger.
+``roll_up_daily_usage`` keeps finance's daily usage table current (docs/finance.md): every 5 minutes it
+re-derives today's current hour from the ledger (the previous one too early in an hour) and today's rows, and
+twice after midnight (00:10 and 06:00 UTC) all of yesterday, so rows that reached the ledger late are counted.
+Re-deriving is idempotent, so overlapping runs are harmless.
+
 ``replay_usage_journal`` writes usage rows that a stopped or crashed instance left in the shared ledger
 journal (docs/durability.md). Any instance may run it: replays are idempotent (rows are keyed by request
 id). The local dev host runs timer functions too, on their NCRONTAB schedule (``shared.local.devhost``).
@@ -9,10 +14,11 @@ No ``from __future__ import annotations`` here: the Functions worker reads the h
 """
 
 import logging
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import azure.functions as func
 
+from shared.finance.daily import timer_plan
 from shared.finance.usage_report import ledger_rows
 from shared.runtime import Runtime
 
@@ -25,6 +31,7 @@ REPLAY_SCHEDULE = "0 */5 * * * *"
 # Every 10 minutes: delete quota counters of ended windows (rows must not grow without end), and correct counters
 # that counted a dead instance's lease as spent, from the ledger (shared/quotas/reconcile.py).
 QUOTA_SCHEDULE = "0 3-59/10 * * * *"
+ROLLUP_SCHEDULE = "30 */5 * * * *"  # half a minute after the replay, so replayed rows are counted in this run
 
 
 def blueprint(runtime: Runtime) -> func.Blueprint:
@@ -51,5 +58,10 @@ def blueprint(runtime: Runtime) -> func.Blueprint:
 
         corrected = await services.quotas.reconcile(ledger_tokens)
         log.info("quota housekeeping: %d expired counters deleted, %d corrected from the ledger", deleted, corrected)
+
+    @bp.timer_trigger(arg_name="timer", schedule=ROLLUP_SCHEDULE, run_on_startup=False, use_monitor=False)
+    async def roll_up_daily_usage(timer: func.TimerRequest) -> None:
+        for report in await runtime.roll_up_usage(timer_plan(datetime.now(UTC))):
+            log.info("daily usage rollup: %s", report.to_json())
 
     return bp

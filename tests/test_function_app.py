@@ -129,3 +129,14 @@ def test_a_bad_setting_stops_the_app_at_startup_naming_it():
     )
     assert result.returncode != 0
     assert "GATEWAY_MAX_OUTPUT_TOKENS must be a positive whole number" in result.stderr
+
+
+def test_the_bicep_creates_every_table_the_gateway_uses():
+    import re as _re
+
+    from shared.storage.tables import GATEWAY_TABLES
+
+    bicep = (ROOT / "bicep" / "main.bicep").read_text()
+    declared = _re.search(r"var gatewayTables = \[(.*?)\]", bicep, _re.S)
+    assert declared is not None
+    assert set(_re.findall(r"'(\w+)'", declared.group(1))) == set(GATEWAY_TABLES)

@@ -6,7 +6,7 @@ an OOM, or the Functions host killing the Python worker, which it does without a
 docs/durability.md). So :class:`Journal` appends one JSON line per row (a write(2) to the page cache,
 about a microsecond; optionally fsync'ed) and deletes a segment file once every row in it is confirmed
 in the table. Whatever is left in the directory is, by construction, usage that may be missing from the
-ledger: :func:`replay` writes it (an upsert keyed by PartitionKey/RowKey = day/request id, so replaying
+ledger: :func:`replay` writes it (an upsert keyed by PartitionKey/RowKey = ledger partition/request id, so replaying
 twice changes nothing) and then deletes the file.
 
 Segments: a process appends to one open segment at a time and starts a new one every ``rotate_seconds``,
@@ -37,7 +37,7 @@ from typing import Any
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
-from shared.accounting.ledger import BATCH_LIMIT, UsageRecord, day_partition
+from shared.accounting.ledger import BATCH_LIMIT, UsageRecord
 
 log = logging.getLogger(__name__)
 
@@ -258,7 +258,7 @@ async def upsert_records(table: TableClient, records: list[UsageRecord]) -> None
     """Upsert rows in transactions of one partition and at most 100 rows (idempotent: keyed by request id)."""
     by_day: dict[str, list[UsageRecord]] = defaultdict(list)
     for record in records:
-        by_day[day_partition(record.at)].append(record)
+        by_day[record.partition].append(record)
     for rows in by_day.values():
         for start in range(0, len(rows), BATCH_LIMIT):
             chunk = rows[start : start + BATCH_LIMIT]

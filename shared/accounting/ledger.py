@@ -1,10 +1,15 @@
 """The usage ledger: one row per settled model call in Table Storage (finance reads it: :mod:`shared.finance`).
 
-Rows are append-only and keyed by request id (PartitionKey = UTC day, RowKey = request id), so writing a
-row twice cannot double-count it, and every instance writes its own rows without coordination: totals are
-exact across any number of instances. A day's rows share a partition, so a date-range query reads whole
-partitions, and each instance writes its rows in batches (one transaction per day, up to 100 rows, at most
-half a second late). Rows hold counts, identifiers and cost only, never prompt or completion text.
+Rows are append-only and keyed by request id (RowKey = request id), so writing a row twice cannot double-count
+it, and every instance writes its own rows without coordination: totals are exact across any number of
+instances. Table Storage serves about 2,000 entities per second per partition, so a day is spread over
+``LEDGER_SHARDS`` partitions per UTC hour (PartitionKey ``2026-11-30T14-05``: day, hour, shard; the shard is a
+hash of the request id, so a rewrite or a replay lands on the same row). Partition keys sort by time, so a
+date-range query is one key range over every shard (``ge '2026-11-30' and lt '2026-12-01'``, which also
+covers the older one-partition-per-day rows). Each instance writes its rows in batches (one transaction per
+partition, up to 100 rows, at most half a second late). Rows hold counts, identifiers and cost only, never
+prompt or completion text; the cost is an exact decimal string at the price version in force at settle time,
+and that version's id is on the row (docs/finance.md).
 
 No served call may go missing (docs/durability.md): a row is appended to the instance's journal
 (:mod:`shared.accounting.journal`) before it is queued, a batch that fails is retried with backoff until
@@ -21,8 +26,9 @@ import dataclasses
 import logging
 import random
 import time
+import zlib
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from azure.core.exceptions import HttpResponseError
@@ -47,11 +53,28 @@ BACKOFF_MAX_SECONDS = 2.0
 MAX_BACKLOG_ROWS = 10_000
 MAX_BACKLOG_SECONDS = 60.0
 RETRY_AFTER_SECONDS = 5
+# Partitions per UTC hour. Changing it is safe: readers query key ranges, and the daily rollup counts a request id
+# once even if a replay after a change wrote it under a second partition.
+LEDGER_SHARDS = 8
 
 
 def day_partition(day: date | datetime) -> str:
-    """The ledger partition of a UTC day: ``2026-11-30``."""
+    """The UTC day of a ledger partition, and the prefix of all its shards: ``2026-11-30``."""
     return day.strftime("%Y-%m-%d")
+
+
+def ledger_partition(at: datetime, request_id: str) -> str:
+    """The partition of one ledger row: UTC day, hour and a shard from the request id (``2026-11-30T14-05``)."""
+    shard = zlib.crc32(request_id.encode()) % LEDGER_SHARDS
+    return f"{at.astimezone(UTC):%Y-%m-%dT%H}-{shard:02d}"
+
+
+def day_range_filter(first: date, last: date) -> tuple[str, dict[str, Any]]:
+    """A query over every ledger partition of the UTC days ``first``..``last`` (all shards, old and new keys)."""
+    return "PartitionKey ge @first and PartitionKey lt @after", {
+        "first": day_partition(first),
+        "after": day_partition(last + timedelta(days=1)),
+    }
 
 
 @dataclass(frozen=True)
@@ -76,10 +99,18 @@ class UsageRecord:
     cost_usd: float | None
     duration_ms: int
     backend: str | None = None  # label of the upstream backend that served the call
+    # The exact cost (a decimal string in ``currency``) and the id of the price version it was computed with.
+    cost: str | None = None
+    currency: str | None = None
+    price_version: str | None = None
+
+    @property
+    def partition(self) -> str:
+        return ledger_partition(self.at, self.request_id)
 
     def entity(self) -> dict[str, Any]:
         entity = {
-            "PartitionKey": day_partition(self.at),
+            "PartitionKey": self.partition,
             "RowKey": self.request_id,
             "At": self.at,
             "CallerId": self.caller_id,
@@ -102,6 +133,10 @@ class UsageRecord:
         }
         if self.cost_usd is not None:
             entity["CostUsd"] = self.cost_usd
+        if self.cost is not None:
+            entity["Cost"] = self.cost
+            entity["Currency"] = self.currency or ""
+            entity["PriceVersion"] = self.price_version or ""
         return entity
 
     def to_json(self) -> dict[str, Any]:
@@ -113,8 +148,10 @@ class UsageRecord:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> UsageRecord:
         """Inverse of :meth:`to_json`; raises ValueError/KeyError/TypeError on anything else."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        if set(data) != names:
+        fields = dataclasses.fields(cls)
+        names = {f.name for f in fields}
+        required = {f.name for f in fields if f.default is dataclasses.MISSING}
+        if not required <= set(data) <= names:  # lines journaled before an optional column existed still replay
             raise ValueError("not a usage record")
         at = datetime.fromisoformat(data["at"])
         if at.tzinfo is None:
@@ -189,7 +226,7 @@ class UsageLedger:
                 self.journal_errors += 1
                 if self.journal_errors == 1 or self.journal_errors % 100 == 0:
                     log.error("%d usage rows not journaled (%s); queued in memory only", self.journal_errors, exc)
-        self._pending[self._next] = _Pending(record, day_partition(record.at), time.monotonic(), entry)
+        self._pending[self._next] = _Pending(record, record.partition, time.monotonic(), entry)
         self._next += 1
         if len(self._pending) == 1 or len(self._pending) >= BATCH_LIMIT:
             self._wake.set()  # the writer sleeps until a first row arrives, then until it is due or a batch is full

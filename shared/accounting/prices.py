@@ -1,71 +1,337 @@
-"""Prices per deployment, to turn token counts into cost at the moment a call is recorded.
+"""Versioned prices per deployment, to turn token counts into money at the moment a call settles.
 
-``GATEWAY_PRICES`` is JSON: ``{"<deployment>": {"input": 0.15, "cached_input": 0.075, "output": 0.60}}`` in
-US dollars per million tokens (``cached_input`` defaults to ``input``). The cost is computed when the call
-settles and stored with the call, so a later price change never re-prices history. Deployments without a
-price are recorded with no cost (``null``), not with zero.
+``GATEWAY_PRICES`` is the seed: JSON ``{"<deployment>": {"input": 0.15, "cached_input": 0.075, "output": 0.60,
+"currency": "USD"}}`` per million tokens (``cached_input`` defaults to ``input``, ``currency`` to USD), in force
+from the beginning of time. An admin adds versions (``POST /api/manage/prices``) to the ``gatewayPrices`` table,
+each in force from its ``effective_from`` until the deployment's next version. A call is priced at settle time
+with the version in force then, and that version's id is stored on its ledger row, so a later change never
+re-prices history. Money is :class:`~decimal.Decimal` throughout: a cost is exact (tokens x price / 10^6), never
+a float. Deployments without a price are recorded with no cost (``null``), not with zero.
+
+:class:`PriceBook` is also a ``Mapping[str, Price]`` of the prices in force *now*, which is what the quota
+enforcer's cost budgets need (``book.current(deployment)`` or ``book.get(deployment)``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
+import logging
 import math
+import re
+import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from decimal import Decimal
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from azure.data.tables import UpdateMode
+from azure.data.tables.aio import TableClient
 
 from shared.protocol.usage import Usage
 
 PER_TOKENS = 1_000_000
+DEFAULT_CURRENCY = "USD"
+PRICE_CACHE_SECONDS = 30.0
+MAX_PRICE = Decimal(1_000_000)  # per million tokens: anything above is a typo
+MAX_PRICE_DECIMALS = 9
+BEGINNING = datetime(1970, 1, 1, tzinfo=UTC)
+_CURRENCY = re.compile(r"[A-Z]{3}")
+
+log = logging.getLogger(__name__)
 
 
 class PriceError(ValueError):
     pass
 
 
+def money_text(amount: Decimal) -> str:
+    """A money amount as plain decimal text: ``0.00001575``, never ``1.575E-5``."""
+    text = format(amount, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("", "-0") else text
+
+
 @dataclass(frozen=True)
 class Price:
-    input: float
-    cached_input: float
-    output: float
+    """Prices per million tokens in ``currency``; ``version`` identifies the price version they come from."""
+
+    input: Decimal
+    cached_input: Decimal
+    output: Decimal
+    currency: str = DEFAULT_CURRENCY
+    version: str = ""
+
+    def cost_of(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> Decimal:
+        """The exact cost: cached prompt tokens at the cached price, the rest of the prompt at the input price."""
+        cached = min(cached_tokens, prompt_tokens)
+        return (
+            (prompt_tokens - cached) * _dec(self.input)
+            + cached * _dec(self.cached_input)
+            + completion_tokens * _dec(self.output)
+        ) / PER_TOKENS
+
+    def cost(self, usage: Usage) -> Decimal:
+        return self.cost_of(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
 
     def cost_nano_usd(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> int:
-        """The cost in whole billionths of a dollar, rounded up: exact integers for quota budgets."""
-        cached = min(cached_tokens, prompt_tokens)
-        micro_usd_per_million = (  # USD per million tokens x 10^9 nano-USD per USD / 10^6 tokens
-            (prompt_tokens - cached) * Decimal(str(self.input))
-            + cached * Decimal(str(self.cached_input))
-            + completion_tokens * Decimal(str(self.output))
-        ) * 1000
-        return math.ceil(micro_usd_per_million)
+        """The cost in whole billionths of the currency, rounded up: exact integers for quota budgets."""
+        return math.ceil(self.cost_of(prompt_tokens, completion_tokens, cached_tokens) * 1_000_000_000)
 
-    def cost(self, usage: Usage) -> float:
-        cached = min(usage.cached_tokens, usage.prompt_tokens)
-        return (
-            (usage.prompt_tokens - cached) * self.input
-            + cached * self.cached_input
-            + usage.completion_tokens * self.output
-        ) / PER_TOKENS
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "input": money_text(_dec(self.input)),
+            "cached_input": money_text(_dec(self.cached_input)),
+            "output": money_text(_dec(self.output)),
+            "currency": self.currency,
+        }
+
+
+def _dec(value: Decimal | float | int) -> Decimal:
+    return value if isinstance(value, Decimal) else Decimal(str(value))
+
+
+@dataclass(frozen=True)
+class PriceVersion:
+    deployment: str
+    effective_from: datetime
+    price: Price
+    created_by: str = ""
+
+    @property
+    def id(self) -> str:
+        return self.price.version
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "deployment": self.deployment,
+            "effective_from": self.effective_from.isoformat().replace("+00:00", "Z"),
+            **self.price.to_json(),
+            "created_by": self.created_by,
+        }
+
+
+def version_id(deployment: str, effective_from: datetime) -> str:
+    return f"{deployment}@{effective_from.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
+
+
+def seed_version_id(deployment: str, price: Price) -> str:
+    """The id of a ``GATEWAY_PRICES`` price: a digest of its figures, so a changed seed gets a new id."""
+    digest = hashlib.sha256(json.dumps(price.to_json(), sort_keys=True).encode()).hexdigest()[:8]
+    return f"{deployment}@seed-{digest}"
+
+
+def parse_price(entry: object, where: str, *, stored: bool = False) -> Price:
+    """One price object (``input``, ``output``, optional ``cached_input`` and ``currency``), strictly."""
+    if not isinstance(entry, dict) or not {"input", "output"} <= entry.keys():
+        raise PriceError(f"needs 'input' and 'output' (per million tokens) for {where}")
+    unknown = set(entry) - {"input", "cached_input", "output", "currency"}
+    if unknown:
+        raise PriceError(f"has unknown fields {sorted(unknown)} for {where}")
+    values = {}
+    for name in ("input", "cached_input", "output"):
+        raw = entry.get(name, entry["input"] if name == "cached_input" else None)
+        values[name] = _parse_amount(raw, f"{where}.{name}", stored)
+    currency = entry.get("currency", DEFAULT_CURRENCY)
+    if not isinstance(currency, str) or not _CURRENCY.fullmatch(currency):
+        raise PriceError(f"'currency' must be an ISO 4217 code such as USD for {where}")
+    return Price(values["input"], values["cached_input"], values["output"], currency)
+
+
+def _parse_amount(raw: object, where: str, stored: bool) -> Decimal:
+    """A JSON number (or, as the price table stores them, decimal text)."""
+    if (
+        isinstance(raw, bool)
+        or not isinstance(raw, int | float | Decimal | str)
+        or (isinstance(raw, str) and not stored)
+    ):
+        raise PriceError(f"{where} must be a number, 0 or more")
+    try:
+        amount = Decimal(str(raw)) if not isinstance(raw, Decimal) else raw
+    except InvalidOperation:
+        raise PriceError(f"{where} must be a number, 0 or more") from None
+    if not amount.is_finite() or not 0 <= amount <= MAX_PRICE:
+        raise PriceError(f"{where} must be a finite number from 0 to {MAX_PRICE}")
+    exponent = amount.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -MAX_PRICE_DECIMALS:
+        raise PriceError(f"{where} has more than {MAX_PRICE_DECIMALS} decimal places")
+    return amount
+
+
+def _reject_constant(name: str) -> Any:
+    raise PriceError(f"{name} is not a price")
 
 
 def parse_prices(text: str | None) -> dict[str, Price]:
+    """``GATEWAY_PRICES``: numbers are read as decimals (0.1 stays 0.1, not 0.1000000000000000055...)."""
     if not text:
         return {}
     try:
-        raw = json.loads(text)
+        raw = json.loads(text, parse_float=Decimal, parse_int=Decimal, parse_constant=_reject_constant)
+    except PriceError:
+        raise
     except ValueError as exc:
         raise PriceError(f"is not valid JSON ({exc})") from None
     if not isinstance(raw, dict):
         raise PriceError('must be a JSON object such as {"gpt-4o-mini": {"input": 0.15, "output": 0.6}}')
     prices = {}
     for deployment, entry in raw.items():
-        if not isinstance(entry, dict) or not {"input", "output"} <= entry.keys():
-            raise PriceError(f"needs 'input' and 'output' (USD per million tokens) for {deployment!r}")
-        values = {
-            k: entry.get(k, entry["input"] if k == "cached_input" else None)
-            for k in ("input", "cached_input", "output")
-        }
-        numbers = {k: float(v) for k, v in values.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-        if len(numbers) != len(values) or not all(0 <= v < math.inf for v in numbers.values()):
-            raise PriceError(f"prices for {deployment!r} must be finite numbers, 0 or more")
-        prices[deployment] = Price(numbers["input"], numbers["cached_input"], numbers["output"])
+        price = parse_price(entry, repr(deployment))
+        prices[deployment] = Price(
+            price.input, price.cached_input, price.output, price.currency, seed_version_id(deployment, price)
+        )
+    currencies = {p.currency for p in prices.values()}
+    if len(currencies) > 1:
+        raise PriceError(f"uses several currencies ({', '.join(sorted(currencies))}); the gateway bills in one")
     return prices
+
+
+class PriceBook(Mapping[str, Price]):
+    """The seed prices plus the versions in the ``gatewayPrices`` table (re-read at most every 30 s, in the
+    background: pricing a call never waits for storage). As a mapping: the prices in force now."""
+
+    def __init__(
+        self, seed: Mapping[str, Price], table: TableClient | None = None, cache_seconds: float = PRICE_CACHE_SECONDS
+    ) -> None:
+        self._seed = dict(seed)
+        self._table = table
+        self._cache_seconds = cache_seconds
+        self._versions: dict[str, list[PriceVersion]] = {}
+        self._loaded_at = -math.inf
+        self._refreshing: asyncio.Task[None] | None = None
+        self._set_versions([])
+
+    # --- lookups ---------------------------------------------------------------------------------------------
+
+    def at(self, deployment: str, when: datetime) -> Price | None:
+        """The price in force for ``deployment`` at ``when`` (None: unpriced)."""
+        self._refresh_soon()
+        found = None
+        for version in self._versions.get(deployment, ()):
+            if version.effective_from <= when:
+                found = version.price
+            else:
+                break
+        return found
+
+    def current(self, deployment: str) -> Price | None:
+        return self.at(deployment, datetime.now(UTC))
+
+    def by_id(self, version: str) -> Price | None:
+        for versions in self._versions.values():
+            for candidate in versions:
+                if candidate.id == version:
+                    return candidate.price
+        return None
+
+    def versions(self, deployment: str | None = None) -> list[PriceVersion]:
+        return [v for d, vs in sorted(self._versions.items()) if deployment in (None, d) for v in vs]
+
+    @property
+    def currency(self) -> str:
+        currencies = {v.price.currency for vs in self._versions.values() for v in vs}
+        return next(iter(currencies)) if len(currencies) == 1 else DEFAULT_CURRENCY
+
+    def __getitem__(self, deployment: str) -> Price:
+        price = self.current(deployment)
+        if price is None:
+            raise KeyError(deployment)
+        return price
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(d for d in self._versions if self.current(d) is not None))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    # --- the table -------------------------------------------------------------------------------------------
+
+    async def refresh(self) -> None:
+        """Re-read the table's versions now (raises if storage fails; the old versions stay in force)."""
+        if self._table is None:
+            return
+        stored = []
+        async for entity in self._table.query_entities("PartitionKey eq @p", parameters={"p": "price"}):
+            try:
+                stored.append(_version_from_entity(entity))
+            except (PriceError, KeyError, ValueError):
+                log.error("price version %s in the price table is malformed; ignored", entity.get("RowKey"))
+        self._set_versions(stored)
+        self._loaded_at = time.monotonic()
+
+    async def add(self, version: PriceVersion) -> PriceVersion:
+        """Store a new version (re-reading the table first, so the one-currency rule sees every version)."""
+        if self._table is None:
+            raise PriceError("prices are read-only here (no price table)")
+        await self.refresh()
+        if any(v.price.currency != version.price.currency for vs in self._versions.values() for v in vs):
+            raise PriceError(f"the gateway bills in {self.currency}; a version in {version.price.currency} cannot mix")
+        await self._table.upsert_entity(_entity(version), mode=UpdateMode.REPLACE)
+        await self.refresh()
+        return version
+
+    def _set_versions(self, stored: list[PriceVersion]) -> None:
+        versions: dict[str, list[PriceVersion]] = {d: [PriceVersion(d, BEGINNING, p)] for d, p in self._seed.items()}
+        for version in stored:
+            versions.setdefault(version.deployment, []).append(version)
+        for history in versions.values():
+            history.sort(key=lambda v: v.effective_from)
+        self._versions = versions
+
+    def _refresh_soon(self) -> None:
+        if self._table is None or time.monotonic() - self._loaded_at < self._cache_seconds:
+            return
+        if self._refreshing is not None and not self._refreshing.done():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._loaded_at = time.monotonic()  # one attempt per cache period, even if it fails
+        self._refreshing = loop.create_task(self._refresh_quietly())
+
+    async def _refresh_quietly(self) -> None:
+        try:
+            await self.refresh()
+        except Exception as exc:
+            log.warning("reading the price table failed (%s); the prices read before stay in force", type(exc).__name__)
+
+
+def _entity(version: PriceVersion) -> dict[str, Any]:
+    price = version.price
+    return {
+        "PartitionKey": "price",
+        "RowKey": version.id,
+        "Deployment": version.deployment,
+        "EffectiveFrom": version.effective_from,
+        "Input": money_text(price.input),
+        "CachedInput": money_text(price.cached_input),
+        "Output": money_text(price.output),
+        "Currency": price.currency,
+        "CreatedBy": version.created_by,
+    }
+
+
+def _version_from_entity(entity: Mapping[str, Any]) -> PriceVersion:
+    deployment = str(entity["Deployment"])
+    effective = entity["EffectiveFrom"]
+    if not isinstance(effective, datetime):
+        raise ValueError("EffectiveFrom is not a time")
+    effective = effective.astimezone(UTC)
+    price = parse_price(
+        {
+            "input": entity["Input"],
+            "cached_input": entity["CachedInput"],
+            "output": entity["Output"],
+            "currency": entity["Currency"],
+        },
+        deployment,
+        stored=True,
+    )
+    vid = version_id(deployment, effective)
+    price = Price(price.input, price.cached_input, price.output, price.currency, vid)
+    return PriceVersion(deployment, effective, price, str(entity.get("CreatedBy", "")))

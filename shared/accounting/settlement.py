@@ -3,8 +3,8 @@
 ``reserve`` runs before a model call is forwarded and may refuse it (a 429/403 GatewayError); ``settle``
 runs exactly once after the call ended, however it ended (complete, upstream error, cut-off stream,
 caller gone), with the usage the upstream reported or an estimate flagged as such. Settling writes the
-call to the usage ledger (with its cost at today's price) and logs one line of counts and identifiers,
-never prompt or completion text.
+call to the usage ledger (with its exact cost at the price version in force) and logs one line of counts and
+identifiers, never prompt or completion text.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from shared.accounting.ledger import UsageLedger, UsageRecord
-from shared.accounting.prices import Price
+from shared.accounting.prices import Price, PriceBook, money_text
 from shared.auth.identity import Caller
 from shared.protocol.calls import ModelCall
 from shared.protocol.usage import Usage
@@ -46,9 +46,11 @@ class Reservation:
 
 
 class Accounting:
-    def __init__(self, ledger: UsageLedger, prices: Mapping[str, Price], quotas: QuotaEnforcer | None = None) -> None:
+    def __init__(
+        self, ledger: UsageLedger, prices: PriceBook | Mapping[str, Price], quotas: QuotaEnforcer | None = None
+    ) -> None:
         self.ledger = ledger
-        self.prices = prices
+        self.prices = prices if isinstance(prices, PriceBook) else PriceBook(prices)
         self.quotas = quotas
 
     async def reserve(self, caller: Caller, call: ModelCall, request_id: str) -> Reservation:
@@ -72,10 +74,12 @@ class Accounting:
         if self.quotas is not None:
             self.quotas.settle(reservation.quota, usage)  # synchronous, before any await: nothing can skip it
         caller, call = reservation.caller, reservation.call
-        price = self.prices.get(call.deployment)
+        at = datetime.now(UTC)
+        price = self.prices.at(call.deployment, at)  # the version in force now; its id goes on the row
+        cost = price.cost(usage) if price else None
         record = UsageRecord(
             request_id=reservation.request_id,
-            at=datetime.now(UTC),
+            at=at,
             caller_id=caller.id,
             caller_name=caller.name,
             tenant=caller.tenant,
@@ -91,9 +95,12 @@ class Accounting:
             cached_tokens=usage.cached_tokens,
             reasoning_tokens=usage.reasoning_tokens,
             estimated=usage.estimated,
-            cost_usd=price.cost(usage) if price else None,
+            cost_usd=float(cost) if cost is not None else None,  # the old float column, for older readers
             duration_ms=round((time.monotonic() - reservation.started) * 1000),
             backend=reservation.backend,
+            cost=money_text(cost) if cost is not None else None,
+            currency=price.currency if price else None,
+            price_version=price.version if price else None,
         )
         # A local diagnostic: with Azure Monitor this logger is capped at WARNING (shared/telemetry/setup.py), since
         # a line per call is the costliest telemetry there is and the ledger row, span and metrics hold the facts.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,7 +22,12 @@ POLICY_PARTITION = "policy"
 POLICY_CACHE_SECONDS = 30.0
 
 
-POLICY_FIELDS = ("allowed_deployments", "note", "limits", "deployment_limits")
+CHARGEBACK_FIELDS = ("cost_center", "owner", "department", "tags")
+POLICY_FIELDS = ("allowed_deployments", "note", "limits", "deployment_limits", *CHARGEBACK_FIELDS)
+MAX_ATTRIBUTE_CHARS = 200
+MAX_TAGS = 20
+MAX_TAG_VALUE_CHARS = 256
+_TAG_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,19 @@ class CallerPolicy:
     note: str = ""
     limits: LimitOverrides = field(default_factory=LimitOverrides)
     deployment_limits: Mapping[str, LimitOverrides] = field(default_factory=dict)
+    # Chargeback: who pays for this caller's usage (copied into the daily usage table and every export).
+    cost_center: str = ""
+    owner: str = ""
+    department: str = ""
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    def chargeback(self) -> dict[str, Any]:
+        return {
+            "cost_center": self.cost_center,
+            "owner": self.owner,
+            "department": self.department,
+            "tags": dict(sorted(self.tags.items())),
+        }
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -46,6 +65,7 @@ class CallerPolicy:
             "note": self.note,
             "limits": self.limits.to_json(),
             "deployment_limits": {name: limits.to_json() for name, limits in sorted(self.deployment_limits.items())},
+            **self.chargeback(),
         }
 
     @classmethod
@@ -72,7 +92,38 @@ class CallerPolicy:
         note = body.get("note", "")
         if not isinstance(note, str) or len(note) > 500:
             raise bad_request("'note' must be a string of at most 500 characters.", param="note")
-        return cls(caller_id, allowed, note, limits, deployment_limits)
+        attributes = {name: _attribute(body.get(name, ""), name) for name in ("cost_center", "owner", "department")}
+        return cls(caller_id, allowed, note, limits, deployment_limits, **attributes, tags=_tags(body.get("tags")))
+
+
+def _attribute(value: object, name: str) -> str:
+    """A chargeback attribute: a single line of printable text (it ends up in spreadsheets)."""
+    if not isinstance(value, str) or len(value) > MAX_ATTRIBUTE_CHARS or not _printable(value):
+        raise bad_request(
+            f"'{name}' must be a string of at most {MAX_ATTRIBUTE_CHARS} printable characters.", param=name
+        )
+    return value.strip()
+
+
+def _tags(value: object) -> dict[str, str]:
+    if value is None:
+        return {}
+    message = (
+        f"'tags' must be an object of at most {MAX_TAGS} tags: names of letters, digits, '_', '.', '-' "
+        f"(starting with a letter, at most 64), values of at most {MAX_TAG_VALUE_CHARS} printable characters."
+    )
+    if not isinstance(value, dict) or len(value) > MAX_TAGS:
+        raise bad_request(message, param="tags")
+    for name, tag in value.items():
+        if not _TAG_NAME.fullmatch(name) or not isinstance(tag, str):
+            raise bad_request(message, param="tags")
+        if len(tag) > MAX_TAG_VALUE_CHARS or not _printable(tag):
+            raise bad_request(message, param=f"tags.{name}")
+    return {name: value[name] for name in sorted(value)}
+
+
+def _printable(text: str) -> bool:
+    return text.isprintable() and not any(0xD800 <= ord(ch) <= 0xDFFF for ch in text)
 
 
 def _deployment_limits(raw: Any) -> dict[str, LimitOverrides]:
@@ -112,9 +163,29 @@ class CallerPolicyStore:
                 entity.get("Note", ""),
                 LimitOverrides.parse(json.loads(entity.get("Limits") or "{}"), "limits"),
                 _deployment_limits(json.loads(entity.get("DeploymentLimits") or "{}")),
+                cost_center=entity.get("CostCenter", ""),
+                owner=entity.get("Owner", ""),
+                department=entity.get("Department", ""),
+                tags=json.loads(entity.get("Tags") or "{}"),
             )
         self._cache[caller_id] = (time.monotonic(), policy)
         return policy
+
+    async def chargeback_all(self) -> dict[str, CallerPolicy]:
+        """Every caller's chargeback attributes in one query (the daily usage rollup copies them per caller)."""
+        result = {}
+        columns = ["CallerId", "CostCenter", "Owner", "Department", "Tags"]
+        query, parameters = "PartitionKey eq @p", {"p": POLICY_PARTITION}
+        async for entity in self._table.query_entities(query, parameters=parameters, select=columns):
+            caller_id = str(entity.get("CallerId") or "")
+            result[caller_id] = CallerPolicy(
+                caller_id,
+                cost_center=entity.get("CostCenter") or "",
+                owner=entity.get("Owner") or "",
+                department=entity.get("Department") or "",
+                tags=json.loads(entity.get("Tags") or "{}"),
+            )
+        return result
 
     async def put(self, policy: CallerPolicy) -> None:
         entity = {
@@ -122,6 +193,10 @@ class CallerPolicyStore:
             "RowKey": table_key(policy.caller_id),
             "CallerId": policy.caller_id,
             "Note": policy.note,
+            "CostCenter": policy.cost_center,
+            "Owner": policy.owner,
+            "Department": policy.department,
+            "Tags": json.dumps(dict(policy.tags), sort_keys=True),
         }
         if policy.allowed_deployments is not None:
             entity["AllowedDeployments"] = json.dumps(sorted(policy.allowed_deployments))

@@ -20,7 +20,18 @@ API_KEYS_TABLE = "gatewayApiKeys"
 CALLER_POLICIES_TABLE = "gatewayCallerPolicies"
 USAGE_TABLE = "gatewayUsage"
 QUOTA_TABLE = "gatewayQuota"
-GATEWAY_TABLES = (API_KEYS_TABLE, CALLER_POLICIES_TABLE, USAGE_TABLE, QUOTA_TABLE)
+PRICES_TABLE = "gatewayPrices"  # price versions (shared.accounting.prices)
+DAILY_USAGE_TABLE = "gatewayUsageDaily"  # finance's table: one row per UTC day x caller x deployment
+HOURLY_USAGE_TABLE = "gatewayUsageHourly"  # the rollup's internal partial sums per UTC hour
+GATEWAY_TABLES = (
+    API_KEYS_TABLE,
+    CALLER_POLICIES_TABLE,
+    USAGE_TABLE,
+    QUOTA_TABLE,
+    PRICES_TABLE,
+    DAILY_USAGE_TABLE,
+    HOURLY_USAGE_TABLE,
+)
 
 
 # Storage calls sit on the request path (quota leases, key and policy reads): an outage must answer in about a

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from shared.accounting.ledger import UsageLedger, UsageRecord
+from shared.accounting.ledger import LEDGER_SHARDS, UsageLedger, UsageRecord, day_range_filter, ledger_partition
 from shared.finance.usage_report import ledger_rows
 
 
@@ -53,7 +53,26 @@ async def test_rows_are_batched_across_days_and_beyond_a_hundred(table):
 
     rows = await ledger_rows(table, yesterday.date(), today.date())
     assert len(rows) == 150
-    assert {r["PartitionKey"] for r in rows} == {today.strftime("%Y-%m-%d"), yesterday.strftime("%Y-%m-%d")}
+    assert {r["PartitionKey"][:10] for r in rows} == {today.strftime("%Y-%m-%d"), yesterday.strftime("%Y-%m-%d")}
+    assert len({r["PartitionKey"] for r in rows}) > 2  # each day spread over shards
+
+
+def test_a_day_is_spread_over_shards_by_request_id_and_sorts_by_time():
+    at = datetime(2026, 11, 30, 14, 5, tzinfo=UTC)
+    partitions = {ledger_partition(at, str(i)) for i in range(1000)}
+    assert len(partitions) == LEDGER_SHARDS
+    assert all(p.startswith("2026-11-30T14-") for p in partitions)
+    assert ledger_partition(at, "abc") == ledger_partition(at, "abc")  # a rewrite or replay hits the same row
+    query, parameters = day_range_filter(at.date(), at.date())
+    assert all(parameters["first"] <= p < parameters["after"] for p in partitions | {"2026-11-30"})
+    assert not parameters["first"] <= "2026-12-01T00-00" < parameters["after"]
+
+
+def test_journal_lines_written_before_the_price_columns_still_read():
+    data = record().to_json()
+    for name in ("cost", "currency", "price_version"):
+        del data[name]
+    assert UsageRecord.from_json(data).price_version is None
 
 
 async def test_a_row_written_twice_counts_once(table):

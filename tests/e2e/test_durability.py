@@ -26,6 +26,7 @@ import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableClient
 
+from shared.accounting.ledger import day_range_filter
 from tests.azurite import ROOT, Azurite
 from tests.gateway_process import GatewayProcess
 
@@ -127,12 +128,11 @@ class Load:
 
 
 def ledger(storage: Azurite, request_ids: set[str]) -> dict[str, int]:
-    """Tokens of the ledger rows of these request ids (today's partition)."""
+    """Tokens of the ledger rows of these request ids (today's partitions, every shard)."""
     table = TableClient.from_connection_string(storage.connection_string, "gatewayUsage")
-    today = datetime.now(UTC).strftime("%Y-%m-%d")
-    rows = table.query_entities(
-        "PartitionKey eq @day", parameters={"day": today}, select=["RowKey", "PromptTokens", "CompletionTokens"]
-    )
+    today = datetime.now(UTC).date()
+    query, parameters = day_range_filter(today, today)
+    rows = table.query_entities(query, parameters=parameters, select=["RowKey", "PromptTokens", "CompletionTokens"])
     try:
         return {r["RowKey"]: r["PromptTokens"] + r["CompletionTokens"] for r in rows if r["RowKey"] in request_ids}
     except ResourceNotFoundError:  # no gateway has created the table yet

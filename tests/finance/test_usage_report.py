@@ -1,67 +1,147 @@
-"""Finance's summaries of ledger rows."""
+"""Finance's summaries, CSV and FOCUS exports over daily table rows."""
 
 from __future__ import annotations
 
 import csv
 import io
+from decimal import Decimal
 
 import pytest
 
-from shared.finance.usage_report import csv_cell, summarize, to_csv
-from tests.accounting.test_ledger import record
+from shared.accounting.prices import Price
+from shared.errors import GatewayError
+from shared.finance.exports import focus_records, summary_csv
+from shared.finance.usage_report import csv_line, parse_query, summarize, to_csv
 
 
-def test_summaries_count_failures_estimates_and_unpriced_calls():
-    rows = [
-        record(prompt=10, completion=5, cost=0.5).entity(),
-        record(prompt=1, completion=0, cost=None).entity(),
-        record(prompt=0, completion=0, cost=None, status=429).entity(),
-        record(prompt=3, completion=2, cost=0.25, estimated=True).entity(),
-        record(caller="t/bob", prompt=7, completion=7, cost=1.0).entity(),
-    ]
-    summary = {r["caller_id"]: r for r in summarize(rows, ("caller",))}
-    alice = summary["t/alice"]
-    assert (alice["requests"], alice["failed_requests"], alice["estimated_requests"]) == (4, 1, 1)
-    assert (alice["prompt_tokens"], alice["completion_tokens"], alice["total_tokens"]) == (14, 7, 21)
-    assert (alice["cost_usd"], alice["unpriced_requests"]) == (0.75, 1)  # the 429 had no tokens to price
-    assert summary["t/bob"]["caller_name"] == "T/BOB"
-    assert to_csv(summarize(rows, ("deployment",))).splitlines()[0].startswith('"deployment","requests",')
+def row(day: str, caller: str, deployment: str, prompt: int, completion: int, cost: str, **extra) -> dict:
+    return {
+        "PartitionKey": day,
+        "Day": day,
+        "Month": day[:7],
+        "CallerId": caller,
+        "CallerName": caller.upper(),
+        "Deployment": deployment,
+        "Requests": 2,
+        "FailedRequests": 1,
+        "PromptTokens": prompt,
+        "CompletionTokens": completion,
+        "CachedTokens": extra.pop("cached", 0),
+        "ReasoningTokens": 0,
+        "CostExact": cost,
+        "Currency": "USD",
+        "PriceVersions": extra.pop("versions", "m@seed-1"),
+        "CostCenter": extra.pop("cost_center", "CC-1"),
+        "Owner": "Ann",
+        "Department": "R&D",
+        "Tags": '{"app": "x"}',
+    }
 
 
-def _sheet(text: str) -> list[list[str]]:
-    return list(csv.reader(io.StringIO(text)))
+ROWS = [
+    row("2026-10-31", "t/alice", "m", 100, 10, "0.1"),
+    row("2026-11-01", "t/alice", "m", 200, 20, "0.2"),
+    row("2026-11-01", "t/bob", "m", 300, 30, "0.3", cost_center="CC-2"),
+    row("2026-11-01", "t/bob", "e", 5, 0, "0"),
+]
 
 
-def test_a_carriage_return_in_a_name_cannot_start_a_row_with_a_formula():
-    rows = [
-        record(caller="t/mallory").entity() | {"CallerName": "Mallory\r=1+1"},
-        record(caller="t/eve").entity() | {"CallerName": "Eve\n@SUM(A1)\r\n+cmd|' /C calc'!A0"},
-        record(caller="t/zed").entity() | {"CallerName": "Zed"},
-    ]
-    text = to_csv(summarize(rows, ("caller",)))
-    # Every physical line is one record: no field holds a line break, so no line can begin inside a field.
-    lines = text.splitlines()
-    assert len(lines) == 4 and "\r" not in text.replace("\r\n", "")
-    for line in lines:
-        assert line.startswith('"') and line.endswith('"')  # every field quoted
-    names = {row[0]: row[1] for row in _sheet(text)[1:]}
-    assert names == {"t/eve": "Eve @SUM(A1)  +cmd|' /C calc'!A0", "t/mallory": "Mallory =1+1", "t/zed": "Zed"}
+async def rows_of(rows):
+    for r in rows:
+        yield r
 
 
 @pytest.mark.parametrize(
-    "value, cell",
+    "groups, expected",
     [
-        ("=1+1", "'=1+1"),
-        ("  =1+1", "'  =1+1"),
-        ("\t=1+1", "' =1+1"),
-        ("\r=1+1", "' =1+1"),
-        ("-2+3", "'-2+3"),
-        ("@SUM(1)", "'@SUM(1)"),
-        ("a\x00b\x7fc\x85d\u2028e", "a b c d e"),
-        ("Ada Lovelace", "Ada Lovelace"),
-        (12, 12),
-        (-0.5, -0.5),
+        (("caller",), {("t/alice",): "0.3", ("t/bob",): "0.3"}),
+        (("month",), {("2026-10",): "0.1", ("2026-11",): "0.5"}),
+        (("day", "deployment"), {("2026-10-31", "m"): "0.1", ("2026-11-01", "m"): "0.5", ("2026-11-01", "e"): "0"}),
+        (("cost_center",), {("CC-1",): "0.3", ("CC-2",): "0.3"}),
+        ((), {(): "0.6"}),
     ],
 )
-def test_cells_are_one_line_and_never_a_formula(value, cell):
-    assert csv_cell(value) == cell
+async def test_every_grouping_sums_to_the_same_totals(groups, expected):
+    summary = await summarize(rows_of(ROWS), groups)
+    names = ["caller_id" if g == "caller" else g for g in groups]
+    assert {tuple(r[n] for n in names): r["cost"] for r in summary.rows} == expected
+    assert summary.totals.cost == Decimal("0.6") and summary.totals.prompt_tokens == 605
+    assert summary.totals.requests == 8 and summary.totals.failed_requests == 4
+
+
+async def test_grouping_by_caller_carries_the_chargeback_attributes():
+    alice = (await summarize(rows_of(ROWS), ("caller",))).rows[0]
+    assert (alice["caller_name"], alice["cost_center"], alice["owner"], alice["tags"]) == (
+        "T/ALICE",
+        "CC-1",
+        "Ann",
+        {"app": "x"},
+    )
+
+
+def test_csv_fields_are_quoted_and_injection_safe_on_every_line():
+    line = csv_line(["=SUM(1+1)", "a\r\nb\tc\x00\u2028", '+1 "x"', "-2", " @cmd", Decimal("0.00001575"), None, 7])
+    assert line == '"\'=SUM(1+1)","a  b c  ","\'+1 ""x""","\'-2","\' @cmd","0.00001575","","7"\r\n'
+    text = to_csv([{"name": "ok"}, {"name": "=HYPERLINK()"}])
+    assert text.splitlines() == ['"name"', '"ok"', '"\'=HYPERLINK()"']
+
+
+async def test_summary_csv_ends_with_a_totals_row_and_parses_back():
+    summary = await summarize(rows_of(ROWS), ("caller", "deployment"))
+    parsed = list(csv.DictReader(io.StringIO("".join(summary_csv(summary)))))
+    assert parsed[-1]["caller_id"] == "TOTAL" and parsed[-1]["cost"] == "0.6"
+    assert sum(Decimal(r["cost"]) for r in parsed[:-1]) == Decimal("0.6")
+    assert "e" not in parsed[0]["cost"]  # never scientific notation
+
+
+def test_focus_splits_by_token_kind_at_list_prices_and_sums_exactly():
+    price = Price(Decimal("0.15"), Decimal("0.075"), Decimal("0.6"), "USD", "m@v1")
+    cost = (Decimal(60) * Decimal("0.15") + 40 * Decimal("0.075") + 10 * Decimal("0.6")) / 1_000_000
+    daily = row("2026-11-01", "t/alice", "m", 100, 10, str(cost), cached=40, versions="m@v1")
+    records = focus_records(daily, {"m@v1": price}.get)
+    assert [r["ConsumedQuantity"] for r in records] == [60, 40, 10]
+    assert [r["ListUnitPrice"] for r in records] == [Decimal("0.15"), Decimal("0.075"), Decimal("0.6")]
+    assert sum(r["BilledCost"] for r in records) == cost
+    first = records[0]
+    assert (first["ChargePeriodStart"], first["ChargePeriodEnd"]) == ("2026-11-01T00:00:00Z", "2026-11-02T00:00:00Z")
+    assert first["Tags"] == {"cost_center": "CC-1", "owner": "Ann", "department": "R&D", "app": "x"}
+    mixed = focus_records({**daily, "PriceVersions": "m@v1,m@v2"}, {"m@v1": price}.get)
+    assert len(mixed) == 1 and mixed[0]["BilledCost"] == cost and mixed[0].get("ListUnitPrice") is None
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"from": "2026-13-01"},
+        {"from": "20261101"},
+        {"month": "2026-1"},
+        {"month": "2026-11", "from": "2026-11-01"},
+        {"group_by": "caller,caller"},
+        {"group_by": "operation"},
+        {"caller_id": "a\nb"},
+    ],
+)
+def test_bad_queries_are_refused(params):
+    with pytest.raises(GatewayError) as caught:
+        parse_query(params)
+    assert caught.value.status == 400
+
+
+def test_a_month_is_its_first_to_last_day():
+    query = parse_query({"month": "2026-02", "group_by": "", "cost_center": "CC-1"})
+    assert (query.first.isoformat(), query.last.isoformat(), query.groups) == ("2026-02-01", "2026-02-28", ())
+    assert query.cost_center == "CC-1"
+
+
+def test_a_carriage_return_in_a_name_cannot_start_a_row_with_a_formula():
+    text = csv_line(["t/mallory", "Mallory\r=1+1"]) + csv_line(["t/eve", "Eve\n@SUM(A1)\r\n+cmd|' /C calc'!A0"])
+    lines = text.split("\r\n")[:-1]
+    assert len(lines) == 2  # every physical line is one record: no field holds a line break
+    assert [row[1] for row in csv.reader(io.StringIO(text))] == ["Mallory =1+1", "Eve @SUM(A1)  +cmd|' /C calc'!A0"]
+
+
+def test_caller_filters_compare_canonical_ids():
+    assert parse_query({"caller_id": "TENANT/Object-1"}).caller_id == "tenant/object-1"
+    with pytest.raises(GatewayError) as caught:
+        parse_query({"caller_id": "no-slash"})
+    assert caught.value.code == "invalid_caller_id"

@@ -35,7 +35,15 @@ ROLE_KV_SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
 ROLE_MONITORING_METRICS_PUBLISHER = "3913510d-42f4-4e42-8a64-420c390055eb"
 STORAGE_ACCOUNT_CONTRIBUTOR = "17d1049b-9a84-46fb-8f53-869881c3d3ab"
 
-GATEWAY_TABLES = {"gatewayApiKeys", "gatewayCallerPolicies", "gatewayUsage", "gatewayQuota"}
+GATEWAY_TABLES = {
+    "gatewayApiKeys",
+    "gatewayCallerPolicies",
+    "gatewayUsage",
+    "gatewayQuota",
+    "gatewayPrices",
+    "gatewayUsageDaily",
+    "gatewayUsageHourly",
+}
 
 
 def main_scope(**overrides) -> Scope:
@@ -324,7 +332,8 @@ def test_content_share_and_gateway_tables_are_created():
     (table,) = tables.values()
     assert table["raw"]["loop_type"]["detail"]["array_name"] == "tableNames"
     assert module_params("storage")["tableNames"] == "gatewayTables"
-    assert set(main_scope().resolve("gatewayTables")) == GATEWAY_TABLES
+    # The raw list: resolving would read the string "gatewayPrices" as the parameter of that name.
+    assert set(main_scope().tpl["variables"]["gatewayTables"]["value"]) == GATEWAY_TABLES
 
 
 def test_storage_roles_for_the_identity():

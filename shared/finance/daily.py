@@ -1,0 +1,406 @@
+"""The daily usage table finance reads directly: one row per UTC day x caller x deployment, derived from the ledger.
+
+Why a table of its own: the ledger has one row per call (a month at 100 requests/s is ~260 million rows), far too
+many for Excel, Power BI or ``/api/usage`` to sum. The rollup works hour by hour, because re-reading a whole day
+every 5 minutes does not scale (scripts/bench_rollup.py): it reads one UTC hour of the ledger (every shard),
+counts each request id once, and replaces that hour's partial sums in the internal ``gatewayUsageHourly`` table;
+then it sums the day's partials into ``gatewayUsageDaily``. The timer re-derives only the current hour (and the
+previous one early in an hour, plus any hour never derived); a rebuild and the after-midnight runs re-derive all
+24 hours. The same ledger gives the same rows however often it runs (no run time or counter is stored), so it
+is idempotent, and a late ledger row is picked up by the next run that covers its hour (docs/finance.md,
+"Freshness"). Rows a previous run wrote for a group that no longer exists are deleted, so a rebuild is exact.
+
+Money is summed as :class:`~decimal.Decimal` from the ledger's exact ``Cost`` text; the table stores it exactly
+(``CostExact``, a decimal string) and as a number (``Cost``) for spreadsheets. Token sums are Int64.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as clock
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from azure.data.tables import EdmType, EntityProperty, UpdateMode
+from azure.data.tables.aio import TableClient
+
+from shared.accounting.ledger import BATCH_LIMIT, LEDGER_SHARDS, day_partition
+from shared.accounting.prices import money_text
+from shared.policy.callers import CallerPolicy, CallerPolicyStore
+from shared.storage.tables import table_key
+
+LEDGER_COLUMNS = [
+    "RowKey",
+    "CallerId",
+    "CallerName",
+    "Deployment",
+    "Status",
+    "PromptTokens",
+    "CompletionTokens",
+    "CachedTokens",
+    "ReasoningTokens",
+    "Estimated",
+    "Cost",
+    "CostUsd",
+    "Currency",
+    "PriceVersion",
+]
+TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens")
+COUNT_FIELDS = ("requests", "failed_requests", "estimated_requests", "unpriced_requests", *TOKEN_FIELDS)
+LEGACY_PRICE_VERSION = "legacy-float"  # ledger rows written before exact costs (CostUsd only)
+
+
+def integer(value: Any) -> int:
+    """A Table integer as read back (Int64 values come wrapped in an EntityProperty)."""
+    if isinstance(value, EntityProperty):
+        value = value.value
+    return int(value or 0)
+
+
+def int64(value: int) -> EntityProperty:
+    return EntityProperty(value, EdmType.INT64)
+
+
+@dataclass
+class Totals:
+    """Sums over ledger rows (or over daily rows): counts, tokens and exact cost."""
+
+    requests: int = 0
+    failed_requests: int = 0
+    estimated_requests: int = 0
+    unpriced_requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost: Decimal = field(default_factory=Decimal)
+    currencies: set[str] = field(default_factory=set)
+    price_versions: set[str] = field(default_factory=set)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def add_ledger_row(self, row: Mapping[str, Any]) -> None:
+        self.requests += 1
+        self.failed_requests += 0 if 200 <= integer(row.get("Status")) < 300 else 1
+        self.estimated_requests += 1 if row.get("Estimated") else 0
+        prompt, completion = integer(row.get("PromptTokens")), integer(row.get("CompletionTokens"))
+        self.prompt_tokens += prompt
+        self.completion_tokens += completion
+        self.cached_tokens += integer(row.get("CachedTokens"))
+        self.reasoning_tokens += integer(row.get("ReasoningTokens"))
+        if row.get("Cost") is not None:
+            self.cost += Decimal(str(row["Cost"]))
+            if row.get("Currency"):
+                self.currencies.add(str(row["Currency"]))
+            if row.get("PriceVersion"):
+                self.price_versions.add(str(row["PriceVersion"]))
+        elif row.get("CostUsd") is not None:  # written before exact costs: the float's shortest decimal text
+            self.cost += Decimal(repr(float(row["CostUsd"])))
+            self.currencies.add("USD")
+            self.price_versions.add(LEGACY_PRICE_VERSION)
+        elif prompt + completion:
+            self.unpriced_requests += 1
+
+    def add(self, other: Totals) -> None:
+        for name in COUNT_FIELDS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.cost += other.cost
+        self.currencies |= other.currencies
+        self.price_versions |= other.price_versions
+
+    def to_json(self) -> dict[str, Any]:
+        """Counts and tokens as numbers, money as exact decimal text."""
+        return {
+            "requests": self.requests,
+            "failed_requests": self.failed_requests,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+            "cached_tokens": self.cached_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+            "estimated_requests": self.estimated_requests,
+            "unpriced_requests": self.unpriced_requests,
+            "cost": money_text(self.cost),
+            "currency": ",".join(sorted(self.currencies)),
+            "price_versions": sorted(self.price_versions),
+        }
+
+
+@dataclass
+class DailyGroup:
+    day: date
+    caller_id: str
+    caller_name: str
+    deployment: str
+    totals: Totals
+
+
+def aggregate(day: date, rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], DailyGroup]:
+    """Ledger rows of one day per (caller, deployment), each request id counted once (a replay after a shard
+    change could have written it to two partitions)."""
+    seen: set[str] = set()
+    groups: dict[tuple[str, str], DailyGroup] = {}
+    for row in rows:
+        request_id = str(row["RowKey"])
+        if request_id in seen:
+            continue
+        seen.add(request_id)
+        key = (str(row["CallerId"]), str(row["Deployment"]))
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = DailyGroup(day, key[0], str(row.get("CallerName", "")), key[1], Totals())
+        group.totals.add_ledger_row(row)
+    return groups
+
+
+def daily_totals(row: Mapping[str, Any]) -> Totals:
+    """A daily (or hourly partial) row as Totals, its exact cost from ``CostExact``."""
+    try:
+        cost = Decimal(str(row.get("CostExact") or "0"))
+    except InvalidOperation:
+        cost = Decimal(repr(float(row.get("Cost") or 0.0)))
+    return Totals(
+        requests=integer(row.get("Requests")),
+        failed_requests=integer(row.get("FailedRequests")),
+        estimated_requests=integer(row.get("EstimatedRequests")),
+        unpriced_requests=integer(row.get("UnpricedRequests")),
+        prompt_tokens=integer(row.get("PromptTokens")),
+        completion_tokens=integer(row.get("CompletionTokens")),
+        cached_tokens=integer(row.get("CachedTokens")),
+        reasoning_tokens=integer(row.get("ReasoningTokens")),
+        cost=cost,
+        currencies={c for c in str(row.get("Currency") or "").split(",") if c},
+        price_versions={v for v in str(row.get("PriceVersions") or "").split(",") if v},
+    )
+
+
+def totals_columns(t: Totals) -> dict[str, Any]:
+    return {
+        "Requests": int64(t.requests),
+        "FailedRequests": int64(t.failed_requests),
+        "EstimatedRequests": int64(t.estimated_requests),
+        "UnpricedRequests": int64(t.unpriced_requests),
+        "PromptTokens": int64(t.prompt_tokens),
+        "CompletionTokens": int64(t.completion_tokens),
+        "TotalTokens": int64(t.total_tokens),
+        "CachedTokens": int64(t.cached_tokens),
+        "ReasoningTokens": int64(t.reasoning_tokens),
+        "Cost": float(t.cost),
+        "CostExact": money_text(t.cost),
+        "Currency": ",".join(sorted(t.currencies)),
+        "PriceVersions": ",".join(sorted(t.price_versions)),
+    }
+
+
+def daily_row_key(caller_id: str, deployment: str) -> str:
+    return f"{table_key(caller_id)}|{table_key(deployment)}"
+
+
+def daily_entity(group: DailyGroup, policy: CallerPolicy) -> dict[str, Any]:
+    """One row of the daily table (schema: docs/finance.md)."""
+    return {
+        "PartitionKey": day_partition(group.day),
+        "RowKey": daily_row_key(group.caller_id, group.deployment),
+        "Date": datetime.combine(group.day, clock(), tzinfo=UTC),
+        "Day": group.day.isoformat(),
+        "Month": group.day.strftime("%Y-%m"),
+        "CallerId": group.caller_id,
+        "CallerName": group.caller_name,
+        "Deployment": group.deployment,
+        **totals_columns(group.totals),
+        "CostCenter": policy.cost_center,
+        "Owner": policy.owner,
+        "Department": policy.department,
+        "Tags": json.dumps(dict(sorted(policy.tags.items())), ensure_ascii=False) if policy.tags else "",
+    }
+
+
+@dataclass
+class RollupReport:
+    day: date
+    hours: list[str] = field(default_factory=list)  # the hours re-derived from the ledger ("legacy": unsharded rows)
+    ledger_rows: int = 0
+    daily_rows: int = 0
+    deleted_rows: int = 0
+    read_requests: int = 0  # storage round trips reading (query pages, policy reads)
+    write_requests: int = 0  # storage round trips writing (transactions)
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "day": self.day.isoformat(),
+            "hours": self.hours,
+            "ledger_rows": self.ledger_rows,
+            "daily_rows": self.daily_rows,
+            "deleted_rows": self.deleted_rows,
+            "read_requests": self.read_requests,
+            "write_requests": self.write_requests,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+ALL_HOURS = tuple(range(24))
+LEGACY_HOUR = "legacy"  # ledger rows written before sharding: PartitionKey is the bare day
+
+
+class DailyRollup:
+    """Derives the daily usage table from the ledger, through hourly partial sums."""
+
+    def __init__(
+        self, ledger: TableClient, hourly: TableClient, daily: TableClient, policies: CallerPolicyStore
+    ) -> None:
+        self._ledger, self._hourly, self._daily, self._policies = ledger, hourly, daily, policies
+
+    async def day(self, day: date, hours: Collection[int] | None = None) -> RollupReport:
+        """Re-derive ``hours`` of ``day`` (None: all of them, and the unsharded rows) plus any hour of the day up
+        to the latest one asked for that was never derived, then rewrite the day's rows of the daily table."""
+        started = time.perf_counter()
+        report = RollupReport(day)
+        partition = day_partition(day)
+        partials = await self._entities(self._hourly, partition, None, report)
+        derived = {str(e["RowKey"]) for e in partials if "|" not in str(e["RowKey"])}
+        if hours is None:
+            wanted: list[str] = [f"{h:02d}" for h in ALL_HOURS] + [LEGACY_HOUR]
+        else:
+            latest = max(hours, default=-1)
+            wanted = [f"{h:02d}" for h in ALL_HOURS if h in hours or (h <= latest and f"{h:02d}" not in derived)]
+        # Rows written before sharding sit in the bare day's partition; a replay after the upgrade can have written
+        # the same request id again under an hour's partition: the unsharded copy counts, the other is skipped.
+        legacy = [
+            row
+            async for row in _pages(self._ledger, "PartitionKey eq @day", {"day": partition}, LEDGER_COLUMNS, report)
+        ]
+        legacy_ids = {str(row["RowKey"]) for row in legacy}
+        fresh: list[dict[str, Any]] = []
+        for hour in wanted:
+            existing = [e for e in partials if str(e["RowKey"]).split("|")[0] == hour]
+            rows = legacy if hour == LEGACY_HOUR else None
+            fresh += await self._derive_hour(day, hour, existing, rows, legacy_ids, report)
+        report.hours = wanted
+        partials = [e for e in partials if str(e["RowKey"]).split("|")[0] not in wanted] + fresh
+        groups: dict[tuple[str, str], DailyGroup] = {}
+        for entity in partials:
+            if "|" not in str(entity["RowKey"]):
+                continue
+            key = (str(entity["CallerId"]), str(entity["Deployment"]))
+            if key not in groups:
+                groups[key] = DailyGroup(day, key[0], str(entity.get("CallerName", "")), key[1], Totals())
+            groups[key].totals.add(daily_totals(entity))
+        policies = await self._chargeback({caller for caller, _ in groups}, report)
+        entities = [daily_entity(g, policies[g.caller_id]) for g in groups.values()]
+        existing = await self._entities(self._daily, partition, ["RowKey"], report)
+        report.deleted_rows = await self._replace(self._daily, partition, entities, existing, report)
+        report.daily_rows = len(entities)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    async def _derive_hour(
+        self,
+        day: date,
+        hour: str,
+        existing: list[dict[str, Any]],
+        rows: list[dict[str, Any]] | None,
+        skip: set[str],
+        report: RollupReport,
+    ) -> list[dict[str, Any]]:
+        """Replace one hour's partial sums (and its marker row) with sums of the ledger's rows of that hour."""
+        partition = day_partition(day)
+        if rows is None:
+            rows = await self._read_hour(f"{partition}T{hour}", f"{partition}T{int(hour) + 1:02d}", skip, report)
+        report.ledger_rows += len(rows)
+        entities: list[dict[str, Any]] = [
+            {
+                "PartitionKey": partition,
+                "RowKey": f"{hour}|{daily_row_key(g.caller_id, g.deployment)}",
+                "CallerId": g.caller_id,
+                "CallerName": g.caller_name,
+                "Deployment": g.deployment,
+                **totals_columns(g.totals),
+            }
+            for g in aggregate(day, rows).values()
+        ]
+        entities.append({"PartitionKey": partition, "RowKey": hour, "LedgerRows": int64(len(rows))})
+        await self._replace(self._hourly, partition, entities, existing, report)
+        return entities
+
+    async def _read_hour(self, first: str, after: str, skip: set[str], report: RollupReport) -> list[dict[str, Any]]:
+        """The ledger rows with keys in [first, after): one query per shard's key range, run concurrently, because
+        each partition is served on its own (the ranges cover every key, whatever the shard count was)."""
+        bounds = [first, *(f"{first}-{shard:02d}" for shard in range(1, LEDGER_SHARDS)), after]
+
+        async def read(low: str, high: str) -> list[dict[str, Any]]:
+            query, parameters = "PartitionKey ge @low and PartitionKey lt @high", {"low": low, "high": high}
+            return [r async for r in _pages(self._ledger, query, parameters, LEDGER_COLUMNS, report)]
+
+        parts = await asyncio.gather(*(read(low, high) for low, high in itertools.pairwise(bounds)))
+        return [row for part in parts for row in part if str(row["RowKey"]) not in skip]
+
+    async def _chargeback(self, callers: set[str], report: RollupReport) -> dict[str, CallerPolicy]:
+        known = await self._policies.chargeback_all()
+        report.read_requests += 1 + len(known) // 1000
+        return {caller: known.get(caller) or CallerPolicy(caller) for caller in callers}
+
+    @staticmethod
+    async def _entities(
+        table: TableClient, partition: str, select: list[str] | None, report: RollupReport
+    ) -> list[dict[str, Any]]:
+        query, parameters = "PartitionKey eq @p", {"p": partition}
+        return [e async for e in _pages(table, query, parameters, select, report)]
+
+    @staticmethod
+    async def _replace(
+        table: TableClient,
+        partition: str,
+        entities: list[dict[str, Any]],
+        existing: Iterable[Mapping[str, Any]],
+        report: RollupReport,
+    ) -> int:
+        """Upsert ``entities`` and delete the ``existing`` rows they do not replace (one partition, 100 a batch)."""
+        keep = {e["RowKey"] for e in entities}
+        operations: list[tuple[str, Any, dict[str, Any]]] = [
+            ("upsert", entity, {"mode": UpdateMode.REPLACE}) for entity in entities
+        ]
+        stale = [str(e["RowKey"]) for e in existing if e["RowKey"] not in keep]
+        operations += [("delete", {"PartitionKey": partition, "RowKey": key}, {}) for key in stale]
+        for start in range(0, len(operations), BATCH_LIMIT):
+            await table.submit_transaction(operations[start : start + BATCH_LIMIT])
+            report.write_requests += 1
+        return len(stale)
+
+
+async def _pages(
+    table: TableClient, query: str, parameters: dict[str, Any], select: list[str] | None, report: RollupReport
+) -> AsyncIterator[dict[str, Any]]:
+    pages = table.query_entities(query, parameters=parameters, select=select, results_per_page=1000).by_page()
+    async for page in pages:
+        report.read_requests += 1
+        async for entity in page:
+            yield dict(entity)
+
+
+@dataclass(frozen=True)
+class RollupPlan:
+    day: date
+    hours: frozenset[int] | None  # None: the whole day
+
+
+def timer_plan(now: datetime) -> list[RollupPlan]:
+    """What the timer rolls up at ``now``: today's current hour on every run (and the previous hour in the first
+    15 minutes of an hour, for rows written late: writer retries, journal replay within ~7 minutes); all of
+    yesterday on the runs that start in 00:10-00:15 and 06:00-06:05 UTC."""
+    now = now.astimezone(UTC)
+    today = now.date()
+    hours = {now.hour, now.hour - 1} if now.minute < 15 and now.hour > 0 else {now.hour}
+    plan = [RollupPlan(today, frozenset(hours))]
+    minute_of_day = now.hour * 60 + now.minute
+    if 10 <= minute_of_day < 15 or 360 <= minute_of_day < 365:
+        plan.insert(0, RollupPlan(today - timedelta(days=1), None))
+    return plan

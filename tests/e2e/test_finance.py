@@ -1,0 +1,641 @@
+"""Finance end to end against its own Azurite: traffic across callers, deployments and days (a month boundary and a
+price change included), then the ledger, the daily table, ``/api/usage`` in every grouping, the CSV, the FOCUS
+export and the CLI all equal what the upstream reported, to the token and to the last decimal of the cost; and the
+dashboard in headless Chromium (Debian ``chromium``, no network but the local gateway) shows the figures of
+``/api/usage``. ``.ci/run`` installs chromium; without it the browser tests skip and say so."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from html.parser import HTMLParser
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from azure.data.tables.aio import TableServiceClient
+
+from shared.accounting.ledger import UsageLedger, UsageRecord
+from shared.accounting.prices import Price, PriceBook, PriceVersion, parse_prices, version_id
+from shared.finance.daily import integer
+from shared.finance.usage_report import ledger_rows
+from shared.storage.tables import DAILY_USAGE_TABLE, PRICES_TABLE, USAGE_TABLE
+from tests.azurite import ROOT, Azurite
+
+pytestmark = pytest.mark.e2e
+PRICES = (
+    '{"gpt-4o-mini": {"input": 0.15, "cached_input": 0.075, "output": 0.6},'
+    ' "text-embedding-3-small": {"input": 0.02, "output": 0}}'
+)
+HELLO = [{"role": "user", "content": "Hello there, finance!"}]
+TODAY = datetime.now(UTC).date()
+# The first day of last month: the past traffic straddles its start, a month boundary, and is well in the past.
+BOUNDARY = (TODAY.replace(day=1) - timedelta(days=1)).replace(day=1)
+PAST_DAYS = [BOUNDARY - timedelta(days=2), BOUNDARY - timedelta(days=1), BOUNDARY, BOUNDARY + timedelta(days=1)]
+PRICE_CHANGE = datetime.combine(BOUNDARY - timedelta(days=1), datetime.min.time(), UTC) + timedelta(hours=12)
+FIRST, LAST = PAST_DAYS[0], TODAY
+CHARGEBACK = {
+    "alice": {"cost_center": "CC-100", "owner": "Ann", "department": "Research", "tags": {"app": "chat"}},
+    "bob": {"cost_center": "CC-200", "owner": "=Bob", "department": "Sales", "tags": {}},
+    "carol": {"cost_center": "CC-100", "owner": "Cy", "department": "Research", "tags": {"env": "prod"}},
+}
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+NO_CHROMIUM = (
+    "Debian's chromium is not installed (`make browser` or `apt-get install -y chromium`; .ci/run installs it)"
+)
+NOW = datetime.now(UTC)
+LAST_MONTH = BOUNDARY.strftime("%Y-%m")
+SCREENSHOT_DIR = Path(os.environ.get("TMPDIR", "/tmp"))
+
+
+@dataclass(frozen=True)
+class Fact:
+    """What the upstream reported for one call, and its cost at the price in force."""
+
+    day: str
+    caller: str
+    deployment: str
+    prompt: int
+    completion: int
+    cached: int
+    cost: Decimal
+    failed: bool = False
+
+
+@pytest.fixture(scope="module")
+def finance(simulator, tmp_path_factory):
+    storage = Azurite().start()
+    tenant = f"fin-{uuid.uuid4().hex[:8]}"
+    callers = {name: f"{tenant}/{name}" for name in CHARGEBACK}
+    # A price change in the past, stored before the gateway starts (the admin endpoint refuses past versions).
+    book = PriceBook(parse_prices(PRICES), None)
+    changed = PriceVersion(
+        "gpt-4o-mini",
+        PRICE_CHANGE,
+        Price(Decimal("0.3"), Decimal("0.1"), Decimal("1.2"), "USD", version_id("gpt-4o-mini", PRICE_CHANGE)),
+    )
+    facts = asyncio.run(_past_traffic(storage.connection_string, callers, changed))
+    process_env = {
+        "GATEWAY_LEDGER_JOURNAL_DIR": str(tmp_path_factory.mktemp("finance-journal")),
+        "AZURE_OPENAI_ENDPOINT": simulator.url,
+        "GATEWAY_STORAGE_CONNECTION_STRING": storage.connection_string,
+        "GATEWAY_LOCAL_DEV_AUTH": "true",
+        "GATEWAY_PRICES": PRICES,
+        "GATEWAY_DEFAULT_COST_USD_PER_MONTH": "5",  # a budget for the dashboard's budget burn
+    }
+    from tests.gateway_process import GatewayProcess
+
+    gateway = GatewayProcess(process_env).start()
+    try:
+        for name, caller_id in callers.items():
+            response = httpx.put(f"{gateway.api}/manage/policies/{caller_id}", json=CHARGEBACK[name])
+            assert response.status_code == 200, response.text
+        facts += _live_traffic(gateway, callers, changed.price)
+        _wait_for_ledger(storage.connection_string, len(facts))
+        yield gateway, storage, callers, facts, book
+    finally:
+        gateway.stop()
+        storage.stop()
+
+
+async def _past_traffic(connection: str, callers: dict[str, str], changed: PriceVersion) -> list[Fact]:
+    """Rows settled on past days, written by the ledger writer with chosen times, priced as settle prices them."""
+    facts = []
+    async with TableServiceClient.from_connection_string(connection) as service:
+        for name in (USAGE_TABLE, PRICES_TABLE):
+            await service.create_table_if_not_exists(name)
+        book = PriceBook(parse_prices(PRICES), service.get_table_client(PRICES_TABLE))
+        await book.add(changed)
+        ledger = UsageLedger(service.get_table_client(USAGE_TABLE), flush_seconds=60)
+        n = 0
+        for day in PAST_DAYS:
+            for hour in (1, 11, 13, 23):
+                for name, caller_id in callers.items():
+                    for deployment in ("gpt-4o-mini", "text-embedding-3-small", "gpt-4.1"):
+                        n += 1
+                        at = datetime.combine(day, datetime.min.time(), UTC) + timedelta(hours=hour, minutes=n % 60)
+                        prompt, completion, cached = (
+                            100 + n,
+                            (7 * n) % 50 if "embedding" not in deployment else 0,
+                            n % 30,
+                        )
+                        failed = n % 17 == 0
+                        if failed:
+                            prompt = completion = cached = 0
+                        price = book.at(deployment, at)
+                        cost = price.cost_of(prompt, completion, cached) if price else None
+                        await ledger.record(
+                            _record(caller_id, name, deployment, at, prompt, completion, cached, price, cost, failed)
+                        )
+                        facts.append(
+                            Fact(
+                                day.isoformat(),
+                                caller_id,
+                                deployment,
+                                prompt,
+                                completion,
+                                cached,
+                                cost or Decimal(0),
+                                failed,
+                            )
+                        )
+        assert await ledger.flush(30)
+        await ledger.close()
+    return facts
+
+
+def _record(caller_id, name, deployment, at, prompt, completion, cached, price, cost, failed) -> UsageRecord:
+    return UsageRecord(
+        request_id=str(uuid.uuid4()),
+        at=at,
+        caller_id=caller_id,
+        caller_name=name.title(),
+        tenant=caller_id.split("/")[0],
+        auth_method="api-key",
+        key_id=None,
+        operation="chat.completions",
+        deployment=deployment,
+        stream=False,
+        status=429 if failed else 200,
+        outcome="upstream_error" if failed else "completed",
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cached_tokens=cached,
+        reasoning_tokens=0,
+        estimated=False,
+        cost_usd=float(cost) if cost is not None else None,
+        duration_ms=3,
+        cost=str(cost) if cost is not None else None,
+        currency=price.currency if price else None,
+        price_version=price.version if price else None,
+    )
+
+
+def _live_traffic(gateway, callers: dict[str, str], price_now: Price) -> list[Fact]:
+    """Today's calls through the gateway with the official SDK; the usage is what the upstream answered."""
+    facts = []
+    embedding_price = parse_prices(PRICES)["text-embedding-3-small"]
+    for name, caller_id in callers.items():
+        key = _key(gateway, caller_id, name.title(), ["Gateway.Use"])
+        client = openai.AzureOpenAI(azure_endpoint=gateway.api, api_key=key, api_version="2024-10-21", max_retries=0)
+        for stream in (False, True):
+            if stream:
+                chunks = list(
+                    client.chat.completions.create(
+                        model="gpt-4o-mini", messages=HELLO, stream=True, stream_options={"include_usage": True}
+                    )
+                )
+                usage = next(c.usage for c in reversed(chunks) if c.usage)
+            else:
+                usage = client.chat.completions.create(model="gpt-4o-mini", messages=HELLO).usage
+            cached = usage.prompt_tokens_details.cached_tokens if usage.prompt_tokens_details else 0
+            cached = cached or 0
+            cost = price_now.cost_of(usage.prompt_tokens, usage.completion_tokens, cached)
+            facts.append(
+                Fact(
+                    TODAY.isoformat(),
+                    caller_id,
+                    "gpt-4o-mini",
+                    usage.prompt_tokens,
+                    usage.completion_tokens,
+                    cached,
+                    cost,
+                )
+            )
+        embedding = client.embeddings.create(model="text-embedding-3-small", input="one two three " * (len(name)))
+        cost = embedding_price.cost_of(embedding.usage.prompt_tokens, 0)
+        facts.append(
+            Fact(TODAY.isoformat(), caller_id, "text-embedding-3-small", embedding.usage.prompt_tokens, 0, 0, cost)
+        )
+    return facts
+
+
+def _key(gateway, owner_id: str, name: str, roles: list[str]) -> str:
+    response = httpx.post(
+        f"{gateway.api}/manage/keys",
+        json={"name": "finance test", "owner": {"id": owner_id, "name": name, "kind": "app"}, "roles": roles},
+    )
+    assert response.status_code == 201, response.text
+    return response.json()["key"]
+
+
+def _wait_for_ledger(connection: str, rows: int) -> None:
+    async def count() -> int:
+        async with TableServiceClient.from_connection_string(connection) as service:
+            return len(await ledger_rows(service.get_table_client(USAGE_TABLE), FIRST, LAST))
+
+    deadline = time.monotonic() + 15
+    while (found := asyncio.run(count())) < rows and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert found == rows
+
+
+def _rebuild(gateway) -> list[dict]:
+    response = httpx.post(
+        f"{gateway.api}/manage/usage/rebuild", json={"from": FIRST.isoformat(), "to": LAST.isoformat()}, timeout=120
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["data"]
+
+
+def _expected(facts: list[Fact], key) -> dict[tuple, dict]:
+    sums: dict[tuple, dict] = defaultdict(
+        lambda: {"requests": 0, "failed": 0, "prompt": 0, "completion": 0, "cached": 0, "cost": Decimal(0)}
+    )
+    for fact in facts:
+        total = sums[key(fact)]
+        total["requests"] += 1
+        total["failed"] += fact.failed
+        total["prompt"] += fact.prompt
+        total["completion"] += fact.completion
+        total["cached"] += fact.cached
+        total["cost"] += fact.cost
+    return dict(sums)
+
+
+def _from_api(rows: list[dict], key) -> dict[tuple, dict]:
+    return {
+        key(row): {
+            "requests": row["requests"],
+            "failed": row["failed_requests"],
+            "prompt": row["prompt_tokens"],
+            "completion": row["completion_tokens"],
+            "cached": row["cached_tokens"],
+            "cost": Decimal(row["cost"]),
+        }
+        for row in rows
+    }
+
+
+GROUPINGS = {
+    "caller": (lambda f: (f.caller,), lambda r: (r["caller_id"],)),
+    "deployment": (lambda f: (f.deployment,), lambda r: (r["deployment"],)),
+    "day": (lambda f: (f.day,), lambda r: (r["day"],)),
+    "month": (lambda f: (f.day[:7],), lambda r: (r["month"],)),
+    "cost_center": (
+        lambda f: (CHARGEBACK[f.caller.split("/")[1]]["cost_center"],),
+        lambda r: (r["cost_center"],),
+    ),
+    "caller,deployment,day": (
+        lambda f: (f.caller, f.deployment, f.day),
+        lambda r: (r["caller_id"], r["deployment"], r["day"]),
+    ),
+    "": (lambda f: (), lambda r: ()),
+}
+
+
+def test_every_view_equals_the_ledger_and_the_upstream(finance):
+    gateway, storage, callers, facts, _ = finance
+    _rebuild(gateway)
+    everything = _expected(facts, lambda f: ())[()]
+    assert everything["cost"] > 0 and len({f.day[:7] for f in facts}) >= 2
+
+    async def tables() -> tuple[list[dict], list[dict]]:
+        async with TableServiceClient.from_connection_string(storage.connection_string) as service:
+            ledger = await ledger_rows(service.get_table_client(USAGE_TABLE), FIRST, LAST)
+            daily = [dict(e) async for e in service.get_table_client(DAILY_USAGE_TABLE).list_entities()]
+            return ledger, daily
+
+    ledger, daily = asyncio.run(tables())
+    by_caller_deployment_day = _expected(facts, lambda f: (f.caller, f.deployment, f.day))
+    ledger_sums = _expected(
+        [
+            Fact(
+                r["PartitionKey"][:10],
+                r["CallerId"],
+                r["Deployment"],
+                r["PromptTokens"],
+                r["CompletionTokens"],
+                r["CachedTokens"],
+                Decimal(r.get("Cost") or 0),
+                not 200 <= r["Status"] < 300,
+            )
+            for r in ledger
+        ],
+        lambda f: (f.caller, f.deployment, f.day),
+    )
+    assert ledger_sums == by_caller_deployment_day  # the ledger equals the upstream's usage
+    daily_sums = {
+        (r["CallerId"], r["Deployment"], r["Day"]): {
+            "requests": integer(r["Requests"]),
+            "failed": integer(r["FailedRequests"]),
+            "prompt": integer(r["PromptTokens"]),
+            "completion": integer(r["CompletionTokens"]),
+            "cached": integer(r["CachedTokens"]),
+            "cost": Decimal(r["CostExact"]),
+        }
+        for r in daily
+    }
+    assert daily_sums == by_caller_deployment_day
+    alice_row = next(r for r in daily if r["CallerId"] == callers["alice"])
+    assert (alice_row["CostCenter"], alice_row["Department"], json.loads(alice_row["Tags"])) == (
+        "CC-100",
+        "Research",
+        {"app": "chat"},
+    )
+    versions = {r["PriceVersions"] for r in daily if r["Deployment"] == "gpt-4o-mini"}
+    assert any("," in v for v in versions)  # the day of the price change used both versions
+
+    for grouping, (fact_key, row_key) in GROUPINGS.items():
+        response = httpx.get(
+            f"{gateway.api}/usage", params={"from": FIRST.isoformat(), "to": LAST.isoformat(), "group_by": grouping}
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert _from_api(body["data"], row_key) == _expected(facts, fact_key), grouping
+        assert _from_api([body["totals"]], lambda r: ())[()] == everything, grouping
+
+    cost_center = httpx.get(
+        f"{gateway.api}/usage",
+        params={"from": FIRST.isoformat(), "to": LAST.isoformat(), "cost_center": "CC-100", "group_by": "caller"},
+    ).json()
+    assert {r["caller_id"] for r in cost_center["data"]} == {callers["alice"], callers["carol"]}
+    month = httpx.get(f"{gateway.api}/usage", params={"month": BOUNDARY.strftime("%Y-%m"), "group_by": ""}).json()
+    assert Decimal(month["totals"]["cost"]) == sum(
+        (f.cost for f in facts if f.day[:7] == BOUNDARY.strftime("%Y-%m")), Decimal(0)
+    )
+
+    # CSV: every field quoted, a totals row, exact money.
+    text = httpx.get(
+        f"{gateway.api}/usage",
+        params={
+            "from": FIRST.isoformat(),
+            "to": LAST.isoformat(),
+            "group_by": "caller,deployment,day",
+            "format": "csv",
+        },
+    ).text
+    assert all(line.startswith('"') for line in text.splitlines())
+    parsed = list(csv.DictReader(io.StringIO(text)))
+    total = parsed.pop()
+    assert total["caller_id"] == "TOTAL" and Decimal(total["cost"]) == everything["cost"]
+    assert (
+        _from_api(
+            [{**r, **{k: int(r[k]) for k in r if k.endswith(("tokens", "requests"))}} for r in parsed],
+            lambda r: (r["caller_id"], r["deployment"], r["day"]),
+        )
+        == by_caller_deployment_day
+    )
+    assert not any("e-" in r["cost"] or "E-" in r["cost"] for r in parsed)
+    assert {r["owner"] for r in parsed if r["caller_id"] == callers["bob"]} == {"'=Bob"}  # neutralised
+
+    # FOCUS: BilledCost and ConsumedQuantity sum to the ledger per caller and deployment.
+    focus = httpx.get(
+        f"{gateway.api}/usage", params={"from": FIRST.isoformat(), "to": LAST.isoformat(), "format": "focus"}
+    ).text
+    focus_rows = list(csv.DictReader(io.StringIO(focus)))
+    billed: dict[tuple, Decimal] = defaultdict(Decimal)
+    quantity: dict[tuple, int] = defaultdict(int)
+    for row in focus_rows:
+        assert row["BillingCurrency"] in ("USD", "") and row["ChargePeriodStart"].endswith("T00:00:00Z")
+        billed[(row["SubAccountId"], row["ResourceName"])] += Decimal(row["BilledCost"])
+        quantity[(row["SubAccountId"], row["ResourceName"])] += int(row["ConsumedQuantity"])
+    expected = _expected(facts, lambda f: (f.caller, f.deployment))
+    assert dict(billed) == {k: v["cost"] for k, v in expected.items()}
+    assert dict(quantity) == {k: v["prompt"] + v["completion"] for k, v in expected.items()}
+    assert any(r["ListUnitPrice"] == "0.15" and r["ChargeDescription"] == "Input tokens" for r in focus_rows)
+
+
+def test_the_cli_downloads_the_same_figures(finance, tmp_path):
+    gateway, _, callers, facts, _ = finance
+    _rebuild(gateway)
+    key = _key(gateway, f"fin-reader/{uuid.uuid4().hex[:6]}", "Finance reader", ["Usage.Read"])
+    out = tmp_path / "usage.json"
+    env = {"PATH": "/usr/bin:/bin", "GATEWAY_API_KEY": key, "GATEWAY_URL": gateway.api}
+    args = ["--from", FIRST.isoformat(), "--to", LAST.isoformat(), "--group-by", "caller,deployment"]
+    result = subprocess.run(
+        [sys.executable, "-m", "tools.usage", *args, "--format", "json", "-o", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    body = json.loads(out.read_text())
+    key_of = lambda r: (r["caller_id"], r["deployment"])  # noqa: E731
+    assert _from_api(body["data"], key_of) == _expected(facts, lambda f: (f.caller, f.deployment))
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tools.usage",
+            "--month",
+            BOUNDARY.strftime("%Y-%m"),
+            "--format",
+            "csv",
+            "--group-by",
+            "cost_center",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    month_facts = [f for f in facts if f.day[:7] == BOUNDARY.strftime("%Y-%m")]
+    assert Decimal(rows[-1]["cost"]) == sum((f.cost for f in month_facts), Decimal(0))
+
+    denied = subprocess.run(
+        [sys.executable, "-m", "tools.usage", "--month", "2026-11"],
+        cwd=ROOT,
+        env={**env, "GATEWAY_API_KEY": _key(gateway, callers["alice"], "Alice", ["Gateway.Use"])},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert denied.returncode == 1 and "403" in denied.stderr and "Usage.Read" in denied.stderr
+
+
+def test_rebuilding_twice_gives_identical_rows(finance):
+    gateway, storage, *_ = finance
+
+    async def rows() -> list[dict]:
+        async with TableServiceClient.from_connection_string(storage.connection_string) as service:
+            entities = [dict(e) async for e in service.get_table_client(DAILY_USAGE_TABLE).list_entities()]
+        return sorted(entities, key=lambda e: (e["PartitionKey"], e["RowKey"]))
+
+    first_reports = _rebuild(gateway)
+    first = asyncio.run(rows())
+    second_reports = _rebuild(gateway)
+    assert asyncio.run(rows()) == first and len(first) > 0
+    assert [r["daily_rows"] for r in first_reports] == [r["daily_rows"] for r in second_reports]
+
+
+def test_price_versions_are_added_by_admins_for_the_future_only(finance):
+    gateway, *_ = finance
+    later = (datetime.now(UTC) + timedelta(days=2)).replace(microsecond=0)
+    body = {"deployment": "gpt-4o-mini", "input": 0.2, "output": 0.8, "effective_from": later.isoformat()}
+    created = httpx.post(f"{gateway.api}/manage/prices", json=body)
+    assert created.status_code == 201, created.text
+    assert created.json()["input"] == "0.2" and created.json()["cached_input"] == "0.2"
+    listed = httpx.get(f"{gateway.api}/manage/prices", params={"deployment": "gpt-4o-mini"}).json()["data"]
+    assert [v["in_force"] for v in listed] == [False, True, False]  # seed, the change in the past, the new one
+    assert httpx.post(f"{gateway.api}/manage/prices", json=body).status_code == 409
+
+    past = {**body, "effective_from": "2020-01-01T00:00:00Z"}
+    assert httpx.post(f"{gateway.api}/manage/prices", json=past).status_code == 400
+    form = httpx.post(f"{gateway.api}/manage/prices", content="deployment=x", headers={"content-type": "text/plain"})
+    assert form.status_code == 415
+    cross_site = httpx.post(
+        f"{gateway.api}/manage/usage/rebuild",
+        json={"from": "2026-01-01", "to": "2026-01-01"},
+        headers={"origin": "https://evil.example"},
+    )
+    assert cross_site.status_code == 403 and cross_site.json()["error"]["code"] == "cross_site_request"
+
+
+def test_finance_endpoints_need_their_roles(finance):
+    gateway, _, callers, *_ = finance
+    user = _key(gateway, callers["carol"], "Carol", ["Gateway.Use"])
+    reader = _key(gateway, f"fin-reader/{uuid.uuid4().hex[:6]}", "Reader", ["Usage.Read"])
+    assert httpx.get(f"{gateway.api}/usage", headers={"api-key": user}).status_code == 403
+    assert httpx.get(f"{gateway.api}/manage/prices", headers={"api-key": reader}).status_code == 200
+    rebuild = httpx.post(
+        f"{gateway.api}/manage/usage/rebuild",
+        json={"from": "2026-01-01", "to": "2026-01-01"},
+        headers={"api-key": reader},
+    )
+    assert rebuild.status_code == 403
+    price = httpx.post(
+        f"{gateway.api}/manage/prices", json={"deployment": "x", "input": 1, "output": 1}, headers={"api-key": reader}
+    )
+    assert price.status_code == 403
+
+
+# --- the dashboard in a browser ---------------------------------------------------------------------------------
+
+
+class Figures(HTMLParser):
+    """Text and data-value of every element marked ``data-figure`` in the rendered page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.figures: dict[str, list[tuple[str, str | None]]] = {}
+        self._open: list[tuple[str, str | None]] = []
+        self.loaded: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        if tag == "body":
+            self.loaded = attributes.get("data-loaded")
+        if "data-figure" in attributes:
+            self._open.append((attributes["data-figure"] or "", attributes.get("data-value")))
+            self.figures.setdefault(self._open[-1][0], []).append(("", attributes.get("data-value")))
+
+    def handle_data(self, data: str) -> None:
+        if self._open:
+            name = self._open[-1][0]
+            text, value = self.figures[name][-1]
+            self.figures[name][-1] = (text + data, value)
+
+    def handle_endtag(self, tag: str) -> None:
+        if self._open and tag in ("p", "td"):
+            self._open.pop()
+
+
+def _chromium(url: str, *extra: str, profile: Path) -> str:
+    result = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-proxy-server",
+            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",  # no network beyond the local gateway
+            f"--user-data-dir={profile}",
+            "--virtual-time-budget=15000",
+            *extra,
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def _figures(dom: str) -> dict[str, list[tuple[str, str | None]]]:
+    parser = Figures()
+    parser.feed(dom)
+    assert parser.loaded == "true", dom[-3000:]
+    return parser.figures
+
+
+@pytest.mark.parametrize("month", [None, LAST_MONTH])
+def test_the_dashboard_shows_the_figures_of_api_usage(finance, month, tmp_path):
+    if CHROMIUM is None:
+        pytest.skip(NO_CHROMIUM)
+    gateway, *_ = finance
+    _rebuild(gateway)
+    api = gateway.api
+    url = f"{api}/dashboard" + (f"?month={month}" if month else "")
+    figures = _figures(_chromium(url, "--dump-dom", profile=tmp_path / "profile"))
+    shown_month = month or NOW.strftime("%Y-%m")
+
+    totals = httpx.get(f"{api}/usage", params={"month": shown_month, "group_by": ""}).json()["totals"]
+    assert figures["month-cost"] == [(f"USD {totals['cost']}", totals["cost"])]
+    assert figures["month-tokens"] == [(f"{totals['total_tokens']:,}", str(totals["total_tokens"]))]
+    assert figures["month-requests"][0][1] == str(totals["requests"])
+    today = NOW.date().isoformat()
+    today_totals = httpx.get(f"{api}/usage", params={"from": today, "to": today, "group_by": ""}).json()["totals"]
+    assert figures["today-cost"] == [(f"USD {today_totals['cost']}", today_totals["cost"])]
+    assert Decimal(today_totals["cost"]) > 0
+
+    callers = httpx.get(f"{api}/usage", params={"month": shown_month, "group_by": "caller"}).json()["data"]
+    ranked = sorted(callers, key=lambda r: Decimal(r["cost"]), reverse=True)
+    assert [t for t, _ in figures["spender-name"]] == [r["caller_name"] for r in ranked]
+    assert [t for t, _ in figures["spender-cost"]] == [r["cost"] for r in ranked]
+    assert [t for t, _ in figures["spender-tokens"]] == [f"{r['total_tokens']:,}" for r in ranked]
+    centers = httpx.get(f"{api}/usage", params={"month": shown_month, "group_by": "cost_center"}).json()["data"]
+    assert {t for t, _ in figures["cost-center-name"]} == {"CC-100", "CC-200"}
+    assert [t for t, _ in figures["cost-center-cost"]] == [r["cost"] for r in centers]
+    assert len(figures["burn"]) == 3  # one cost budget per caller
+
+    if month:  # a month with a chart worth looking at
+        shot = SCREENSHOT_DIR / "finance-dashboard.png"
+        _chromium(url, f"--screenshot={shot}", "--window-size=1280,1400", profile=tmp_path / "profile2")
+        assert shot.stat().st_size > 10_000
+
+
+def test_the_dashboard_needs_usage_read_and_its_assets_are_local(finance):
+    api = finance[0].api
+    key = httpx.post(
+        f"{api}/manage/keys",
+        json={
+            "name": "user",
+            "owner": {"id": "fin-dash/dave", "name": "Dave", "kind": "app"},
+            "roles": ["Gateway.Use"],
+        },
+    ).json()["key"]
+    assert httpx.get(f"{api}/dashboard", headers={"api-key": key}).status_code == 403
+    page = httpx.get(f"{api}/dashboard")
+    assert page.status_code == 200 and "script-src 'self'" in page.headers["content-security-policy"]
+    assert "http" not in page.text.replace("http://www.w3.org", "")  # nothing loaded from elsewhere
+    script = httpx.get(f"{api}/dashboard/assets/dashboard.js")
+    assert script.status_code == 200 and script.headers["content-type"].startswith("text/javascript")
+    assert httpx.get(f"{api}/dashboard/assets/..%2Findex.html").status_code == 404

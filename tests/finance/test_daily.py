@@ -1,0 +1,135 @@
+"""The daily usage table derived from the ledger (Azurite): exact sums, idempotent rebuilds, late rows."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+from shared.accounting.ledger import UsageLedger, UsageRecord
+from shared.finance.daily import RollupPlan, integer, timer_plan
+from shared.policy.callers import CallerPolicy
+
+DAY = date(2026, 11, 30)
+
+
+def usage(caller: str, deployment: str, hour: int, prompt: int, completion: int, cost: str | None, **kw) -> UsageRecord:
+    return UsageRecord(
+        request_id=kw.pop("request_id", str(uuid.uuid4())),
+        at=datetime(DAY.year, DAY.month, DAY.day, hour, 30, tzinfo=UTC),
+        caller_id=caller,
+        caller_name=caller.upper(),
+        tenant="t",
+        auth_method="api-key",
+        key_id=None,
+        operation="chat.completions",
+        deployment=deployment,
+        stream=False,
+        status=kw.pop("status", 200),
+        outcome="completed",
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cached_tokens=kw.pop("cached", 0),
+        reasoning_tokens=0,
+        estimated=False,
+        cost_usd=float(cost) if cost else None,
+        duration_ms=5,
+        cost=cost,
+        currency="USD" if cost else None,
+        price_version="m@seed-1" if cost else None,
+    )
+
+
+async def write(tables, records: list[UsageRecord]) -> None:
+    ledger = UsageLedger(tables.ledger, flush_seconds=60)
+    for record in records:
+        await ledger.record(record)
+    assert await ledger.flush(10)
+    await ledger.close()
+
+
+async def daily(tables) -> dict[str, dict]:
+    rows = [dict(e) async for e in tables.daily.query_entities("PartitionKey eq @d", parameters={"d": "2026-11-30"})]
+    return {row["RowKey"]: row for row in rows}
+
+
+def comparable(rows: dict[str, dict]) -> dict[str, dict]:
+    return {
+        k: {n: (integer(v) if n.endswith(("Tokens", "Requests")) else v) for n, v in r.items()} for k, r in rows.items()
+    }
+
+
+async def test_a_day_sums_exactly_per_caller_and_deployment_with_chargeback(finance_tables):
+    await finance_tables.policies.put(CallerPolicy("t/alice", cost_center="CC-100", owner="Ann", tags={"app": "x"}))
+    records = [usage("t/alice", "m", h, 1000 + h, 10, "0.00001575") for h in range(24)]
+    records += [usage("t/alice", "m", 3, 5, 0, None, status=429)]
+    records += [usage("t/bob", "m", 23, 2_000_000_000, 1_000_000_000, "1000.000000001")] * 1  # beyond Int32
+    records += [usage("t/bob", "e", 0, 7, 0, None)]  # unpriced
+    await write(finance_tables, records)
+
+    report = await finance_tables.rollup.day(DAY)
+    assert (report.ledger_rows, report.daily_rows, report.deleted_rows) == (27, 3, 0)
+    assert len(report.hours) == 25  # 24 hours and the unsharded rows
+    rows = await daily(finance_tables)
+    alice = rows["t%2Falice|m"]
+    assert integer(alice["Requests"]) == 25 and integer(alice["FailedRequests"]) == 1
+    assert integer(alice["PromptTokens"]) == sum(1000 + h for h in range(24)) + 5
+    assert Decimal(alice["CostExact"]) == Decimal("0.00001575") * 24 and alice["CostExact"] == "0.000378"
+    assert (alice["CostCenter"], alice["Owner"], alice["Tags"]) == ("CC-100", "Ann", '{"app": "x"}')
+    assert (alice["Currency"], alice["PriceVersions"], alice["Month"]) == ("USD", "m@seed-1", "2026-11")
+    bob = rows["t%2Fbob|m"]
+    assert integer(bob["TotalTokens"]) == 3_000_000_000 and bob["CostExact"] == "1000.000000001"
+    assert integer(rows["t%2Fbob|e"]["UnpricedRequests"]) == 1 and rows["t%2Fbob|e"]["CostExact"] == "0"
+
+
+async def test_rebuilding_twice_gives_identical_rows_and_late_rows_are_picked_up(finance_tables):
+    await write(finance_tables, [usage("t/alice", "m", h, 10, 5, "0.001") for h in range(5)])
+    await finance_tables.rollup.day(DAY)
+    first = comparable(await daily(finance_tables))
+    again = await finance_tables.rollup.day(DAY)
+    assert comparable(await daily(finance_tables)) == first and again.daily_rows == 1
+
+    late = usage("t/alice", "m", 23, 1, 1, "0.5")  # settled on the day, written after its rollup
+    await write(finance_tables, [late, late])  # and twice: counted once
+    await finance_tables.rollup.day(DAY)
+    row = (await daily(finance_tables))["t%2Falice|m"]
+    assert integer(row["Requests"]) == 6 and row["CostExact"] == "0.505"
+
+
+async def test_a_request_id_in_two_shards_counts_once_and_stale_rows_go(finance_tables):
+    record = usage("t/alice", "m", 1, 10, 5, "0.001", request_id="same")
+    await write(finance_tables, [record])
+    entity = record.entity()
+    entity["PartitionKey"] = "2026-11-30"  # the same row under the pre-sharding key
+    await finance_tables.ledger.upsert_entity(entity)
+    await finance_tables.daily.upsert_entity({"PartitionKey": "2026-11-30", "RowKey": "gone|m", "Requests": 1})
+    report = await finance_tables.rollup.day(DAY)
+    assert (report.ledger_rows, report.daily_rows, report.deleted_rows) == (1, 1, 1)  # counted once
+    assert integer((await daily(finance_tables))["t%2Falice|m"]["Requests"]) == 1
+
+
+async def test_the_timer_re_derives_only_recent_hours_and_hours_never_derived(finance_tables):
+    await write(finance_tables, [usage("t/alice", "m", h, 10, 5, "0.001") for h in (1, 5, 9)])
+    report = await finance_tables.rollup.day(DAY, frozenset({9}))
+    assert report.hours == [f"{h:02d}" for h in range(10)]  # 0-8 were never derived
+    assert integer((await daily(finance_tables))["t%2Falice|m"]["Requests"]) == 3
+
+    await write(finance_tables, [usage("t/alice", "m", 9, 1, 1, "0.5"), usage("t/alice", "m", 1, 1, 1, "0.5")])
+    report = await finance_tables.rollup.day(DAY, frozenset({9}))
+    assert report.hours == ["09"] and report.ledger_rows == 2  # one hour read, not the day
+    assert integer((await daily(finance_tables))["t%2Falice|m"]["Requests"]) == 4  # the late 01:30 row waits
+
+    await finance_tables.rollup.day(DAY)  # the after-midnight run (or a rebuild) re-derives every hour
+    row = (await daily(finance_tables))["t%2Falice|m"]
+    assert integer(row["Requests"]) == 5 and row["CostExact"] == "1.003"
+
+
+def test_the_timer_plan():
+    plan = timer_plan(datetime(2026, 12, 1, 14, 20, tzinfo=UTC))
+    assert plan == [RollupPlan(date(2026, 12, 1), frozenset({14}))]
+    plan = timer_plan(datetime(2026, 12, 1, 14, 5, 30, tzinfo=UTC))
+    assert plan == [RollupPlan(date(2026, 12, 1), frozenset({13, 14}))]
+    plan = timer_plan(datetime(2026, 12, 1, 0, 10, 30, tzinfo=UTC))
+    assert plan == [RollupPlan(date(2026, 11, 30), None), RollupPlan(date(2026, 12, 1), frozenset({0}))]
+    assert timer_plan(datetime(2026, 12, 1, 6, 0, 30, tzinfo=UTC))[0] == RollupPlan(date(2026, 11, 30), None)
+    assert len(timer_plan(datetime(2026, 12, 1, 6, 0, tzinfo=UTC) + timedelta(minutes=20))) == 1
