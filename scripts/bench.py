@@ -1,35 +1,60 @@
-"""Gateway overhead benchmark: the same requests straight to the simulator (baseline) and through the gateway.
+"""Gateway performance benchmark: the same chat calls straight to the simulator (the baseline), through the gateway
+and through peer gateways, measured side by side in one run on this machine.
 
-Everything runs on this machine (loopback only): a private Azurite, the simulator in its own process, the
-gateway in its own process (``python -m shared.local.devhost``, local dev auth). Reports latency percentiles and
-throughput for both paths and the ratios gateway/baseline, measured in the same run. Beside the plain gateway
-(telemetry off, the default) it runs one with every limit of a quota on and two with telemetry on (every call
-traced; one in ten traced), compared with telemetry off in interleaved rounds (``--only-telemetry`` runs just
-that comparison).
+Everything runs on loopback: a private Azurite, the simulator (zero latency), an OpenID/JWKS issuer with real RSA
+keys, and the gateway as real processes (``python -m shared.local.devhost``, the handlers Azure runs) configured as
+in production: authentication on (local dev auth in one process; Entra tokens validated in-process and gateway API
+keys in the other), every quota limit on (none binding), the ledger on (journal + Table Storage), telemetry on with
+one call in ten traced (the Azure default). Peer gateways (LiteLLM proxy, Portkey) run when
+``scripts/bench_peers.py`` can install them, else they are reported as skipped.
 
-    .venv/bin/python scripts/bench.py [--requests 300] [--concurrency 8]
+The matrix: targets x {dated, v1} x {JSON, streaming} x {1, 16 concurrent}, repeated in ``--rounds`` interleaved
+rounds (each round in a rotated order, so the machine's drift falls on every target alike). Reported per cell:
+p50/p95/p99 latency, time to first body byte, requests/s, the serving process's CPU per 1,000 requests, and each
+process's peak RSS; ratios to direct are taken within a round, then the median over rounds. Cold start: import
+time of ``function_app`` and the first call after a gateway process starts.
+
+    .venv/bin/python scripts/bench.py                 # the whole run; writes docs/performance.{json,md}
+    .venv/bin/python scripts/bench.py --quick         # one round, fewer requests, no peers, writes nothing
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
+import json
 import os
-import re
+import platform
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.azurite import Azurite, free_port  # noqa: E402
+from tests.azurite import Azurite, free_port, terminate  # noqa: E402
 from tests.gateway_process import GatewayProcess  # noqa: E402
+from tests.identity_provider import CLIENT_ID, TENANT, LocalIdentityProvider, SigningKey  # noqa: E402
 
+DEPLOYMENT = "gpt-4o-mini"
+API_VERSION = "2024-10-21"
+DATED_PATH = f"/openai/deployments/{DEPLOYMENT}/chat/completions?api-version={API_VERSION}"
+V1_PATH = "/openai/v1/chat/completions"
+BODY = {
+    "messages": [{"role": "user", "content": "Benchmark the gateway please."}],
+    "max_tokens": 16,
+}
+# Every limit on, none binding: what quotas cost when callers are within their limits (the common case).
 QUOTAS_ON = {
     "GATEWAY_DEFAULT_REQUESTS_PER_MINUTE": "100000000",
     "GATEWAY_DEFAULT_TOKENS_PER_MINUTE": "100000000000",
@@ -37,14 +62,114 @@ QUOTAS_ON = {
     "GATEWAY_DEFAULT_TOKENS_PER_MONTH": "100000000000",
     "GATEWAY_DEFAULT_COST_USD_PER_MONTH": "1000000",
 }
-BODY = {
-    "model": "gpt-4o-mini",
-    "messages": [{"role": "user", "content": "Benchmark the gateway please."}],
-    "max_tokens": 16,
-}
+# Telemetry as deployed (bicep: OTEL_TRACES_SAMPLER_ARG 0.1): metrics always, one call in ten traced. Locally the
+# spans go to the console exporter (into the process log), standing in for Azure Monitor's exporter.
+TELEMETRY_ON = {"GATEWAY_TELEMETRY": "console", "GATEWAY_TELEMETRY_TRACE_SAMPLE_RATIO": "0.1"}
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+MARK_START, MARK_END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
-def start_simulator() -> tuple[subprocess.Popen, str]:
+@dataclass
+class Target:
+    name: str
+    kind: str  # "direct", "gateway" or "peer"
+    base_url: str
+    pid: int
+    headers: dict[str, str]
+    apis: dict[str, str]  # api style ("dated", "v1") -> path and query
+    model: str = DEPLOYMENT
+
+
+@dataclass
+class Sample:
+    latencies: list[float] = field(default_factory=list)
+    first_bytes: list[float] = field(default_factory=list)
+    elapsed: float = 0.0
+    cpu_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Cell:
+    target: str
+    api: str
+    mode: str  # "json" or "stream"
+    concurrency: int
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far, from /proc (the serving process only, not its clients)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def quantile(ordered: list[float], q: float) -> float:
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def drive(target: Target, api: str, stream: bool, total: int, concurrency: int) -> Sample:
+    """``total`` calls from ``concurrency`` workers on keep-alive connections (aiohttp: a load generator lighter
+    than the SDK, so the client's own CPU does not hide the servers' differences)."""
+    url = target.base_url + target.apis[api]
+    payload = json.dumps({**BODY, "model": target.model, "stream": stream}).encode()
+    headers = {**target.headers, "content-type": "application/json"}
+    sample = Sample()
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def call(record: bool) -> None:
+            started = time.perf_counter()
+            async with session.post(url, data=payload, headers=headers) as response:
+                if response.status != 200:
+                    detail = (await response.read())[:300]
+                    raise RuntimeError(f"{target.name} {api}: HTTP {response.status}: {detail!r}")
+                first = None
+                async for _chunk in response.content.iter_any():
+                    if first is None:
+                        first = time.perf_counter() - started
+            if record:
+                sample.first_bytes.append(first or 0.0)
+                sample.latencies.append(time.perf_counter() - started)
+
+        for _ in range(min(concurrency * 2, total)):  # warm-up: connections, caches, lazily built clients
+            await call(record=False)
+        work = iter(range(total))
+
+        async def worker() -> None:
+            for _ in work:
+                await call(record=True)
+
+        cpu_before = cpu_seconds(target.pid)
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        sample.elapsed = time.perf_counter() - started
+        sample.cpu_seconds = cpu_seconds(target.pid) - cpu_before
+    return sample
+
+
+def summarize(sample: Sample) -> dict[str, float]:
+    latencies, first = sorted(sample.latencies), sorted(sample.first_bytes)
+    return {
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p95_ms": quantile(latencies, 0.95) * 1000,
+        "p99_ms": quantile(latencies, 0.99) * 1000,
+        "ttfb_p50_ms": statistics.median(first) * 1000,
+        "rps": len(latencies) / sample.elapsed,
+        "cpu_ms_per_1000": sample.cpu_seconds * 1000 / len(latencies) * 1000,
+    }
+
+
+# --- the processes -------------------------------------------------------------------------------------------------
+
+
+def start_simulator() -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "shared.local.simulator", "--port", str(port)],
@@ -53,219 +178,404 @@ def start_simulator() -> tuple[subprocess.Popen, str]:
         stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
+    for _ in range(200):
         try:
             httpx.get(f"{url}/_simulator/health", timeout=1)
             return proc, url
         except httpx.HTTPError:
-            time.sleep(0.1)
+            time.sleep(0.05)
     raise RuntimeError("simulator did not start")
 
 
-async def run(
-    url: str, path: str, total: int, concurrency: int, stream: bool, headers: dict[str, str] | None = None
-) -> dict[str, float]:
-    headers = headers or {"authorization": "Bearer bench", "content-type": "application/json"}
-    body = {**BODY, "stream": stream}
-    latencies: list[float] = []
-    first_bytes: list[float] = []
-    queue = iter(range(total))
+@dataclass
+class Bench:
+    """Owns every process of a run and stops them all, whatever happens."""
 
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=httpx.Limits(max_connections=concurrency)) as c:
+    stops: list[Callable[[], None]] = field(default_factory=list)
 
-        async def worker() -> None:
-            for _ in queue:
-                started = time.perf_counter()
-                async with c.stream("POST", path, json=body, headers=headers) as response:
-                    assert response.status_code == 200, await response.aread()
-                    first = None
-                    async for _chunk in response.aiter_raw():
-                        if first is None:
-                            first = time.perf_counter() - started
-                first_bytes.append(first or 0.0)
-                latencies.append(time.perf_counter() - started)
+    def __enter__(self) -> Bench:
+        return self
 
-        for _ in range(min(20, total)):  # warm-up: connections, lazy clients
-            await c.post(path, json={**BODY}, headers=headers)
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
+    def __exit__(self, *_: object) -> None:
+        for stop in reversed(self.stops):
+            try:
+                stop()
+            except Exception as exc:  # noqa: BLE001 (stopping the rest matters more)
+                print(f"warning: stopping failed: {exc}", file=sys.stderr)
 
-    latencies.sort()
-    first_bytes.sort()
+
+def gateway_settings(sim_url: str, storage: str) -> dict[str, str]:
     return {
-        "p50_ms": statistics.median(latencies) * 1000,
-        "p95_ms": latencies[int(len(latencies) * 0.95) - 1] * 1000,
-        "ttfb_p50_ms": statistics.median(first_bytes) * 1000,
-        "rps": total / elapsed,
+        "AZURE_OPENAI_ENDPOINT": sim_url,
+        "GATEWAY_STORAGE_CONNECTION_STRING": storage,
+        "GATEWAY_PRICES": '{"gpt-4o-mini": {"input": 0.15, "output": 0.6}}',
+        **QUOTAS_ON,
+        **TELEMETRY_ON,
     }
 
 
-def telemetry_cpu_per_call(calls: int = 10_000) -> None:
-    """CPU time the instrumentation itself adds to one call (in this process, no network, so the machine's load does
-    not blur it): telemetry off (the no-op observation), on with the call sampled out, on with the call traced
-    (spans batched to an exporter writing to /dev/null). "request thread" is what the request path pays; "process"
-    adds the exporter thread's serializing (Azure Monitor's exporter also serializes off the request path)."""
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
-    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
+def start_targets(bench: Bench, args: argparse.Namespace) -> tuple[list[Target], dict[str, str], dict[str, str]]:
+    azurite = Azurite().start()
+    bench.stops.append(azurite.stop)
+    sim_proc, sim_url = start_simulator()
+    bench.stops.append(lambda: terminate(sim_proc))
+    issuer = LocalIdentityProvider({"k1": SigningKey("k1")}).reset().start()
+    bench.stops.append(issuer.stop)
+    common = gateway_settings(sim_url, azurite.connection_string)
+    dev = GatewayProcess({**common, "GATEWAY_LOCAL_DEV_AUTH": "true"}).start()
+    bench.stops.append(dev.stop)
+    secured = GatewayProcess(
+        {
+            **common,
+            "GATEWAY_AUTH_TENANT_IDS": TENANT,
+            "GATEWAY_AUTH_CLIENT_ID": CLIENT_ID,
+            "GATEWAY_AUTH_AUTHORITY": issuer.authority,
+        }
+    ).start()
+    bench.stops.append(secured.stop)
+    admin = issuer.token(oid="aaaaaaaa-0000-4000-8000-0000000000ad", roles=["Gateway.Admin", "Gateway.Use"])
+    created = httpx.post(
+        f"{secured.api}/manage/keys", json={"name": "bench"}, headers={"authorization": f"Bearer {admin}"}
+    )
+    created.raise_for_status()
+    apis = {"dated": DATED_PATH, "v1": V1_PATH}
+    gateway_apis = {name: "/api" + path for name, path in apis.items()}
+    assert dev.proc is not None and secured.proc is not None
+    targets = [
+        Target("direct", "direct", sim_url, sim_proc.pid, {"authorization": "Bearer bench"}, apis),
+        Target("gateway, dev auth", "gateway", dev.base_url, dev.proc.pid, {"authorization": "Bearer b"}, gateway_apis),
+        Target(
+            "gateway, API key",
+            "gateway",
+            secured.base_url,
+            secured.proc.pid,
+            {"api-key": created.json()["key"]},
+            gateway_apis,
+        ),
+        Target(
+            "gateway, Entra token",
+            "gateway",
+            secured.base_url,
+            secured.proc.pid,
+            {"authorization": f"Bearer {issuer.token()}"},
+            gateway_apis,
+        ),
+    ]
+    skipped: dict[str, str] = {}
+    if args.peers:
+        targets += start_peers(bench, sim_url, skipped)
+    return targets, skipped, common
 
-    from shared import telemetry
-    from shared.protocol.calls import ModelCall
-    from shared.protocol.operations import V1_CHAT
-    from shared.protocol.usage import Usage
 
-    call = ModelCall(V1_CHAT, "gpt-4o-mini", None, {}, False, False, 11, 16)
-    usage = Usage(11, 16)
-
-    def one_call() -> None:
-        observation = telemetry.observe_request(V1_CHAT, "7b0e4d2a-6f1c-4a51-9d0e-2c6f3b8a9e10")
-        observation.identified("tenant/8c1d5e8e-0000-4000-8000-000000000001", call)
-        with observation.quota_reserve():
-            pass
-        with observation.upstream():
-            pass
-        observation.answered("gpt-4o-mini-2024-07-18")
-        with observation.settle_step():
-            pass
-        observation.settled(usage, 200, "completed", 0.0000113)
-
-    devnull = open(os.devnull, "w")  # noqa: SIM115 (closed below)
-    cases = {"off": telemetry.Telemetry()}
-    providers = []
-    for name, sampler in (("on, call sampled out", ALWAYS_OFF), ("on, call traced", ALWAYS_ON)):
-        tracer_provider = TracerProvider(sampler=sampler)
-        exporter = ConsoleSpanExporter(out=devnull)
-        tracer_provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=8 * calls))
-        providers.append(tracer_provider)
-        cases[name] = telemetry.Telemetry(tracer_provider, MeterProvider(metric_readers=[InMemoryMetricReader()]))
-    print(f"\ntelemetry CPU per call, in process ({calls} calls each): request thread, process")
-    previous = telemetry.active()
+def start_peers(bench: Bench, sim_url: str, skipped: dict[str, str]) -> list[Target]:
     try:
-        for name, instance in cases.items():
-            telemetry.install(instance)
-            for _ in range(1000):  # warm-up
-                one_call()
-            thread_started, process_started = time.thread_time(), time.process_time()
-            for _ in range(calls):
-                one_call()
-            thread = time.thread_time() - thread_started
-            for provider in providers:
-                provider.force_flush()  # the exporter's share of this case, before the clock stops
-            process = time.process_time() - process_started
-            print(f"  {name:28} {thread / calls * 1e6:8.1f} µs {process / calls * 1e6:8.1f} µs")
-    finally:
-        telemetry.install(previous)
-        for provider in providers:
-            provider.shutdown()
-        devnull.close()
+        import bench_peers  # installs and starts the peer gateways (nothing of theirs is committed)
+    except ImportError as exc:
+        skipped["peers"] = str(exc)
+        return []
+    peers = []
+    for name, starter in (("LiteLLM proxy", bench_peers.start_litellm), ("Portkey gateway", bench_peers.start_portkey)):
+        reason = bench_peers.install(name)
+        if reason is not None:
+            skipped[name] = reason
+            continue
+        try:
+            peer = starter(sim_url)
+        except Exception as exc:  # noqa: BLE001 (a peer that does not start is reported, not fatal)
+            skipped[name] = f"did not start: {exc}"
+            continue
+        bench.stops.append(peer.stop)
+        peers.append(
+            Target(name, "peer", peer.base_url, peer.pid, dict(peer.headers), {"v1": peer.chat_path}, peer.body_model)
+        )
+    return peers
 
 
-def compare_telemetry(gateways: dict[str, GatewayProcess], path: str, args: argparse.Namespace) -> None:
-    """Telemetry off vs on, in interleaved rounds (off, on, on-sampled, then the next round in rotated order), so
-    the machine's load drifts over all of them alike; reports medians over rounds of p50 and of the ratio to off."""
-    per_round = max(20, args.requests // args.rounds)
-    print(f"\ntelemetry on/off: {args.rounds} interleaved rounds of {per_round} requests per case")
-    print(f"{'case':44} {'p50 ms':>8} {'p95 ms':>8} {'ratio p50':>10} {'ratio p95':>10}")
-    names = list(gateways)
-    for stream in (False, True):
-        for concurrency in (1, 8):
-            samples: dict[str, list[dict[str, float]]] = {name: [] for name in names}
-            for round_ in range(args.rounds):
-                for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
-                    url = gateways[name].base_url
-                    samples[name].append(asyncio.run(run(url, "/api" + path, per_round, concurrency, stream)))
-            label = f"{'stream' if stream else 'json'} c={concurrency}"
-            for name in names:
-                ratios = [r["p50_ms"] / o["p50_ms"] for r, o in zip(samples[name], samples["off"], strict=True)]
-                ratios95 = [r["p95_ms"] / o["p95_ms"] for r, o in zip(samples[name], samples["off"], strict=True)]
-                print(
-                    f"{label + ' telemetry ' + name:44} {statistics.median(r['p50_ms'] for r in samples[name]):8.2f} "
-                    f"{statistics.median(r['p95_ms'] for r in samples[name]):8.2f} "
-                    f"{statistics.median(ratios):10.3f} {statistics.median(ratios95):10.3f}"
-                )
+# --- the run -------------------------------------------------------------------------------------------------------
+
+
+def cells(targets: list[Target], concurrencies: tuple[int, ...]) -> list[tuple[Target, Cell]]:
+    return [
+        (target, Cell(target.name, api, mode, concurrency))
+        for target in targets
+        for api in target.apis
+        for mode in ("json", "stream")
+        for concurrency in concurrencies
+    ]
+
+
+def rotated(items: list[Any], by: int) -> Iterator[Any]:
+    by %= max(1, len(items))
+    return itertools.chain(items[by:], items[:by])
+
+
+def run_rounds(targets: list[Target], args: argparse.Namespace) -> dict[Cell, list[dict[str, float]]]:
+    matrix = cells(targets, (1, args.concurrency))
+    results: dict[Cell, list[dict[str, float]]] = {cell: [] for _, cell in matrix}
+    for round_ in range(args.rounds):
+        started = time.perf_counter()
+        for target, cell in rotated(matrix, round_ * 7):
+            sample = asyncio.run(drive(target, cell.api, cell.mode == "stream", args.requests, cell.concurrency))
+            results[cell].append(summarize(sample))
+        print(
+            f"round {round_ + 1}/{args.rounds}: {len(matrix)} cells in {time.perf_counter() - started:.0f} s",
+            flush=True,
+        )
+    return results
+
+
+def baseline_of(cell: Cell) -> Cell:
+    return Cell("direct", cell.api, cell.mode, cell.concurrency)
+
+
+def report(results: dict[Cell, list[dict[str, float]]]) -> list[dict[str, Any]]:
+    """Medians over rounds, and ratios to direct taken round by round (then the median)."""
+    rows = []
+    for cell, samples in results.items():
+        base = results[baseline_of(cell)]
+        row: dict[str, Any] = asdict(cell)
+        for metric in samples[0]:
+            row[metric] = statistics.median(s[metric] for s in samples)
+        row["overhead_p50_ms"] = statistics.median(
+            s["p50_ms"] - b["p50_ms"] for s, b in zip(samples, base, strict=True)
+        )
+        for metric in ("p50_ms", "p99_ms", "ttfb_p50_ms", "rps"):
+            row[f"{metric}_x_direct"] = statistics.median(
+                s[metric] / b[metric] for s, b in zip(samples, base, strict=True)
+            )
+        rows.append(row)
+    return rows
+
+
+def headline(rows: list[dict[str, Any]], rss: dict[str, float]) -> list[tuple[str, str, str]]:
+    """The issue's goals, each as (goal, measured, verdict)."""
+
+    def find(target: str, mode: str, concurrency: int, api: str = "v1") -> dict[str, Any] | None:
+        for row in rows:
+            if (row["target"], row["api"], row["mode"], row["concurrency"]) == (target, api, mode, concurrency):
+                return row
+        return None
+
+    lines = []
+    ours = [r for r in rows if r["target"].startswith("gateway")]
+    concurrency = max(r["concurrency"] for r in rows)
+    portkey_json1 = find("Portkey gateway", "json", 1)
+    portkey_jsonc = find("Portkey gateway", "json", concurrency)
+    for row in (r for r in ours if r["api"] == "v1" and r["mode"] == "json" and r["concurrency"] == 1):
+        versus = f", Portkey {portkey_json1['overhead_p50_ms']:.2f} ms" if portkey_json1 else ""
+        ratio = row["overhead_p50_ms"] / portkey_json1["overhead_p50_ms"] if portkey_json1 else None
+        lines.append(
+            (
+                f"overhead p50, JSON, c=1, {row['target']}",
+                f"{row['overhead_p50_ms']:.2f} ms{versus}",
+                f"{ratio:.2f}x Portkey (goal < 1, stretch 0.7)" if ratio else "no Portkey in this run",
+            )
+        )
+    for row in (r for r in ours if r["api"] == "v1" and r["mode"] == "json" and r["concurrency"] == concurrency):
+        ratio = row["rps"] / portkey_jsonc["rps"] if portkey_jsonc else None
+        versus = f", Portkey {portkey_jsonc['rps']:.0f}" if portkey_jsonc else ""
+        lines.append(
+            (
+                f"req/s, JSON, c={concurrency}, {row['target']}",
+                f"{row['rps']:.0f}{versus}",
+                f"{ratio:.2f}x Portkey (goal > 1, stretch 1.3)" if ratio else "no Portkey in this run",
+            )
+        )
+    for row in (r for r in ours if r["mode"] == "stream" and r["concurrency"] == concurrency):
+        lines.append(
+            (
+                f"stream TTFB p50, c={concurrency}, {row['api']}, {row['target']}",
+                f"{row['ttfb_p50_ms']:.2f} ms",
+                f"{row['ttfb_p50_ms_x_direct']:.2f}x direct (goal <= 1.5)",
+            )
+        )
+    for name, mb in rss.items():
+        lines.append(
+            (f"peak RSS, {name}", f"{mb:.0f} MB", "goal <= 150 MB per worker process" if "gateway" in name else "")
+        )
+    return lines
+
+
+# --- cold start ----------------------------------------------------------------------------------------------------
+
+
+def cold_start(settings: dict[str, str], runs: int) -> dict[str, float]:
+    """Import time of function_app (what the Functions worker does at start) and, for a fresh gateway process, the
+    time until it answers /api/health and the first model call after that (which builds the services)."""
+    dev = {**settings, "GATEWAY_LOCAL_DEV_AUTH": "true"}
+    env = {**dev, "PATH": os.environ["PATH"]}
+    imports, ready, first_calls = [], [], []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import function_app"], cwd=ROOT, env=env, check=True)
+        imports.append(time.perf_counter() - started)
+    for _ in range(runs):
+        gateway = GatewayProcess(dev)
+        started = time.perf_counter()
+        gateway.start(poll_seconds=0.005)
+        ready.append(time.perf_counter() - started)
+        call_started = time.perf_counter()
+        response = httpx.post(
+            f"{gateway.api}{V1_PATH}",
+            json={**BODY, "model": DEPLOYMENT},
+            headers={"authorization": "Bearer b"},
+            timeout=30,
+        )
+        first_calls.append(time.perf_counter() - call_started)
+        gateway.stop()
+        response.raise_for_status()
+    return {
+        "import_function_app_ms": statistics.median(imports) * 1000,
+        "process_start_to_healthy_ms": statistics.median(ready) * 1000,
+        "first_model_call_ms": statistics.median(first_calls) * 1000,
+    }
+
+
+# --- output --------------------------------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, str]:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if "model name" in line
+        ),
+        platform.processor(),
+    )
+    return {
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
+
+
+def markdown(data: dict[str, Any]) -> str:
+    c = data["conditions"]
+    out = [
+        MARK_START,
+        f"Run of {data['date']} on {data['machine']['cpu']}, {data['machine']['cores']} cores, Python "
+        f"{data['machine']['python']}; every process (load generator, simulator, Azurite, gateways, peers) shares "
+        f"those cores. {c['requests']} calls per cell, {c['rounds']} interleaved rounds, medians over rounds; ratios "
+        f"to direct are taken within each round. Gateways: {c['gateway']}.",
+        "",
+        "| goal | measured | verdict |",
+        "|---|---|---|",
+        *(f"| {goal} | {measured} | {verdict} |" for goal, measured, verdict in data["headline"]),
+        "",
+        "| target | api | mode | c | p50 ms | p95 ms | p99 ms | TTFB p50 ms | req/s | CPU ms / 1,000 req "
+        "| overhead p50 ms | p50 x direct | req/s x direct |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in data["rows"]:
+        direct = r["target"] == "direct"
+        ratios = (
+            ("", "", "")
+            if direct
+            else (f"{r['overhead_p50_ms']:.2f}", f"{r['p50_ms_x_direct']:.2f}", f"{r['rps_x_direct']:.2f}")
+        )
+        out.append(
+            f"| {r['target']} | {r['api']} | {r['mode']} | {r['concurrency']} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} "
+            f"| {r['p99_ms']:.2f} | {r['ttfb_p50_ms']:.2f} | {r['rps']:.0f} | {r['cpu_ms_per_1000']:.0f} "
+            f"| {ratios[0]} | {ratios[1]} | {ratios[2]} |"
+        )
+    if data["skipped"]:
+        out += ["", *(f"Skipped: {name}: {reason}" for name, reason in data["skipped"].items())]
+    if data.get("cold_start"):
+        cs = data["cold_start"]
+        out += [
+            "",
+            f"Cold start (median of {c['cold_start_runs']}): `import function_app` "
+            f"{cs['import_function_app_ms']:.0f} ms; "
+            f"gateway process start to healthy {cs['process_start_to_healthy_ms']:.0f} ms; first model call after that "
+            f"{cs['first_model_call_ms']:.0f} ms.",
+        ]
+    out.append(MARK_END)
+    return "\n".join(out)
+
+
+def write_outputs(data: dict[str, Any], json_path: Path, markdown_path: Path) -> None:
+    json_path.write_text(json.dumps(data, indent=1) + "\n")
+    table = markdown(data)
+    text = markdown_path.read_text() if markdown_path.exists() else f"# Performance\n\n{MARK_START}\n{MARK_END}\n"
+    if MARK_START not in text or MARK_END not in text:
+        text += f"\n{MARK_START}\n{MARK_END}\n"
+    before, rest = text.split(MARK_START, 1)
+    after = rest.split(MARK_END, 1)[1]
+    markdown_path.write_text(before + table + after)
+    print(f"\nwrote {json_path.relative_to(ROOT)} and the table in {markdown_path.relative_to(ROOT)}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--requests", type=int, default=400, help="calls per cell and round")
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=5, help="telemetry comparison: interleaved rounds")
-    parser.add_argument("--only-telemetry", action="store_true", help="run only the telemetry on/off comparison")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-peers", dest="peers", action="store_false", help="skip LiteLLM and Portkey")
+    parser.add_argument("--cold-start-runs", type=int, default=3)
+    parser.add_argument("--only", help="comma-separated words: keep direct and the targets whose name has one")
+    parser.add_argument("--quick", action="store_true", help="1 round of 100 calls, no peers, no cold start, no files")
+    parser.add_argument("--json", type=Path, default=ROOT / "docs" / "performance.json")
+    parser.add_argument("--markdown", type=Path, default=ROOT / "docs" / "performance.md")
     args = parser.parse_args()
+    if args.quick:
+        args.requests, args.rounds, args.peers, args.cold_start_runs = 100, 1, False, 0
 
-    azurite = Azurite().start()
-    sim_proc, sim_url = start_simulator()
-    common = {
-        "AZURE_OPENAI_ENDPOINT": sim_url,
-        "GATEWAY_STORAGE_CONNECTION_STRING": azurite.connection_string,
-        "GATEWAY_LOCAL_DEV_AUTH": "true",
-        "GATEWAY_PRICES": '{"gpt-4o-mini": {"input": 0.15, "output": 0.6}}',
-    }
-    gateway = GatewayProcess(common).start()
-    # Every limit on, none binding: what quotas cost when callers are within their limits (the common case).
-    quota_gateway = GatewayProcess({**common, **QUOTAS_ON}).start()
-    # Telemetry on: spans batched to an exporter thread (the console, into the process log), metrics every 60 s.
-    traced = GatewayProcess({**common, "GATEWAY_TELEMETRY": "console"}).start()
-    sampled = GatewayProcess(
-        {**common, "GATEWAY_TELEMETRY": "console", "GATEWAY_TELEMETRY_TRACE_SAMPLE_RATIO": "0.1"}
-    ).start()
-    try:
-        key = httpx.post(f"{gateway.api}/manage/keys", json={"name": "bench"}).json()["key"]
-        with_key = {"api-key": key, "content-type": "application/json"}
-        print(f"{args.requests} requests per case, {os.cpu_count()} cores; all processes share them\n")
-        print(f"{'case':44} {'p50 ms':>8} {'p95 ms':>8} {'ttfb p50':>9} {'req/s':>8}")
-        path = "/openai/v1/chat/completions"
-        if args.only_telemetry:
-            telemetry_cpu_per_call()
-            compare_telemetry({"off": gateway, "every call traced": traced, "10% traced": sampled}, path, args)
-            return
-        for stream in (False, True):
-            for concurrency in (1, args.concurrency):
-                label = f"{'stream' if stream else 'json'} c={concurrency}"
-                base = asyncio.run(run(sim_url, path, args.requests, concurrency, stream))
-                results = {
-                    "baseline (simulator direct)": base,
-                    "gateway, local dev auth": asyncio.run(
-                        run(gateway.base_url, "/api" + path, args.requests, concurrency, stream)
-                    ),
-                    "gateway, api-key (cached verification)": asyncio.run(
-                        run(gateway.base_url, "/api" + path, args.requests, concurrency, stream, with_key)
-                    ),
-                    "gateway, quotas on (5 limits)": asyncio.run(
-                        run(quota_gateway.base_url, "/api" + path, args.requests, concurrency, stream)
-                    ),
-                }
-                for name, r in results.items():
-                    print(
-                        f"{label + ' ' + name:44} {r['p50_ms']:8.2f} {r['p95_ms']:8.2f} "
-                        f"{r['ttfb_p50_ms']:9.2f} {r['rps']:8.1f}"
-                    )
-                for name, r in list(results.items())[1:]:
-                    print(
-                        f"{label + ' ratio ' + name.split(', ')[1]:44} {r['p50_ms'] / base['p50_ms']:8.2f} "
-                        f"{r['p95_ms'] / base['p95_ms']:8.2f} {r['ttfb_p50_ms'] / base['ttfb_p50_ms']:9.2f} "
-                        f"{r['rps'] / base['rps']:8.2f}"
-                    )
-                print()
-        telemetry_cpu_per_call()
-        compare_telemetry({"off": gateway, "every call traced": traced, "10% traced": sampled}, path, args)
-    finally:
-        quota_gateway.stop()  # logs its storage round trips on shutdown
-        trips = re.search(r"quota leases: (\d+) storage round trips, (\d+) reservations", quota_gateway.output())
-        if trips:
-            made, reserved = int(trips.group(1)), int(trips.group(2))
-            print(
-                f"quota counters: {made} storage round trips for {reserved} reservations "
-                f"({1000 * made / max(1, reserved):.1f} per 1,000 requests, 5 limits each)"
+    with Bench() as bench:
+        targets, skipped, settings = start_targets(bench, args)
+        if args.only:
+            words = args.only.split(",")
+            targets = [t for t in targets if t.kind == "direct" or any(w in t.name for w in words)]
+        print(f"targets: {', '.join(t.name for t in targets)}; skipped: {skipped or 'none'}", flush=True)
+        results = run_rounds(targets, args)
+        rss = {}
+        for target in targets:
+            label = (
+                "simulator (direct)"
+                if target.kind == "direct"
+                else target.name.replace(", API key", "").replace(", Entra token", ", secured")
             )
-        traced.stop()
-        sampled.stop()
-        gateway.stop()
-        sim_proc.terminate()
-        azurite.stop()
+            rss[label] = peak_rss_mb(target.pid)
+        cold = cold_start(settings, args.cold_start_runs) if args.cold_start_runs else {}
+    rows = report(results)
+    data = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "conditions": {
+            "requests": args.requests,
+            "rounds": args.rounds,
+            "concurrency": [1, args.concurrency],
+            "cold_start_runs": args.cold_start_runs,
+            "gateway": "auth on, quotas on (5 limits, none binding), ledger on (journal + Table Storage on Azurite), "
+            "telemetry on (metrics, 1 in 10 calls traced)",
+            "upstream": "the project's simulator, zero latency",
+        },
+        "rows": rows,
+        "peak_rss_mb": rss,
+        "skipped": skipped,
+        "cold_start": cold,
+    }
+    data["headline"] = headline(rows, rss)
+    print_table(data)
+    if not args.quick:
+        write_outputs(data, args.json, args.markdown)
+
+
+def print_table(data: dict[str, Any]) -> None:
+    columns = ("p50", "p99", "ttfb", "req/s", "cpu/1k", "x p50", "x rps")
+    print(f"\n{'target':22} {'api':5} {'mode':6} {'c':>3} " + " ".join(f"{c:>7}" for c in columns))
+    for r in data["rows"]:
+        print(
+            f"{r['target']:22} {r['api']:5} {r['mode']:6} {r['concurrency']:3d} {r['p50_ms']:7.2f} {r['p99_ms']:7.2f} "
+            f"{r['ttfb_p50_ms']:7.2f} {r['rps']:7.0f} {r['cpu_ms_per_1000']:7.0f} {r['p50_ms_x_direct']:7.2f} "
+            f"{r['rps_x_direct']:7.2f}"
+        )
+    print()
+    for goal, measured, verdict in data["headline"]:
+        print(f"{goal:50} {measured:30} {verdict}")
+    if data["cold_start"]:
+        print(f"cold start: {data['cold_start']}")
 
 
 if __name__ == "__main__":

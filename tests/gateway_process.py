@@ -28,7 +28,7 @@ class GatewayProcess:
     def api(self) -> str:
         return f"{self.base_url}/api"
 
-    def start(self, timeout: float = 30.0) -> GatewayProcess:
+    def start(self, timeout: float = 30.0, poll_seconds: float = 0.1) -> GatewayProcess:
         # Only what the test names: no local.settings.json, no developer environment leaking in.
         keep = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR", "SYSTEMROOT")}
         self._log = open(self.log_path, "wb")
@@ -48,7 +48,7 @@ class GatewayProcess:
                 if httpx.get(f"{self.api}/health", timeout=1).status_code == 200:
                     return self
             except httpx.HTTPError:
-                time.sleep(0.1)
+                time.sleep(poll_seconds)
         self.stop()
         raise RuntimeError(f"gateway did not become healthy within {timeout}s:\n{self.output()}")
 
