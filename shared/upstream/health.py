@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Any
-
-import httpx2
 
 # A retry-after beyond this is taken as this: a backend is looked at again within the hour.
 MAX_COOLING_SECONDS = 3600.0
@@ -110,7 +109,7 @@ class BackendHealth:
         }
 
 
-def retry_after_seconds(headers: httpx2.Headers) -> float | None:
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     """The upstream's wait hint: ``retry-after-ms`` (Azure OpenAI's, in milliseconds), else ``retry-after``
     (whole seconds or an HTTP date); None when neither is present and valid."""
     millis = _non_negative(headers.get("retry-after-ms"))

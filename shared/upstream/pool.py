@@ -219,7 +219,7 @@ class Upstream:
                 raise
             now = time.monotonic()
             if response.status == 429:
-                wait = retry_after_seconds(response.raw.headers)
+                wait = retry_after_seconds(response.upstream_headers)
                 backend.health.rate_limited(now, self._cooldown_seconds if wait is None else wait)
                 telemetry.record_backend_event(backend.label, "cooling")
                 last = response.served_by(backend.label)

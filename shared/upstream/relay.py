@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import anyio
-import httpx2
 
 from shared.errors import error_body
 from shared.protocol.calls import ModelCall
@@ -22,7 +21,7 @@ from shared.protocol.operations import OperationKind
 from shared.protocol.sse import event_data, next_boundary
 from shared.protocol.tokens import count_text, encoding_for_model, texts_in
 from shared.protocol.usage import Usage, parse_usage
-from shared.upstream.client import UpstreamResponse
+from shared.upstream.client import UpstreamBroken, UpstreamResponse
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +75,7 @@ class StreamRelay:
     async def events(self) -> AsyncIterator[bytes]:
         buffer = b""
         try:
-            async for chunk in self._upstream.raw.aiter_bytes():
+            async for chunk in self._upstream.chunks():
                 buffer += chunk
                 while True:
                     index, length = next_boundary(buffer)
@@ -90,9 +89,9 @@ class StreamRelay:
             if not self.finished:
                 self.broken = True  # the upstream closed cleanly but never sent its final event
             self.relayed = True
-        except httpx2.HTTPError as exc:
+        except UpstreamBroken as exc:
             self.broken = True
-            log.warning("upstream stream broke off: %s", type(exc).__name__)
+            log.warning("upstream stream broke off: %s", exc)
             # An in-band error: the status line is long gone, but OpenAI SDKs raise APIError on this event.
             yield _sse_error("The upstream model service broke off the stream; the response is incomplete.")
             self.relayed = True

@@ -6,8 +6,8 @@ import math
 import time
 from email.utils import formatdate
 
-import httpx2
 import pytest
+from multidict import CIMultiDict
 
 from shared.upstream.health import MAX_COOLING_SECONDS, BackendHealth, Circuit, retry_after_seconds
 
@@ -29,12 +29,12 @@ from shared.upstream.health import MAX_COOLING_SECONDS, BackendHealth, Circuit, 
     ],
 )
 def test_retry_after_prefers_milliseconds_and_refuses_what_is_not_a_plain_number(headers, seconds):
-    assert retry_after_seconds(httpx2.Headers(headers)) == seconds
+    assert retry_after_seconds(CIMultiDict(headers)) == seconds
 
 
 def test_retry_after_may_be_an_http_date():
     in_ten = formatdate(time.time() + 10, usegmt=True)
-    assert 8.5 < (retry_after_seconds(httpx2.Headers({"retry-after": in_ten})) or 0) <= 10
+    assert 8.5 < (retry_after_seconds(CIMultiDict({"retry-after": in_ten})) or 0) <= 10
 
 
 def _health() -> BackendHealth:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
-import httpx2
+import aiohttp
 import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from shared.protocol.calls import ModelCall
 from shared.protocol.operations import CHAT, V1_RESPONSES
@@ -21,20 +22,39 @@ def _sse(obj) -> bytes:
     return f"data: {json.dumps(obj) if not isinstance(obj, str) else obj}\n\n".encode()
 
 
-class _Chunks(httpx2.AsyncByteStream):
-    def __init__(self, chunks, fail_at=None):
-        self.chunks, self.fail_at = chunks, fail_at
+class _Content:
+    """What the relay reads of an aiohttp response: its body, chunk by chunk, breaking off at ``fail_at``."""
 
-    async def __aiter__(self):
+    def __init__(self, chunks, fail_at):
+        self.chunks, self.fail_at, self.done = chunks, fail_at, False
+
+    async def iter_any(self):
         for i, chunk in enumerate(self.chunks):
             if i == self.fail_at:
-                raise httpx2.RemoteProtocolError("peer closed connection")
+                raise aiohttp.ServerDisconnectedError()
             yield chunk
+        self.done = True
+
+    def at_eof(self):
+        return self.done
+
+
+class _Raw:
+    def __init__(self, chunks, fail_at):
+        self.status = 200
+        self.headers = CIMultiDictProxy(CIMultiDict({"content-type": "text/event-stream"}))
+        self.content = _Content(chunks, fail_at)
+        self.released = self.closed = False
+
+    def release(self):
+        self.released = True
+
+    def close(self):
+        self.closed = True
 
 
 def _upstream(chunks, fail_at=None) -> UpstreamResponse:
-    raw = httpx2.Response(200, headers={"content-type": "text/event-stream"}, stream=_Chunks(chunks, fail_at))
-    return UpstreamResponse(200, {}, raw)
+    return UpstreamResponse(_Raw(chunks, fail_at))
 
 
 async def _collect(relay) -> bytes:
@@ -48,9 +68,11 @@ USAGE = _sse({"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 
 async def test_events_split_across_reads_are_forwarded_whole():
     stream = b"".join(CONTENT + [USAGE, _sse("[DONE]")])
     pieces = [stream[i : i + 7] for i in range(0, len(stream), 7)]
-    relay = StreamRelay(_upstream(pieces), _call(), drop_usage_chunk=False)
+    upstream = _upstream(pieces)
+    relay = StreamRelay(upstream, _call(), drop_usage_chunk=False)
 
     assert await _collect(relay) == stream
+    assert upstream.raw.released and not upstream.raw.closed  # read to its end: the connection is reused
     assert relay.finished and relay.usage.total_tokens == 9 and not relay.usage.estimated
 
 
@@ -75,9 +97,11 @@ async def test_crlf_event_separators():
 
 
 async def test_a_broken_stream_ends_with_an_error_event_and_estimated_usage():
-    relay = StreamRelay(_upstream(CONTENT + [USAGE], fail_at=1), _call(), drop_usage_chunk=True)
+    upstream = _upstream(CONTENT + [USAGE], fail_at=1)
+    relay = StreamRelay(upstream, _call(), drop_usage_chunk=True)
 
     out = await _collect(relay)
+    assert upstream.raw.closed and not upstream.raw.released  # a broken connection never goes back to the pool
     last = json.loads(out.strip().split(b"\n\n")[-1][len(b"data: ") :])
     assert last["error"]["code"] == "upstream_incomplete"
     assert relay.broken and not relay.finished
