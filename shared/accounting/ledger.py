@@ -3,11 +3,13 @@
 Rows are append-only and keyed by request id (RowKey = request id), so writing a row twice cannot double-count
 it, and every instance writes its own rows without coordination: totals are exact across any number of
 instances. Table Storage serves about 2,000 entities per second per partition, so a day is spread over
-``LEDGER_SHARDS`` partitions per UTC hour (PartitionKey ``2026-11-30T14-05``: day, hour, shard; the shard is a
-hash of the request id, so a rewrite or a replay lands on the same row). Partition keys sort by time, so a
-date-range query is one key range over every shard (``ge '2026-11-30' and lt '2026-12-01'``, which also
-covers the older one-partition-per-day rows). Each instance writes its rows in batches (one transaction per
-partition, up to 100 rows, at most half a second late). Rows hold counts, identifiers and cost only, never
+``LEDGER_SHARDS`` partitions per UTC hour (PartitionKey ``2026-11-30T14-05``: day, hour, shard). Each gateway
+process draws one shard at start and writes all its rows there (D56), so its half-second of rows is one transaction
+of up to 100 rows instead of one small transaction per shard: the shard is on the journaled row, so a replay
+lands on the same row, and many processes spread over the shards. Partition keys sort by time, so a date-range
+query is one key range over every shard (``ge '2026-11-30' and lt '2026-12-01'``, which also covers the older
+one-partition-per-day rows). Each instance writes its rows in batches (one transaction per partition, up to 100
+rows, at most half a second late). Rows hold counts, identifiers and cost only, never
 prompt or completion text; the cost is an exact decimal string at the price version in force at settle time,
 and that version's id is on the row (docs/finance.md).
 
@@ -25,6 +27,7 @@ import contextlib
 import dataclasses
 import logging
 import random
+import secrets
 import time
 import zlib
 from dataclasses import dataclass
@@ -63,9 +66,11 @@ def day_partition(day: date | datetime) -> str:
     return day.strftime("%Y-%m-%d")
 
 
-def ledger_partition(at: datetime, request_id: str) -> str:
-    """The partition of one ledger row: UTC day, hour and a shard from the request id (``2026-11-30T14-05``)."""
-    shard = zlib.crc32(request_id.encode()) % LEDGER_SHARDS
+def ledger_partition(at: datetime, request_id: str, shard: int | None = None) -> str:
+    """The partition of one ledger row: UTC day, hour and shard (``2026-11-30T14-05``); rows journaled before rows
+    carried their writer's shard take one from the request id."""
+    if shard is None or not 0 <= shard < LEDGER_SHARDS:
+        shard = zlib.crc32(request_id.encode()) % LEDGER_SHARDS
     return f"{at.astimezone(UTC):%Y-%m-%dT%H}-{shard:02d}"
 
 
@@ -103,10 +108,11 @@ class UsageRecord:
     cost: str | None = None
     currency: str | None = None
     price_version: str | None = None
+    shard: int | None = None  # the writing process's ledger shard (journaled, so a replay writes the same row)
 
     @property
     def partition(self) -> str:
-        return ledger_partition(self.at, self.request_id)
+        return ledger_partition(self.at, self.request_id, self.shard)
 
     def entity(self) -> dict[str, Any]:
         entity = {
@@ -190,6 +196,7 @@ class UsageLedger:
     ) -> None:
         self._table = table
         self.journal = journal
+        self.shard = secrets.randbelow(LEDGER_SHARDS)  # this process's partition of each hour (D56)
         self._flush_seconds = flush_seconds
         self.limits = limits or BacklogLimits()
         self._pending: dict[int, _Pending] = {}  # insertion order = age order

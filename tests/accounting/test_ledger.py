@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -66,6 +68,33 @@ def test_a_day_is_spread_over_shards_by_request_id_and_sorts_by_time():
     query, parameters = day_range_filter(at.date(), at.date())
     assert all(parameters["first"] <= p < parameters["after"] for p in partitions | {"2026-11-30"})
     assert not parameters["first"] <= "2026-12-01T00-00" < parameters["after"]
+
+
+def test_a_process_writes_every_row_to_its_own_shard_and_a_replay_keeps_it(table):
+    at = datetime(2026, 11, 30, 14, 5, tzinfo=UTC)
+    rows = [dataclasses.replace(record(at=at), shard=UsageLedger(table).shard) for _ in range(20)]
+    assert len({r.partition for r in rows}) > 1  # processes draw their shards independently
+    one = dataclasses.replace(record(at=at, request_id="abc"), shard=5)
+    assert one.partition == "2026-11-30T14-05"
+    assert UsageRecord.from_json(json.loads(json.dumps(one.to_json()))).partition == one.partition  # journal round trip
+    assert dataclasses.replace(one, shard=None).partition == ledger_partition(at, "abc")  # older journal lines
+
+
+async def test_one_process_writes_its_half_second_of_rows_in_one_transaction(table):
+    ledger = UsageLedger(table)
+    for _ in range(60):
+        await ledger.record(dataclasses.replace(record(), shard=ledger.shard))
+    transactions = 0
+    submit = table.submit_transaction
+
+    async def counted(*args, **kwargs):
+        nonlocal transactions
+        transactions += 1
+        return await submit(*args, **kwargs)
+
+    table.submit_transaction = counted
+    await ledger.flush()
+    assert transactions == 1
 
 
 def test_journal_lines_written_before_the_price_columns_still_read():

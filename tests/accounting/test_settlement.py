@@ -52,6 +52,7 @@ async def test_a_call_settles_once_with_its_cost_and_its_quota_charged_by_what_i
     today = datetime.now(UTC).date()
     [row] = await ledger_rows(table, today, today)
     assert (row["RowKey"], row["PromptTokens"], row["CompletionTokens"], row["CachedTokens"]) == ("req-1", 12, 7, 4)
+    assert row["PartitionKey"].endswith(f"-{books.ledger.shard:02d}")  # the process's own shard: one batch per flush
     assert row["Cost"] == "0.0000057" == str(PRICE.cost(Usage(12, 7, cached_tokens=4)))  # exact decimal text
     await books.quotas.aclose()
 
