@@ -14,6 +14,7 @@ decides, with the upstream's ``retry-after`` headers in hand. Transport failures
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -41,6 +42,8 @@ BACKEND_HEADER = "x-gateway-backend"
 
 TokenProvider = Callable[[], Awaitable[str]]
 
+_DROPPED = frozenset({errno.ECONNRESET, errno.EPIPE})
+
 
 def passthrough_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {
@@ -67,10 +70,15 @@ def simulator_token_provider() -> TokenProvider:
 class UpstreamUnavailable(GatewayError):
     """The endpoint gave no answer (timeout, connection refused or broken): another backend may be tried."""
 
-    def __init__(self, status: int, message: str, *, code: str, may_have_run: bool) -> None:
+    def __init__(
+        self, status: int, message: str, *, code: str, may_have_run: bool, connection_dropped: bool = False
+    ) -> None:
         super().__init__(status, message, code=code)
         # False when the request never left this process (connect failures): repeating it elsewhere is always safe.
         self.may_have_run = may_have_run
+        # The server closed or reset the connection before any answer: most often a keep-alive connection it had
+        # just closed as idle, while this process had not yet seen the close (a busy event loop).
+        self.connection_dropped = connection_dropped
 
 
 class UpstreamBroken(Exception):
@@ -191,7 +199,8 @@ class EndpointClient:
             raise _unavailable_timeout(may_have_run=True) from exc
         except aiohttp.ClientError as exc:  # sent, then the connection broke before an answer
             log.warning("upstream connection failed: %s", type(exc).__name__)
-            raise _unreachable(may_have_run=True) from exc
+            dropped = isinstance(exc, aiohttp.ServerDisconnectedError) or getattr(exc, "errno", None) in _DROPPED
+            raise _unreachable(may_have_run=True, connection_dropped=dropped) from exc
         response = UpstreamResponse(raw)
         if not response.ok:
             # Error answers are read at once (small), so passing them on or discarding them frees the connection.
@@ -214,7 +223,11 @@ def _unavailable_timeout(*, may_have_run: bool) -> UpstreamUnavailable:
     )
 
 
-def _unreachable(*, may_have_run: bool) -> UpstreamUnavailable:
+def _unreachable(*, may_have_run: bool, connection_dropped: bool = False) -> UpstreamUnavailable:
     return UpstreamUnavailable(
-        502, "The upstream model service could not be reached.", code="upstream_unreachable", may_have_run=may_have_run
+        502,
+        "The upstream model service could not be reached.",
+        code="upstream_unreachable",
+        may_have_run=may_have_run,
+        connection_dropped=connection_dropped,
     )

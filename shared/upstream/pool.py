@@ -53,6 +53,14 @@ class Backend:
         self.current_weight = 0  # smooth weighted round robin
 
     async def send(self, call: ModelCall, body: dict[str, Any], request_id: str) -> UpstreamResponse:
+        try:
+            return await self.client.send(call, body, request_id, self.settings.deployment)
+        except UpstreamUnavailable as error:
+            if not (error.connection_dropped and replayable(call)):
+                raise
+        # A pooled keep-alive connection the server had closed as idle, the close not yet seen here: once more, on
+        # another connection (the dead one is gone from the pool). Not counted as a failure of the backend.
+        log.info("request %s: backend %s dropped a pooled connection; sending again", request_id, self.label)
         return await self.client.send(call, body, request_id, self.settings.deployment)
 
 

@@ -6,11 +6,14 @@ thread of the test process each call waits ~40 ms on the interpreter, too coarse
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
+import socketserver
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -75,3 +78,40 @@ def simulators(count: int, timeout: float = 30.0) -> Iterator[list[SimulatorCont
     finally:
         for process in processes:
             terminate(process)
+
+
+@contextmanager
+def closes_reused_connections() -> Iterator[tuple[str, list[int]]]:
+    """A backend that answers the first request on each connection and closes the connection when a second request
+    arrives on it: what a client sees when it reuses a keep-alive connection the server has just closed as idle.
+    Yields the URL and a list that gets the number of each connection that received a request."""
+    seen: list[int] = []
+    answer = json.dumps({"id": "x", "object": "chat.completion", "choices": [], "usage": None}).encode()
+
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            number = next(counter)
+            for served in itertools.count():
+                length = 0
+                while (line := self.rfile.readline()) not in (b"\r\n", b""):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                if not line:
+                    return
+                self.rfile.read(length)
+                seen.append(number)
+                if served:
+                    return  # closed under the request, without an answer
+                head = f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len(answer)}\r\n\r\n"
+                self.wfile.write(head.encode() + answer)
+
+    counter = itertools.count(1)
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -15,7 +15,7 @@ from shared.protocol.operations import CHAT, RESPONSES, V1_CHAT
 from shared.settings import BackendSettings, UpstreamSettings
 from shared.upstream.client import BACKEND_HEADER, UpstreamUnavailable, simulator_token_provider
 from shared.upstream.pool import Upstream
-from tests.upstream.servers import dead_endpoint, half_dead_endpoint, simulators
+from tests.upstream.servers import closes_reused_connections, dead_endpoint, half_dead_endpoint, simulators
 
 DEPLOYMENT = "gpt-4o-mini"
 HELLO = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
@@ -292,3 +292,20 @@ async def test_when_attempts_end_without_success_the_caller_gets_the_last_backen
         assert json.loads(await response.read())["error"]
     finally:
         await upstream.aclose()
+
+
+async def test_a_pooled_connection_the_server_closed_is_replaced_once_for_a_call_that_may_be_repeated():
+    with closes_reused_connections() as (url, connections):
+        upstream = _pool(_backend("only", url))
+        try:
+            for _ in range(2):
+                response = await upstream.send(_call(), HELLO, "req")
+                assert response.status == 200
+                await response.read()
+            assert connections == [1, 1, 2]  # the second call found connection 1 closed, and went again on 2
+            stored = {**HELLO, "store": True}  # would be stored twice if it had run: never sent again
+            with pytest.raises(UpstreamUnavailable) as caught:
+                await upstream.send(_call(body=stored), stored, "req")
+            assert caught.value.status == 502 and connections == [1, 1, 2, 2]
+        finally:
+            await upstream.aclose()
