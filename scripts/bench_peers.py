@@ -122,7 +122,7 @@ def install(peer: str) -> str | None:
     wanted = _wanted_stamp(peer)
     if isinstance(wanted, str):
         return wanted
-    if _read_stamp(peer) is not None and _stamp_matches(peer, wanted):
+    if _stamp_matches(peer, wanted):
         return None
     home.mkdir(parents=True, exist_ok=True)
     with _locked(home / ".install.lock"):
@@ -187,7 +187,7 @@ def _install_litellm(home: Path) -> str | None:
     steps = (
         [sys.executable, "-m", "venv", str(venv)],
         [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         LITELLM_REQUIREMENT],
+         "--timeout", "60", "--retries", "2", LITELLM_REQUIREMENT],
     )  # fmt: skip
     for command in steps:
         reason = _run_install_step(command, home)
@@ -206,7 +206,8 @@ def _install_portkey(home: Path) -> str | None:
     }
     (home / "package.json").write_text(json.dumps(manifest, indent=2) + "\n")
     # --ignore-scripts: the package's only install script applies patches it does not ship; no dependency needs one.
-    command = ["npm", "install", "--no-audit", "--no-fund", "--ignore-scripts", "--omit=dev", "--loglevel=error"]
+    command = ["npm", "install", "--no-audit", "--no-fund", "--ignore-scripts", "--omit=dev", "--loglevel=error",
+               "--fetch-retries=2", "--fetch-timeout=60000"]  # fmt: skip
     reason = _run_install_step(command, home)
     if reason is not None:
         return f"Portkey gateway ({PORTKEY_PACKAGE}@{PORTKEY_VERSION}) not installed: {reason}"
@@ -222,9 +223,10 @@ def _run_install_step(command: list[str], cwd: Path) -> str | None:
         return f"`{command[0]}` could not run ({error.strerror})"
     if done.returncode == 0:
         return None
-    # pip prints a warning per unreachable extra index; the reason is among the last non-warning lines.
-    lines = [line for line in (done.stderr + done.stdout).splitlines() if line.strip() and "WARNING" not in line]
-    return f"`{' '.join(command[:3])}` exited {done.returncode}: " + " | ".join(lines[-2:])[-400:]
+    # pip and npm end with the line that says why (pip's "ERROR: ...", npm's "npm error ..."); warnings are noise.
+    lines = [line.strip() for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    errors = [line for line in lines if line.lower().startswith(("error", "npm error", "npm err"))] or lines or ["?"]
+    return f"`{' '.join(command[:3])}` exited {done.returncode}: {errors[-1][:300]}"
 
 
 @contextlib.contextmanager
