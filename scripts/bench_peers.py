@@ -534,7 +534,8 @@ def check(peers: list[str]) -> int:
     try:
         direct_headers = {"authorization": f"Bearer {UPSTREAM_TOKEN}"}
         direct_url = f"{sim_url}/openai/deployments/{DEPLOYMENT}/chat/completions?api-version={API_VERSION}"
-        direct_json = httpx.post(direct_url, json=CHECK_BODY, headers=direct_headers, timeout=30).json()
+        direct_response = httpx.post(direct_url, json=CHECK_BODY, headers=direct_headers, timeout=30)
+        direct_json, direct_header_names = direct_response.json(), set(direct_response.headers)
         stream_body = {**CHECK_BODY, "stream": True, "stream_options": {"include_usage": True}}
         direct_stream = _stream_summary(httpx.post(direct_url, json=stream_body, headers=direct_headers).content)
         for name in peers:
@@ -562,7 +563,7 @@ def check(peers: list[str]) -> int:
             took = time.monotonic() - started
             print(f"   started in {took:.1f} s at {peer.base_url}, pid {peer.pid}; auth: {peer.auth}")
             try:
-                failures += _check_peer(peer, direct_json, direct_stream)
+                failures += _check_peer(peer, direct_json, direct_header_names, direct_stream)
                 print(f"   serving process: {_proc_figures(peer.pid)}")
             finally:
                 peer.stop()
@@ -572,7 +573,9 @@ def check(peers: list[str]) -> int:
     return 1 if failures else 0
 
 
-def _check_peer(peer: PeerProcess, direct_json: dict[str, object], direct_stream: dict[str, object]) -> int:
+def _check_peer(
+    peer: PeerProcess, direct_json: dict[str, object], direct_header_names: set[str], direct_stream: dict[str, object]
+) -> int:
     failures = 0
     url = peer.base_url + peer.chat_path
     with httpx.Client(timeout=60) as client:
@@ -585,6 +588,9 @@ def _check_peer(peer: PeerProcess, direct_json: dict[str, object], direct_stream
 
         response = client.post(url, headers=peer.headers, json={"model": peer.body_model, **CHECK_BODY})
         print(f"   JSON: {response.status_code} {response.content[:160]!r}")
+        added = sorted(set(response.headers) - direct_header_names)
+        dropped = sorted(direct_header_names - set(response.headers))
+        print(f"   JSON: response headers added: {', '.join(added) or 'none'}; dropped: {', '.join(dropped) or 'none'}")
         if response.status_code != 200:
             return failures + 1
         answer = response.json()
