@@ -101,7 +101,7 @@ class PeerProcess:
 
     def stop(self) -> None:
         """Terminate the peer (politely, then firmly) and remove its run directory (config, log)."""
-        _terminate(self._proc)
+        _terminate(self._proc, group=True)
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
     def log_tail(self, lines: int = 20) -> str:
@@ -369,8 +369,14 @@ def _peer_env(**extra: str) -> dict[str, str]:
 def _spawn(command: list[str], env: dict[str, str], run_dir: Path) -> subprocess.Popen[bytes]:
     log = (run_dir / "peer.log").open("wb")
     try:
-        return subprocess.Popen(
-            command, cwd=run_dir, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+        return subprocess.Popen(  # its own session: stop() ends whatever it started too
+            command,
+            cwd=run_dir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     finally:
         log.close()  # the child has its own descriptor
@@ -394,14 +400,25 @@ def _wait_ready(peer: PeerProcess, probe: str) -> None:
     raise PeerUnavailable(f"{peer.name} did not answer {probe} within {START_TIMEOUT_S} s: {tail}")
 
 
-def _terminate(proc: subprocess.Popen[bytes]) -> None:
+def _terminate(proc: subprocess.Popen[bytes], group: bool = False) -> None:
+    """SIGTERM, then SIGKILL after 15 s; with ``group``, to the process group the peer leads (see _spawn)."""
+
+    def send(sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if group:
+                os.killpg(proc.pid, sig)
+            else:
+                proc.send_signal(sig)
+
     if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
+        send(signal.SIGTERM)
         try:
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            send(signal.SIGKILL)
             proc.wait(timeout=15)
+    if group:
+        send(signal.SIGKILL)  # anything it left behind in its group
 
 
 def _free_port() -> int:
