@@ -13,7 +13,8 @@ the simulator is that Azure OpenAI, reached on its dated path (``/openai/deploym
 - LiteLLM proxy: model ``azure/gpt-4o-mini`` with ``api_base``/``api_version``/``azure_ad_token``, a master key
   (callers must present it), one uvicorn worker in the CLI's own process, no database (so no virtual keys, no spend
   logs, no budgets: see docs/decisions.md D65), logs at ERROR (which also silences uvicorn's access log), the model
-  cost map read from the installed package (``LITELLM_LOCAL_MODEL_COST_MAP``), no callbacks.
+  cost map read from the installed package (``LITELLM_LOCAL_MODEL_COST_MAP``), no logging callbacks configured (its
+  built-in proxy hooks stay registered, as for any user).
 - Portkey gateway: no server-side provider configuration exists in the open-source gateway; the caller names the
   provider and carries the upstream credential in ``x-portkey-*`` headers on every request (``azure-openai``,
   deployment, api-version, ``x-portkey-azure-ad-token``) and ``x-portkey-custom-host`` points it at the simulator
@@ -23,8 +24,8 @@ the simulator is that Azure OpenAI, reached on its dated path (``/openai/deploym
 Usage from the benchmark (nothing runs at import)::
 
     import bench_peers
-    reason = bench_peers.install("litellm")          # None when ready, else why not (report it as skipped)
-    peer = bench_peers.start_litellm(simulator_url)  # or start_portkey(simulator_url); raises PeerUnavailable
+    reason = bench_peers.install("litellm")             # None when ready, else why not (report it as skipped)
+    peer = bench_peers.start("litellm", simulator_url)  # = start_litellm(url); raises PeerUnavailable
     try:
         client.post(peer.base_url + peer.chat_path, headers=peer.headers,
                     json={"model": peer.body_model, "messages": [...], "stream": False})
@@ -252,7 +253,7 @@ def _disk_bytes(path: Path) -> int:
     for root, _dirs, files in os.walk(path):
         for name in files:
             with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(root, name)).st_size
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512  # allocated, as du counts
     return total
 
 
@@ -355,6 +356,15 @@ def start_portkey(upstream_url: str, port: int | None = None) -> PeerProcess:
     )
     _wait_ready(peer, "/")
     return peer
+
+
+def start(peer: str, upstream_url: str, port: int | None = None) -> PeerProcess:
+    """``start_litellm`` or ``start_portkey`` by name (one of PEERS)."""
+    if peer == "litellm":
+        return start_litellm(upstream_url, port)
+    if peer == "portkey":
+        return start_portkey(upstream_url, port)
+    raise PeerUnavailable(f"unknown peer {peer!r} (known: {', '.join(PEERS)})")
 
 
 def _peer_env(**extra: str) -> dict[str, str]:
@@ -572,7 +582,7 @@ def check(peers: list[str]) -> int:
             )
             started = time.monotonic()
             try:
-                peer = (start_litellm if name == "litellm" else start_portkey)(sim_url)
+                peer = start(name, sim_url)
             except PeerUnavailable as error:
                 print(f"   SKIPPED: {error}")
                 failures += 1
