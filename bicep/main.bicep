@@ -122,6 +122,24 @@ param minimumElasticInstanceCount int = 1
 @description('Zone-redundant Elastic Premium plan: at least 3 instances and zone-redundant storage (ZRS/GZRS) follow from it.')
 param zoneRedundant bool = false
 
+@description('Elastic Premium instance size: EP1 (1 vCPU, 3.5 GB), EP2 (2 vCPU, 7 GB), EP3 (4 vCPU, 14 GB). The Python worker process count follows from it (docs/tuning.md).')
+@allowed([
+  'EP1'
+  'EP2'
+  'EP3'
+])
+param planSku string = 'EP1'
+
+@description('Python worker processes per instance (FUNCTIONS_WORKER_PROCESS_COUNT). 0 (default): one per vCPU of planSku.')
+@minValue(0)
+@maxValue(10)
+param workerProcessCount int = 0
+
+@description('Prewarmed instances of the Elastic Premium app (the buffer warmed ahead of HTTP scale-out; billed while allocated). Platform default and advice: 1.')
+@minValue(1)
+@maxValue(10)
+param preWarmedInstanceCount int = 1
+
 @description('''Elastic Premium content share: keyVaultReferenceAfterCreation (default; settings applied after the site
 exists) or connectionStringAtCreation (the public private-storage quickstarts' pattern). See docs/infrastructure.md.''')
 @allowed([
@@ -519,6 +537,9 @@ module functionApp 'modules/functionapp.bicep' = {
     maximumElasticWorkerCount: maximumElasticWorkerCount
     minimumElasticInstanceCount: minimumElasticInstanceCount
     zoneRedundant: zoneRedundant
+    planSku: planSku
+    workerProcessCount: workerProcessCount
+    preWarmedInstanceCount: preWarmedInstanceCount
   }
   // storage, contentStorage and the Azure OpenAI accounts are only referenced by name here, so the order is
   // explicit (their role assignments exist before the site starts); the other modules (network, Key Vault,

@@ -54,6 +54,10 @@ param resourceNameSalt = readEnvironmentVariable('RESOURCE_NAME_SALT', '')
 
 param zoneRedundant = bool(readEnvironmentVariable('ZONE_REDUNDANT', 'false'))
 param minimumElasticInstanceCount = int(readEnvironmentVariable('MINIMUM_ELASTIC_INSTANCE_COUNT', '1'))
+// Plan size and the worker processes per instance derived from it (0 = one per vCPU); docs/tuning.md.
+param planSku = readEnvironmentVariable('PLAN_SKU', 'EP1')
+param workerProcessCount = int(readEnvironmentVariable('WORKER_PROCESS_COUNT', '0'))
+param preWarmedInstanceCount = int(readEnvironmentVariable('PREWARMED_INSTANCE_COUNT', '1'))
 param storageSkuName = readEnvironmentVariable('STORAGE_SKU', 'Standard_LRS')
 param contentShareMode = readEnvironmentVariable('CONTENT_SHARE_MODE', 'keyVaultReferenceAfterCreation')
 

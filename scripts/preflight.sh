@@ -75,6 +75,14 @@ case "${KEY_VAULT_CREATE_MODE:-default}" in
   default|recover) ;;
   *) fail "KEY_VAULT_CREATE_MODE must be default or recover" ;;
 esac
+case "${PLAN_SKU:-EP1}" in
+  EP1|EP2|EP3) ;;
+  *) fail "PLAN_SKU must be EP1, EP2 or EP3 (Elastic Premium; a P* SKU is a Dedicated plan that does not scale by events; docs/tuning.md)" ;;
+esac
+[[ "${WORKER_PROCESS_COUNT:-0}" =~ ^([0-9]|10)$ ]] \
+  || fail "WORKER_PROCESS_COUNT must be 0 (one per vCPU of PLAN_SKU) to 10 (the host's maximum; docs/tuning.md)"
+[[ "${PREWARMED_INSTANCE_COUNT:-1}" =~ ^([1-9]|10)$ ]] \
+  || fail "PREWARMED_INSTANCE_COUNT must be 1 to 10 (1 is the platform's default and advice; docs/tuning.md)"
 for capacity in "$CHAT_CAPACITY" "$EMBEDDING_CAPACITY"; do
   [[ "$capacity" =~ ^[1-9][0-9]*$ ]] || fail "model capacity '$capacity' is not a positive whole number"
 done

@@ -1,4 +1,4 @@
-// Linux Elastic Premium (EP1) plan and the Python function app: user-assigned identity, regional VNet
+// Linux Elastic Premium plan (EP1 by default; planSku) and the Python function app: user-assigned identity, regional VNet
 // integration with all outbound traffic (and the content share) routed through the VNet, HTTPS only, TLS 1.2,
 // FTPS and basic publishing credentials off, identity-based host storage, Easy Auth (Entra ID, v2 issuer),
 // access restrictions (only API Management when it fronts the app; the SCM site closed unless allowed).
@@ -115,6 +115,24 @@ param minimumElasticInstanceCount int = 1
 @description('Zone-redundant plan (at least 3 instances; main.bicep makes both storage accounts ZRS).')
 param zoneRedundant bool = false
 
+@description('Elastic Premium instance size: EP1 (1 vCPU, 3.5 GB), EP2 (2 vCPU, 7 GB), EP3 (4 vCPU, 14 GB). docs/tuning.md.')
+@allowed([
+  'EP1'
+  'EP2'
+  'EP3'
+])
+param planSku string = 'EP1'
+
+@description('Python worker processes per instance (FUNCTIONS_WORKER_PROCESS_COUNT). 0: one per vCPU of planSku. docs/tuning.md.')
+@minValue(0)
+@maxValue(10)
+param workerProcessCount int = 0
+
+@description('Prewarmed instances: the warm buffer the platform adds ahead of HTTP scale-out once the app is active (billed while allocated). The platform default and advice is 1. docs/tuning.md.')
+@minValue(1)
+@maxValue(10)
+param preWarmedInstanceCount int = 1
+
 var storageSuffix = environment().suffixes.storage
 var unauthenticatedClientAction = enableGatewayApiKeys ? 'AllowAnonymous' : 'Return401'
 var openIdIssuer = '${environment().authentication.loginEndpoint}${authTenantId}/v2.0'
@@ -134,6 +152,15 @@ var aadValidation = union({
 var minimumInstances = zoneRedundant ? max(3, minimumElasticInstanceCount) : minimumElasticInstanceCount
 var maximumInstances = max(maximumElasticWorkerCount, minimumInstances)
 
+// Python runs one event loop per process (the gateway's handlers are all async, so one process serves any number
+// of concurrent calls) and one process uses at most one core: one worker process per vCPU (docs/tuning.md, D62).
+var vcpusBySku = {
+  EP1: 1
+  EP2: 2
+  EP3: 4
+}
+var workerProcesses = (workerProcessCount == 0) ? vcpusBySku[planSku] : workerProcessCount
+
 resource plan 'Microsoft.Web/serverfarms@2025-03-01' = {
   // checkov:skip=CKV_AZURE_225: zone redundancy is the zoneRedundant parameter (3+ instances, ZRS storage - enforced below and in main.bicep); off by default for cost
   name: 'plan-${resourceToken}'
@@ -141,7 +168,7 @@ resource plan 'Microsoft.Web/serverfarms@2025-03-01' = {
   tags: tags
   kind: 'elastic'
   sku: {
-    name: 'EP1'
+    name: planSku
     tier: 'ElasticPremium'
     family: 'EP'
     capacity: minimumInstances
@@ -158,6 +185,9 @@ resource plan 'Microsoft.Web/serverfarms@2025-03-01' = {
 var fixedSettings = {
   FUNCTIONS_EXTENSION_VERSION: '~4'
   FUNCTIONS_WORKER_RUNTIME: 'python'
+  // Worker processes per instance, derived from the plan size (docs/tuning.md). Set explicitly, it also keeps the
+  // host's dynamic worker concurrency (which would add processes by itself) off.
+  FUNCTIONS_WORKER_PROCESS_COUNT: string(workerProcesses)
   // HTTP streaming (azurefunctions-extensions-http-fastapi) needs init indexing on Python <= 3.12.
   PYTHON_ENABLE_INIT_INDEXING: '1'
   AzureWebJobsStorage__credential: 'managedidentity'
@@ -301,6 +331,7 @@ resource site 'Microsoft.Web/sites@2025-03-01' = {
       remoteDebuggingEnabled: false
       healthCheckPath: '/api/health'
       minimumElasticInstanceCount: minimumInstances
+      preWarmedInstanceCount: preWarmedInstanceCount
       functionAppScaleLimit: maximumInstances
       detailedErrorLoggingEnabled: true
       httpLoggingEnabled: true

@@ -80,8 +80,8 @@ def get(obj: Any, path: str) -> Any:
 
 class Scope:
     """Evaluates the small expression subset the structural tests need (literals, parameter defaults,
-    variables, !x, &&, ||, ==, !=, ternaries, union of objects, concat of arrays, empty(), contains(), max(),
-    min()). Anything else is returned unevaluated."""
+    variables, !x, &&, ||, ==, !=, ternaries, object[key], union of objects, concat of arrays, empty(), contains(),
+    max(), min(), string() of a number). Anything else is returned unevaluated."""
 
     def __init__(self, tpl: dict, overrides: dict[str, Any] | None = None) -> None:
         self.tpl = tpl
@@ -119,6 +119,12 @@ class Scope:
                     if isinstance(left, (str, int, bool)) and isinstance(right, (str, int, bool)):
                         return (left == right) if op["type"] == "equals" else (left != right)
                     return value
+                if op["type"] == "index_accessor":
+                    container = self.resolve(operands["operand_1"], depth + 1)
+                    key = self.resolve(operands["operand_2"], depth + 1)
+                    if isinstance(container, dict) and isinstance(key, str) and key in container:
+                        return self.resolve(container[key], depth + 1)
+                    return value
                 if op["type"] == "conditional":
                     cond = self.resolve(operands["condition"], depth + 1)
                     if isinstance(cond, bool):
@@ -141,6 +147,11 @@ class Scope:
                     numbers = [self.resolve(a, depth + 1) for a in args.values()]
                     if all(isinstance(n, int) and not isinstance(n, bool) for n in numbers):
                         return max(numbers) if fn["type"] == "max" else min(numbers)
+                    return value
+                if fn["type"] == "string":
+                    inner = self.resolve(args["value_to_convert"], depth + 1)
+                    if isinstance(inner, int) and not isinstance(inner, bool):
+                        return str(inner)
                     return value
                 if fn["type"] == "concat":
                     parts = [self.resolve(a, depth + 1) for a in args.values()]
