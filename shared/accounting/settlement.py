@@ -105,37 +105,42 @@ class Accounting:
         )
         # A local diagnostic: with Azure Monitor this logger is capped at WARNING (shared/telemetry/setup.py), since
         # a line per call is the costliest telemetry there is and the ledger row, span and metrics hold the facts.
-        log.info(
-            "model call %s settled: %s %s by %s status=%s outcome=%s tokens=%d+%d%s",
-            record.request_id,
-            record.operation,
-            record.deployment,
-            record.caller_id,
-            status,
-            outcome,
-            usage.prompt_tokens,
-            usage.completion_tokens,
-            " (estimated)" if usage.estimated else "",
-            # Flat, primitive attributes: Azure Monitor turns them into customDimensions of the trace record.
-            extra={
-                f"gateway_{key}": value
-                for key, value in {
-                    "request_id": record.request_id,
-                    "caller_id": record.caller_id,
-                    "auth_method": record.auth_method,
-                    "operation": record.operation,
-                    "deployment": record.deployment,
-                    "stream": record.stream,
-                    "status": status,
-                    "outcome": outcome,
-                    "prompt_tokens": usage.prompt_tokens,
-                    "completion_tokens": usage.completion_tokens,
-                    "total_tokens": usage.total_tokens,
-                    "usage_estimated": usage.estimated,
-                    "duration_ms": record.duration_ms,
-                    "backend": record.backend or "",
-                }.items()
-            },
-        )
+        if log.isEnabledFor(logging.INFO):  # capped: not even its attributes are built
+            _log_settled(record, usage)
         await self.ledger.record(record)
         return record.cost_usd
+
+
+def _log_settled(record: UsageRecord, usage: Usage) -> None:
+    log.info(
+        "model call %s settled: %s %s by %s status=%s outcome=%s tokens=%d+%d%s",
+        record.request_id,
+        record.operation,
+        record.deployment,
+        record.caller_id,
+        record.status,
+        record.outcome,
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        " (estimated)" if usage.estimated else "",
+        # Flat, primitive attributes: Azure Monitor turns them into customDimensions of the trace record.
+        extra={
+            f"gateway_{key}": value
+            for key, value in {
+                "request_id": record.request_id,
+                "caller_id": record.caller_id,
+                "auth_method": record.auth_method,
+                "operation": record.operation,
+                "deployment": record.deployment,
+                "stream": record.stream,
+                "status": record.status,
+                "outcome": record.outcome,
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "total_tokens": usage.total_tokens,
+                "usage_estimated": usage.estimated,
+                "duration_ms": record.duration_ms,
+                "backend": record.backend or "",
+            }.items()
+        },
+    )
