@@ -41,6 +41,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
 from tests.azurite import Azurite, free_port, terminate  # noqa: E402
 from tests.gateway_process import GatewayProcess  # noqa: E402
@@ -211,6 +212,8 @@ def gateway_settings(sim_url: str, storage: str) -> dict[str, str]:
         "GATEWAY_PRICES": '{"gpt-4o-mini": {"input": 0.15, "output": 0.6}}',
         **QUOTAS_ON,
         **TELEMETRY_ON,
+        # As in Azure, where the Functions worker's Azure Monitor logging keeps the per-call line local (D52).
+        "GATEWAY_LOG_LEVEL": "WARNING",
     }
 
 
@@ -268,25 +271,32 @@ def start_targets(bench: Bench, args: argparse.Namespace) -> tuple[list[Target],
 
 
 def start_peers(bench: Bench, sim_url: str, skipped: dict[str, str]) -> list[Target]:
-    try:
-        import bench_peers  # installs and starts the peer gateways (nothing of theirs is committed)
-    except ImportError as exc:
-        skipped["peers"] = str(exc)
-        return []
+    """LiteLLM proxy and Portkey against the same simulator (scripts/bench_peers.py installs them on first use into
+    .bench/, before anything is timed; nothing of theirs is committed). A peer that cannot run is reported skipped."""
+    import bench_peers
+
     peers = []
-    for name, starter in (("LiteLLM proxy", bench_peers.start_litellm), ("Portkey gateway", bench_peers.start_portkey)):
-        reason = bench_peers.install(name)
+    for name, peer in (("LiteLLM proxy", "litellm"), ("Portkey gateway", "portkey")):
+        reason = bench_peers.install(peer)
         if reason is not None:
             skipped[name] = reason
             continue
         try:
-            peer = starter(sim_url)
-        except Exception as exc:  # noqa: BLE001 (a peer that does not start is reported, not fatal)
-            skipped[name] = f"did not start: {exc}"
+            process = bench_peers.start(peer, sim_url)
+        except bench_peers.PeerUnavailable as exc:
+            skipped[name] = str(exc)
             continue
-        bench.stops.append(peer.stop)
+        bench.stops.append(process.stop)
         peers.append(
-            Target(name, "peer", peer.base_url, peer.pid, dict(peer.headers), {"v1": peer.chat_path}, peer.body_model)
+            Target(
+                name,
+                "peer",
+                process.base_url,
+                process.pid,
+                dict(process.headers),
+                {"v1": process.chat_path},
+                process.body_model,
+            )
         )
     return peers
 
