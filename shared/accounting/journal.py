@@ -34,10 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
 from shared.accounting.ledger import BATCH_LIMIT, UsageRecord
+from shared.storage.batch import upsert_entities
 
 log = logging.getLogger(__name__)
 
@@ -262,7 +262,7 @@ async def upsert_records(table: TableClient, records: list[UsageRecord]) -> None
     for rows in by_day.values():
         for start in range(0, len(rows), BATCH_LIMIT):
             chunk = rows[start : start + BATCH_LIMIT]
-            await table.submit_transaction([("upsert", r.entity(), {"mode": UpdateMode.REPLACE}) for r in chunk])
+            await upsert_entities(table, [r.entity() for r in chunk])
 
 
 async def replay(

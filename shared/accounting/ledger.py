@@ -40,6 +40,7 @@ from azure.data.tables.aio import TableClient
 
 from shared import telemetry
 from shared.errors import GatewayError
+from shared.storage.batch import upsert_entities
 
 if TYPE_CHECKING:
     from shared.accounting.journal import Journal, JournalEntry, ReplayReport
@@ -364,10 +365,10 @@ class UsageLedger:
 
     async def _write_batch(self, keys: list[int]) -> None:
         rows = [self._pending[key] for key in keys]
-        operations = [("upsert", p.record.entity(), {"mode": UpdateMode.REPLACE}) for p in rows]
+        entities = [p.record.entity() for p in rows]
         while True:
             try:
-                await asyncio.wait_for(self._table.submit_transaction(operations, retry_total=0), WRITE_TIMEOUT_SECONDS)
+                await asyncio.wait_for(upsert_entities(self._table, entities, retry_total=0), WRITE_TIMEOUT_SECONDS)
                 break
             except HttpResponseError as exc:
                 if _refused(exc):
