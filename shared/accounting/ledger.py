@@ -148,7 +148,7 @@ class UsageRecord:
 
     def to_json(self) -> dict[str, Any]:
         """The row as a JSON object (the journal's line format)."""
-        data = dataclasses.asdict(self)
+        data = {name: getattr(self, name) for name in _RECORD_FIELDS}  # flat fields: no deep copy (asdict's)
         data["at"] = self.at.isoformat()
         return data
 
@@ -164,6 +164,9 @@ class UsageRecord:
         if at.tzinfo is None:
             raise ValueError("usage record time without a time zone")
         return cls(**{**data, "at": at})
+
+
+_RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(UsageRecord))
 
 
 @dataclass(frozen=True)
