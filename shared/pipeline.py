@@ -147,12 +147,12 @@ class Gateway:
         # The upstream stream is owned by this generator: the Functions invocation ends when the handler returns,
         # and the body is sent afterwards, so nothing here may depend on the handler's scope.
         try:
-            async for event in relay.events():
+            async for events in relay.events():
                 if relay.finished and reservation.claim():
                     # The final event: settle (journal the row) before the caller has it, as for JSON answers.
                     reservation.observation.streamed(relay.first_token_at, relay.response_model)
                     await self.accounting.record(reservation, relay.usage, 200, outcome=relay.outcome)
-                yield event
+                yield events
         finally:
             # No await here: when the caller hangs up, this runs inside a cancelled task, so the ledger write goes
             # to a task of its own; the caller does not wait for it either way.
