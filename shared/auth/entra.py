@@ -25,11 +25,17 @@ Fetching uses ``urllib`` in a worker thread (``asyncio.to_thread``): a few reque
 justify an async HTTP session whose lifetime would have to be managed, and the event loop never blocks.
 If Entra cannot be reached, the last known keys stay in use; with none at all the answer is 503, because
 the caller's token may be perfectly good.
+
+A token that passed every rule is remembered (by its SHA-256, never the token itself) until it expires or for
+``VERIFIED_TTL_SECONDS``, whichever comes first: a client sends the same token for up to an hour, and the RSA
+signature check and claim parsing were the costliest step of an Entra-authenticated call (D66). A key Entra
+stops publishing stops vouching for cached tokens within that TTL.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
@@ -54,6 +60,8 @@ ALGORITHMS = ["RS256"]
 REQUIRED_CLAIMS = ["exp", "iat", "aud", "iss"]
 MAX_TOKEN_CHARS = 16 * 1024  # Entra access tokens are 1-4 KB; refuse absurd input before parsing it
 MAX_DOCUMENT_BYTES = 1024 * 1024
+VERIFIED_TTL_SECONDS = 300.0
+VERIFIED_CACHE_ENTRIES = 10_000  # per process; the oldest entry goes when full
 
 _MALFORMED = "The bearer token is malformed: expected a JSON Web Token (three base64url parts separated by dots)."
 # Each PyJWT failure and what the caller is told. Order matters: subclasses before their base classes.
@@ -105,6 +113,7 @@ class EntraTokenValidator:
         self._cooldown = refresh_cooldown_seconds
         self._timeout = http_timeout_seconds
         self._clock = clock
+        self._verified: dict[bytes, tuple[Caller, float, float]] = {}  # sha256 -> caller, exp (epoch), until (clock)
 
     async def validate(self, token: str) -> Caller:
         """The verified caller for ``token`` (``auth_method='entra-token'``), or a 401/503 GatewayError."""
@@ -112,6 +121,21 @@ class EntraTokenValidator:
             raise unauthorized("No bearer token was presented.")
         if len(token) > MAX_TOKEN_CHARS:
             raise unauthorized(_MALFORMED)
+        digest = hashlib.sha256(token.encode()).digest()
+        remembered = self._verified.get(digest)
+        if remembered is not None:
+            caller, expires, until = remembered
+            if time.time() < expires and self._clock() < until:
+                return caller
+            del self._verified[digest]
+        caller, expires = await self._verify(token)
+        if len(self._verified) >= VERIFIED_CACHE_ENTRIES:
+            del self._verified[next(iter(self._verified))]
+        self._verified[digest] = (caller, expires, self._clock() + VERIFIED_TTL_SECONDS)
+        return caller
+
+    async def _verify(self, token: str) -> tuple[Caller, float]:
+        """Every rule of the module docstring; the caller and the token's expiry (epoch seconds)."""
         try:
             header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
@@ -156,7 +180,8 @@ class EntraTokenValidator:
                 f"claim, as in an ID token). {self._ask_for}"
             )
         claims = Claims.from_jwt(payload)
-        return entra_caller(claims, roles=claims.all(ROLE[0]), auth_method="entra-token", source="bearer token")
+        caller = entra_caller(claims, roles=claims.all(ROLE[0]), auth_method="entra-token", source="bearer token")
+        return caller, float(payload["exp"])
 
     # --- signing keys ---------------------------------------------------------------------------------------
 

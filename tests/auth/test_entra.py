@@ -295,3 +295,47 @@ async def test_a_token_header_of_the_wrong_shape_is_malformed_not_a_crash(valida
     token = f"{b64url(json.dumps(header).encode())}.{claims}.{b64url(b'sig')}"
     message = await rejection(validator, token)
     assert "malformed" in message or "does not name its signing key" in message
+
+
+# --- verified tokens are remembered -------------------------------------------------------------------------
+
+
+async def test_a_token_is_verified_once_then_remembered(validator, idp, monkeypatch):
+    import shared.auth.entra as entra
+
+    decodes = []
+    decode = entra.jwt.decode
+    monkeypatch.setattr(entra.jwt, "decode", lambda *a, **k: decodes.append(1) or decode(*a, **k))
+    token = idp.token()
+    first = await validator.validate(token)
+    checked = len(decodes)
+    assert await validator.validate(token) is first and len(decodes) == checked  # no signature check again
+    await validator.validate(idp.token(name="Someone Else"))  # another token is checked on its own
+    assert len(decodes) > checked
+
+
+async def test_a_remembered_token_still_expires_on_time(idp, clock):
+    strict = EntraTokenValidator([TENANT], CLIENT_ID, authority=idp.authority, clock=clock, leeway_seconds=0)
+    token = idp.token(exp=int(time.time()) + 2)
+    await strict.validate(token)
+    await asyncio.sleep(max(0.0, claims_of(token)["exp"] - time.time()) + 0.05)
+    assert "expired" in await rejection(strict, token)
+
+
+async def test_a_remembered_token_is_checked_again_after_the_ttl(validator, idp, clock, monkeypatch):
+    import shared.auth.entra as entra
+
+    token = idp.token()
+    await validator.validate(token)
+    decodes = []
+    decode = entra.jwt.decode
+    monkeypatch.setattr(entra.jwt, "decode", lambda *a, **k: decodes.append(1) or decode(*a, **k))
+    clock.advance(entra.VERIFIED_TTL_SECONDS - 1)
+    await validator.validate(token)
+    assert decodes == []
+    clock.advance(2)
+    await validator.validate(token)
+    assert decodes  # verified again
+    idp.published = ["k2"]  # k1 retired; once the keys are reloaded, what it signed is refused, remembered or not
+    clock.advance(24 * 3600 + 1)
+    assert "does not publish" in await rejection(validator, token)
