@@ -105,6 +105,7 @@ async def issue_keys(connection_string: str, callers: int) -> list[str]:
 async def steady_load(urls: list[str], keys: list[str], total: int, rate: float) -> dict[str, Any]:
     """``total`` calls at ``rate`` per second, spread evenly over callers and, for each caller, over instances."""
     statuses: Counter[int] = Counter()
+    errors: Counter[str] = Counter()
     latencies: list[float] = []
     clients = [httpx.AsyncClient(base_url=u, timeout=30, limits=httpx.Limits(max_connections=64)) for u in urls]
 
@@ -113,8 +114,8 @@ async def steady_load(urls: list[str], keys: list[str], total: int, rate: float)
         try:
             response = await clients[instance].post(PATH, json=BODY, headers={"api-key": keys[caller]})
             statuses[response.status_code] += 1
-        except httpx.HTTPError:
-            statuses[0] += 1
+        except httpx.HTTPError as exc:  # no answer: counted under the error's name (a timeout, a dropped connection)
+            errors[type(exc).__name__] += 1
         latencies.append(time.perf_counter() - started)
 
     # Warm-up, one call per caller per instance in turn: caches and leases fill without a cold-start stampede (the
@@ -140,7 +141,7 @@ async def steady_load(urls: list[str], keys: list[str], total: int, rate: float)
     latencies.sort()
     return {
         "requests": total,
-        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "statuses": {str(k): v for k, v in sorted(statuses.items())} | dict(sorted(errors.items())),
         "offered_rps": round(total / sent, 1),
         "served_rps": round(total / elapsed, 1),  # below offered when the gateway (or this machine) is saturated
         "seconds": round(elapsed, 1),
