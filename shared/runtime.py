@@ -50,6 +50,7 @@ from shared.storage.tables import (
     PRICES_TABLE,
     QUOTA_TABLE,
     USAGE_TABLE,
+    StorageOperations,
     ensure_tables,
     table_service,
 )
@@ -110,6 +111,7 @@ class Runtime:
         self._simulator: EmbeddedSimulator | None = None
         self._azure_openai_tokens: TokenProvider | None = None
         self._recovery: asyncio.Task[ReplayReport] | None = None
+        self.storage_operations = StorageOperations()  # every Table Storage request of the process, logged at exit
 
     async def services(self) -> Services:
         """The built services; the first call builds them (a failure leaves nothing behind and raises)."""
@@ -145,6 +147,8 @@ class Runtime:
             await self._services.gateway.upstream.aclose()
             self._services = None
         await self._close_clients()
+        if self.storage_operations.total():
+            log.info("table storage operations: %s", self.storage_operations.to_json())
         self.telemetry.shutdown()
 
     async def recover_usage(self) -> ReplayReport:
@@ -202,7 +206,7 @@ class Runtime:
 
     async def _build(self) -> Services:
         settings = self.settings
-        tables = self._tables = table_service(settings.storage, self._managed_identity)
+        tables = self._tables = table_service(settings.storage, self._managed_identity, self.storage_operations)
         await ensure_tables(tables)
         upstream = Upstream.from_settings(settings.upstream, self._token_provider, self._default_backend())
         auth = settings.auth

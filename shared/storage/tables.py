@@ -1,9 +1,18 @@
-"""Azure Table Storage: one service client per process, by connection string (local) or managed identity."""
+"""Azure Table Storage: one service client per process, by connection string (local) or managed identity.
+
+Every HTTP request the client sends is counted by table and kind (:class:`StorageOperations`), because storage
+operations are what the gateway's scale limits (requests and entities per second per partition and per account)
+and its storage bill are made of (docs/scale.md). Counting is a dict increment in the SDK's request hook; the
+runtime logs the totals once, at shutdown.
+"""
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import (
@@ -46,14 +55,96 @@ FAIL_FAST: dict[str, Any] = {
 }
 
 
+ACCOUNT = "(account)"  # requests about tables rather than entities: create, list, probe
+
+
+class StorageOperations:
+    """HTTP requests sent to Table Storage, by table and kind, and the entities written in batch transactions.
+
+    Kinds: ``read`` (one entity by its keys), ``query`` (one page of a filter or scan), ``write`` (insert, update,
+    upsert, delete of one entity), ``batch`` (one entity group transaction; ``batch_entities`` counts the entities
+    in it), ``tables`` (create/list tables). A retry is a request of its own, as the service sees and bills it.
+    ``failed`` counts answers of 400 or more by table, kind and status (404 on a read, 409 creating what exists,
+    412 on a stale ETag are normal answers that still cost a request).
+    """
+
+    def __init__(self) -> None:
+        self.requests: Counter[tuple[str, str]] = Counter()
+        self.batch_entities: Counter[str] = Counter()
+        self.failed: Counter[tuple[str, str, int]] = Counter()
+
+    def on_request(self, request: Any) -> None:
+        """azure-core's ``raw_request_hook``: called for every attempt, after the retry policy."""
+        table, kind, entities = _classify(request.http_request)
+        self.requests[table, kind] += 1
+        if entities:
+            self.batch_entities[table] += entities
+
+    def on_response(self, response: Any) -> None:
+        """azure-core's ``raw_response_hook``."""
+        status = response.http_response.status_code
+        if status >= 400:
+            table, kind, _ = _classify(response.http_request)
+            self.failed[table, kind, status] += 1
+
+    def total(self) -> int:
+        return sum(self.requests.values())
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """``{table: {kind: requests, "batch_entities": n, "failed": {"kind status": n}}}``, sorted, JSON-ready."""
+        tables: dict[str, dict[str, Any]] = {}
+        for (table, kind), count in sorted(self.requests.items()):
+            tables.setdefault(table, {})[kind] = count
+        for table, entities in sorted(self.batch_entities.items()):
+            tables.setdefault(table, {})["batch_entities"] = entities
+        for (table, kind, status), count in sorted(self.failed.items()):
+            tables.setdefault(table, {}).setdefault("failed", {})[f"{kind} {status}"] = count
+        return tables
+
+    def to_json(self) -> str:
+        return json.dumps(self.snapshot(), sort_keys=True)
+
+
+def _classify(http_request: Any) -> tuple[str, str, int]:
+    """(table, kind, entities in a batch) from a request's method and URL (``/{table}(PartitionKey=..,RowKey=..)``,
+    ``/{table}()?$filter=..``, ``/{table}``, ``/Tables``, ``/$batch``; Azurite puts the account name first)."""
+    resource = urlsplit(http_request.url).path.rsplit("/", 1)[-1]
+    name, _, keys = resource.partition("(")
+    if name == "$batch":
+        return _batch(http_request)
+    if name == "Tables":
+        return ACCOUNT, "tables", 0
+    if http_request.method == "GET":
+        return name, "read" if "PartitionKey=" in keys else "query", 0
+    return name, "write", 0
+
+
+def _batch(http_request: Any) -> tuple[str, str, int]:
+    """A batch is a multipart request holding one changeset, whose parts are the entity operations of one table."""
+    try:
+        changeset = http_request.multipart_mixed_info[0][0]
+        parts = changeset.multipart_mixed_info[0]
+        table = urlsplit(parts[0].url).path.rsplit("/", 1)[-1].partition("(")[0]
+        return table, "batch", len(parts)
+    except (AttributeError, IndexError, TypeError):  # an SDK that builds batches differently: still one request
+        return "$batch", "batch", 0
+
+
 def table_service(
-    settings: StorageSettings, managed_identity: Callable[[], AsyncTokenCredential]
+    settings: StorageSettings,
+    managed_identity: Callable[[], AsyncTokenCredential],
+    operations: StorageOperations | None = None,
 ) -> TableServiceClient:
-    """By connection string when one is configured, else by the managed identity ``managed_identity()`` gives."""
+    """By connection string when one is configured, else by the managed identity ``managed_identity()`` gives.
+
+    Every table client the service hands out shares its pipeline, so ``operations`` counts all of them."""
+    hooks: dict[str, Any] = (
+        {"raw_request_hook": operations.on_request, "raw_response_hook": operations.on_response} if operations else {}
+    )
     if settings.connection_string:
-        return TableServiceClient.from_connection_string(settings.connection_string, **FAIL_FAST)
+        return TableServiceClient.from_connection_string(settings.connection_string, **FAIL_FAST, **hooks)
     assert settings.table_endpoint  # settings_from_env guarantees one of the two
-    return TableServiceClient(endpoint=settings.table_endpoint, credential=managed_identity(), **FAIL_FAST)
+    return TableServiceClient(endpoint=settings.table_endpoint, credential=managed_identity(), **FAIL_FAST, **hooks)
 
 
 async def ensure_tables(service: TableServiceClient) -> None:
