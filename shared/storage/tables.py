@@ -9,6 +9,7 @@ runtime logs the totals once, at shutdown.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -120,14 +121,26 @@ def _classify(http_request: Any) -> tuple[str, str, int]:
 
 
 def _batch(http_request: Any) -> tuple[str, str, int]:
-    """A batch is a multipart request holding one changeset, whose parts are the entity operations of one table."""
+    """A batch is a multipart request holding one changeset, whose parts are the entity operations of one table:
+    the SDK's (parts as request objects) or :mod:`shared.storage.batch`'s (already encoded bytes)."""
+    content = getattr(http_request, "content", None)
+    if isinstance(content, bytes):
+        operations = _BATCH_OPERATION.findall(content)
+        if operations:
+            return _table_of(operations[0].decode()), "batch", len(operations)
     try:
         changeset = http_request.multipart_mixed_info[0][0]
         parts = changeset.multipart_mixed_info[0]
-        table = urlsplit(parts[0].url).path.rsplit("/", 1)[-1].partition("(")[0]
-        return table, "batch", len(parts)
+        return _table_of(parts[0].url), "batch", len(parts)
     except (AttributeError, IndexError, TypeError):  # an SDK that builds batches differently: still one request
         return "$batch", "batch", 0
+
+
+_BATCH_OPERATION = re.compile(rb"^(?:PUT|POST|PATCH|MERGE|DELETE) (\S+) HTTP/1\.1\r$", re.MULTILINE)
+
+
+def _table_of(url: str) -> str:
+    return urlsplit(url).path.rsplit("/", 1)[-1].partition("(")[0]
 
 
 def table_service(
