@@ -14,6 +14,7 @@ retry in about a second, not a refusal of an exhausted budget.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import Mapping
@@ -178,6 +179,7 @@ class QuotaEnforcer:
             needs[Unit.NANO_USD] = price.cost_nano_usd(call.prompt_tokens_estimate, self.output_allowance(call))
         now = self._clock()
         reservation = QuotaReservation(price=price)
+        leasing: list[Hold] = []  # limits whose local balance cannot cover the call: a storage change each
         try:
             for scope, limit, units in plans:
                 need = needs[limit.unit]
@@ -185,8 +187,25 @@ class QuotaEnforcer:
                 if need > units:
                     raise _never_fits(limit, need, units, call, tokens)
                 local = self._leases.local(CounterId(scope, limit, window_key(limit.window, now)), units, end)
-                await self._hold(local, limit, need, now)
-                reservation.holds.append(Hold(limit, local, need))
+                if self._leases.take(local, need):  # the common case: no storage, no await
+                    reservation.holds.append(Hold(limit, local, need))
+                else:
+                    leasing.append(Hold(limit, local, need))
+            if leasing:
+                # A caller's first call in a while: its counters' storage changes run together, so the call waits
+                # for one round of changes, not one per limit (D67). Each hold joins the reservation the moment it
+                # is granted, so a refusal or a cancellation gives back exactly what was taken.
+                async def lease(hold: Hold) -> None:
+                    await self._hold(hold.local, hold.limit, hold.amount, now)
+                    reservation.holds.append(hold)
+
+                if len(leasing) == 1:
+                    await lease(leasing[0])
+                else:
+                    outcomes = await asyncio.gather(*(lease(hold) for hold in leasing), return_exceptions=True)
+                    refusals = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+                    if refusals:
+                        raise refusals[0]  # the first limit in plan order that refused, as when they ran in turn
         except BaseException:
             for hold in reservation.holds:  # give back what was held before the refusal: nothing was used
                 self._leases.release(hold.local, hold.amount, 0)

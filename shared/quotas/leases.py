@@ -98,15 +98,24 @@ class QuotaLeases:
     def find(self, counter: CounterId) -> LocalCounter | None:
         return self._counters.get(counter)
 
-    async def reserve(self, local: LocalCounter, need: int) -> Denied | None:
-        """Hold ``need`` units of the counter for a call; ``Denied`` if the budget cannot cover it."""
+    def take(self, local: LocalCounter, need: int) -> bool:
+        """Hold ``need`` units from the local balance if it covers them (no storage); False if it does not."""
+        if local.balance < need:
+            return False
         self._ensure_keeper()
         self.reservations += 1
         local.last_used = time.monotonic()
-        if local.balance >= need:
-            local.inflight += need
-            local.window_total += need
+        local.inflight += need
+        local.window_total += need
+        return True
+
+    async def reserve(self, local: LocalCounter, need: int) -> Denied | None:
+        """Hold ``need`` units of the counter for a call; ``Denied`` if the budget cannot cover it."""
+        if self.take(local, need):
             return None
+        self._ensure_keeper()
+        self.reservations += 1
+        local.last_used = time.monotonic()
         async with local.lock:
             if local.balance >= need:  # another request on this instance leased enough meanwhile
                 local.inflight += need

@@ -144,3 +144,35 @@ async def test_per_deployment_limits_apply_to_that_deployment_only(table, polici
     for _ in range(3):
         quotas.settle(await quotas.reserve(who, call(prompt=20, max_tokens=20)), Usage(20, 20))
     await quotas.aclose()
+
+
+async def test_a_callers_counters_are_leased_together_and_a_refusal_gives_every_hold_back(table, policies):
+    clock = Clock(datetime(2026, 12, 1, 13, 45, 30, tzinfo=UTC))
+    quotas, who = enforcer(table, policies, clock), caller()
+    await with_limits(policies, who, requests_per_minute=100, tokens_per_minute=10_000, tokens_per_day=100_000)
+    store = quotas._leases.store
+    change, running, most = store.change, 0, 0
+
+    async def counted(*args, **kwargs):
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        try:
+            return await change(*args, **kwargs)
+        finally:
+            running -= 1
+
+    store.change = counted
+    reservation = await quotas.reserve(who, call())
+    assert most == 3 and len(reservation.holds) == 3  # one round of storage changes, not three in turn
+    quotas.settle(reservation, Usage(10, 5))
+
+    await with_limits(policies, who, requests_per_minute=100, tokens_per_minute=10_000, tokens_per_day=40)
+    await quotas.aclose()  # 15 tokens of the day committed; a second instance now starts with nothing leased
+    second = enforcer(table, policies, clock)
+    with pytest.raises(GatewayError) as caught:
+        await second.reserve(who, call(prompt=10, max_tokens=20))  # 30 more tokens: only 25 left today
+    assert caught.value.status == 403 and caught.value.code == "tokens_per_day_exceeded"
+    held = list(second._leases._counters.values())
+    assert len(held) == 3 and all(local.inflight == 0 for local in held)  # the granted holds were given back
+    await second.aclose()
