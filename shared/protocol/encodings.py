@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
+import io
 import re
 import threading
 import types
@@ -111,8 +112,8 @@ def _packaged_ranks(url: str, expected_hash: str | None = None) -> dict[bytes, i
     if expected_hash is None or hashlib.sha256(data).hexdigest() != expected_hash:
         raise RuntimeError(f"The installed {file_name} does not match the vocabulary tiktoken expects.")
     ranks: dict[bytes, int] = {}
-    for line in data.splitlines():
-        if line:
+    for line in io.BytesIO(data):  # line by line: no list of 200,000 lines beside the dict (peak memory)
+        if line.strip():
             token, rank = line.split()
             ranks[base64.b64decode(token)] = int(rank)
     return ranks
