@@ -400,9 +400,8 @@ def headline(rows: list[dict[str, Any]], rss: dict[str, float]) -> list[tuple[st
             )
         )
     for name, mb in rss.items():
-        lines.append(
-            (f"peak RSS, {name}", f"{mb:.0f} MB", "goal <= 150 MB per worker process" if "gateway" in name else "")
-        )
+        goal = "goal <= 150 MB per worker process" if name.startswith("gateway") else ""
+        lines.append((f"peak RSS, {name}", f"{mb:.0f} MB", goal))
     return lines
 
 
@@ -514,7 +513,7 @@ def write_outputs(data: dict[str, Any], json_path: Path, markdown_path: Path) ->
     before, rest = text.split(MARK_START, 1)
     after = rest.split(MARK_END, 1)[1]
     markdown_path.write_text(before + table + after)
-    print(f"\nwrote {json_path.relative_to(ROOT)} and the table in {markdown_path.relative_to(ROOT)}")
+    print(f"\nwrote {json_path} and the table in {markdown_path}")
 
 
 def main() -> None:
@@ -540,13 +539,10 @@ def main() -> None:
         print(f"targets: {', '.join(t.name for t in targets)}; skipped: {skipped or 'none'}", flush=True)
         results = run_rounds(targets, args)
         rss = {}
-        for target in targets:
-            label = (
-                "simulator (direct)"
-                if target.kind == "direct"
-                else target.name.replace(", API key", "").replace(", Entra token", ", secured")
-            )
-            rss[label] = peak_rss_mb(target.pid)
+        for pid, served in itertools.groupby(targets, key=lambda t: t.pid):  # one process may serve several targets
+            names = [t.name for t in served]
+            label = "simulator (direct)" if names == ["direct"] else " / ".join(names)
+            rss[label] = peak_rss_mb(pid)
         cold = cold_start(settings, args.cold_start_runs) if args.cold_start_runs else {}
     rows = report(results)
     data = {
