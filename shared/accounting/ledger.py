@@ -3,10 +3,11 @@
 Rows are append-only and keyed by request id (RowKey = request id), so writing a row twice cannot double-count
 it, and every instance writes its own rows without coordination: totals are exact across any number of
 instances. Table Storage serves about 2,000 entities per second per partition, so a day is spread over
-``LEDGER_SHARDS`` partitions per UTC hour (PartitionKey ``2026-11-30T14-05``: day, hour, shard). Each gateway
-process draws one shard at start and writes all its rows there (D56), so its half-second of rows is one transaction
-of up to 100 rows instead of one small transaction per shard: the shard is on the journaled row, so a replay
-lands on the same row, and many processes spread over the shards. Partition keys sort by time, so a date-range
+``LEDGER_SHARDS`` partitions per UTC hour (PartitionKey ``2026-11-30T14-05``: day, hour, shard). A gateway
+process writes all the rows of one flush interval to one shard, and the next interval's to the next shard (D56), so
+its half-second of rows is one transaction of up to 100 rows instead of one small transaction per shard, and over a
+few seconds every process spreads evenly over the shards. The shard is on the journaled row, so a replay lands on
+the same row. Partition keys sort by time, so a date-range
 query is one key range over every shard (``ge '2026-11-30' and lt '2026-12-01'``, which also covers the older
 one-partition-per-day rows). Each instance writes its rows in batches (one transaction per partition, up to 100
 rows, at most half a second late). Rows hold counts, identifiers and cost only, never
@@ -200,7 +201,7 @@ class UsageLedger:
     ) -> None:
         self._table = table
         self.journal = journal
-        self.shard = secrets.randbelow(LEDGER_SHARDS)  # this process's partition of each hour (D56)
+        self._shard_offset = secrets.randbelow(LEDGER_SHARDS)
         self._flush_seconds = flush_seconds
         self.limits = limits or BacklogLimits()
         self._pending: dict[int, _Pending] = {}  # insertion order = age order
@@ -215,6 +216,13 @@ class UsageLedger:
         self.rejected = 0
 
     # --- the request path --------------------------------------------------------------------------------
+
+    @property
+    def shard(self) -> int:
+        """The partition of the hour this process writes now (D56): one per flush interval, so a flush is one
+        transaction, moving to the next shard each interval, so over a few seconds every process spreads its rows
+        evenly over all the shards (a partition's ~2,000 entities/s is shared by all processes alike)."""
+        return (self._shard_offset + int(time.monotonic() / self._flush_seconds)) % LEDGER_SHARDS
 
     def admit(self) -> None:
         """Refuse a model call (503, fail-closed) while this instance holds more unwritten usage than it may."""

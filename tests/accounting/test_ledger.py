@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import uuid
@@ -70,10 +71,16 @@ def test_a_day_is_spread_over_shards_by_request_id_and_sorts_by_time():
     assert not parameters["first"] <= "2026-12-01T00-00" < parameters["after"]
 
 
-def test_a_process_writes_every_row_to_its_own_shard_and_a_replay_keeps_it(table):
+async def test_a_process_writes_every_row_to_its_own_shard_and_a_replay_keeps_it(table):
     at = datetime(2026, 11, 30, 14, 5, tzinfo=UTC)
     rows = [dataclasses.replace(record(at=at), shard=UsageLedger(table).shard) for _ in range(20)]
-    assert len({r.partition for r in rows}) > 1  # processes draw their shards independently
+    assert len({r.partition for r in rows}) > 1  # processes start at independent shards
+    moving = UsageLedger(table, flush_seconds=0.01)
+    seen = set()
+    for _ in range(40):
+        seen.add(moving.shard)
+        await asyncio.sleep(0.01)
+    assert len(seen) == LEDGER_SHARDS  # ... and move on each interval, so each spreads over all of them
     one = dataclasses.replace(record(at=at, request_id="abc"), shard=5)
     assert one.partition == "2026-11-30T14-05"
     assert UsageRecord.from_json(json.loads(json.dumps(one.to_json()))).partition == one.partition  # journal round trip
@@ -91,7 +98,7 @@ async def test_one_process_writes_its_half_second_of_rows_in_one_transaction(tab
         return await upsert(table, entities, **kwargs)
 
     monkeypatch.setattr(ledger_module, "upsert_entities", counted)
-    ledger = UsageLedger(table)
+    ledger = UsageLedger(table, flush_seconds=60)  # one interval: the 60 rows cannot straddle a shard change
     for _ in range(60):
         await ledger.record(dataclasses.replace(record(), shard=ledger.shard))
     await ledger.flush()
