@@ -10,7 +10,7 @@ GATEWAY_ALLOWED_DEPLOYMENTS, AZURE_OPENAI_API_VERSION. The chat call uses ``max_
 and other reasoning models reject ``max_tokens``) and an api-version those models accept
 (default 2025-04-01-preview, the Bicep default). The token is acquired with MSAL through
 tools/gateway_token.py for the scope api://<GATEWAY_AUTH_CLIENT_ID>/.default; the caller needs the app role
-Gateway.Use. Exit code 0 only if every check passed. Needs the app's requirements (msal, openai).
+Gateway.Use. Exit code 0 only if every check passed. Needs requirements-dev.txt (msal, openai): `make install`.
 """
 
 from __future__ import annotations
