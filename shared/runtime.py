@@ -36,6 +36,7 @@ from shared.finance.daily import DailyRollup, RollupPlan, RollupReport
 from shared.pipeline import Gateway
 from shared.policy.authorization import Authorizer
 from shared.policy.callers import CallerPolicyStore
+from shared.protocol.encodings import DEFAULT_ENCODING, encoder
 from shared.protocol.operations import Operation
 from shared.quotas.counters import CounterStore
 from shared.quotas.enforcer import QuotaEnforcer
@@ -289,4 +290,9 @@ async def _recover_quietly(ledger: UsageLedger) -> ReplayReport:
 
 
 def runtime_from_environment() -> Runtime:
-    return Runtime(os.environ)
+    """The function app's runtime (built when ``function_app`` is imported: in Azure, while the worker indexes the
+    app on an instance that is warming up). The default tokenizer is built here too, not in the first call: that
+    call is faster, and the tokenizer's build-time peak of memory falls before the clients and caches exist."""
+    runtime = Runtime(os.environ)
+    encoder(DEFAULT_ENCODING)
+    return runtime

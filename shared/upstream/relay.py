@@ -19,7 +19,7 @@ import anyio
 from shared.errors import error_body
 from shared.protocol.calls import ModelCall
 from shared.protocol.operations import OperationKind
-from shared.protocol.sse import event_data, next_boundary
+from shared.protocol.sse import event_data, split_events
 from shared.protocol.tokens import count_text, encoding_for_model, texts_in
 from shared.protocol.usage import Usage, parse_usage
 from shared.upstream.client import UpstreamBroken, UpstreamResponse
@@ -78,15 +78,9 @@ class StreamRelay:
         buffer = b""
         try:
             async for chunk in self._upstream.chunks():
-                buffer += chunk
-                ready = []  # every complete event this read brought: one write to the caller, not one per event
-                while True:
-                    index, length = next_boundary(buffer)
-                    if index < 0:
-                        break
-                    event, buffer = buffer[: index + length], buffer[index + length :]
-                    if self._inspect(event):
-                        ready.append(event)
+                events, buffer = split_events(buffer + chunk)
+                # Every complete event this read brought: one write to the caller, not one per event.
+                ready = [event for event in events if self._inspect(event)]
                 if ready:
                     yield b"".join(ready)
             if buffer.strip() and self._inspect(buffer):
