@@ -23,6 +23,7 @@ import math
 import random
 import sys
 import time
+import tracemalloc
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -75,9 +76,9 @@ def records(rows: int, callers: int, deployments: int) -> list[UsageRecord]:
                 False,
                 float(cost) if cost is not None else None,
                 5,
-                str(cost) if cost is not None else None,
-                "USD" if price else None,
-                price.version if price else None,
+                cost=str(cost) if cost is not None else None,
+                currency="USD" if price else None,
+                price_version=price.version if price else None,
             )
         )
     return out
@@ -108,7 +109,10 @@ async def main(rows: int, callers: int, deployments: int) -> None:
 
             first = await rollup.day(DAY)
             again = await rollup.day(DAY)
+            tracemalloc.start()  # what the timer's run holds at its peak (Python objects: the rows it reads)
             hour = await rollup.day(DAY, frozenset({23}))
+            hour_peak_mb = tracemalloc.get_traced_memory()[1] / 2**20
+            tracemalloc.stop()
             assert hour.hours == ["23"]  # what the 5-minute timer does late in the day
             assert first.ledger_rows == rows and again.daily_rows == first.daily_rows
 
@@ -136,6 +140,7 @@ async def main(rows: int, callers: int, deployments: int) -> None:
             f"{report.ledger_rows:,} ledger rows, {report.read_requests} read and {report.write_requests} write "
             f"round trips, {report.daily_rows} daily rows, {report.deleted_rows} deleted"
         )
+    print(f"one hour's rollup: peak Python memory {hour_peak_mb:.1f} MB for {hour.ledger_rows:,} ledger rows")
     print(
         f"/api/usage for the day from the daily table: {query_seconds * 1000:.0f} ms = "
         f"{query_seconds / baseline_seconds:.3f} x baseline ({first.daily_rows} rows instead of {rows:,})"

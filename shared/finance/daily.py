@@ -143,22 +143,36 @@ class DailyGroup:
     totals: Totals
 
 
-def aggregate(day: date, rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], DailyGroup]:
-    """Ledger rows of one day per (caller, deployment), each request id counted once (a replay after a shard
-    change could have written it to two partitions)."""
-    seen: set[str] = set()
-    groups: dict[tuple[str, str], DailyGroup] = {}
-    for row in rows:
+class Aggregation:
+    """Ledger rows of one day summed per (caller, deployment) as they are read, each request id counted once (a
+    replay after a shard change could have written it to two partitions). Rows are added one by one as their
+    pages arrive and never kept: an hour of a busy gateway is hundreds of thousands of rows."""
+
+    def __init__(self, day: date) -> None:
+        self.day = day
+        self.rows = 0  # rows added, duplicates included (the hour's marker row records it)
+        self.groups: dict[tuple[str, str], DailyGroup] = {}
+        self._seen: set[str] = set()
+
+    def add(self, row: Mapping[str, Any]) -> None:
+        self.rows += 1
         request_id = str(row["RowKey"])
-        if request_id in seen:
-            continue
-        seen.add(request_id)
+        if request_id in self._seen:
+            return
+        self._seen.add(request_id)
         key = (str(row["CallerId"]), str(row["Deployment"]))
-        group = groups.get(key)
+        group = self.groups.get(key)
         if group is None:
-            group = groups[key] = DailyGroup(day, key[0], str(row.get("CallerName", "")), key[1], Totals())
+            group = self.groups[key] = DailyGroup(self.day, key[0], str(row.get("CallerName", "")), key[1], Totals())
         group.totals.add_ledger_row(row)
-    return groups
+
+
+def aggregate(day: date, rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], DailyGroup]:
+    """Ledger rows of one day per (caller, deployment), each request id counted once."""
+    aggregation = Aggregation(day)
+    for row in rows:
+        aggregation.add(row)
+    return aggregation.groups
 
 
 def daily_totals(row: Mapping[str, Any]) -> Totals:
@@ -313,9 +327,13 @@ class DailyRollup:
     ) -> list[dict[str, Any]]:
         """Replace one hour's partial sums (and its marker row) with sums of the ledger's rows of that hour."""
         partition = day_partition(day)
+        aggregation = Aggregation(day)
         if rows is None:
-            rows = await self._read_hour(f"{partition}T{hour}", f"{partition}T{int(hour) + 1:02d}", skip, report)
-        report.ledger_rows += len(rows)
+            await self._read_hour(f"{partition}T{hour}", f"{partition}T{int(hour) + 1:02d}", skip, report, aggregation)
+        else:
+            for row in rows:
+                aggregation.add(row)
+        report.ledger_rows += aggregation.rows
         entities: list[dict[str, Any]] = [
             {
                 "PartitionKey": partition,
@@ -325,23 +343,25 @@ class DailyRollup:
                 "Deployment": g.deployment,
                 **totals_columns(g.totals),
             }
-            for g in aggregate(day, rows).values()
+            for g in aggregation.groups.values()
         ]
-        entities.append({"PartitionKey": partition, "RowKey": hour, "LedgerRows": int64(len(rows))})
+        entities.append({"PartitionKey": partition, "RowKey": hour, "LedgerRows": int64(aggregation.rows)})
         await self._replace(self._hourly, partition, entities, existing, report)
         return entities
 
-    async def _read_hour(self, first: str, after: str, skip: set[str], report: RollupReport) -> list[dict[str, Any]]:
-        """The ledger rows with keys in [first, after): one query per shard's key range, run concurrently, because
-        each partition is served on its own (the ranges cover every key, whatever the shard count was)."""
+    async def _read_hour(self, first: str, after: str, skip: set[str], report: RollupReport, into: Aggregation) -> None:
+        """Add the ledger rows with keys in [first, after) to ``into`` as their pages arrive: one query per shard's
+        key range, run concurrently, because each partition is served on its own (the ranges cover every key,
+        whatever the shard count was)."""
         bounds = [first, *(f"{first}-{shard:02d}" for shard in range(1, LEDGER_SHARDS)), after]
 
-        async def read(low: str, high: str) -> list[dict[str, Any]]:
+        async def read(low: str, high: str) -> None:
             query, parameters = "PartitionKey ge @low and PartitionKey lt @high", {"low": low, "high": high}
-            return [r async for r in _pages(self._ledger, query, parameters, LEDGER_COLUMNS, report)]
+            async for row in _pages(self._ledger, query, parameters, LEDGER_COLUMNS, report):
+                if str(row["RowKey"]) not in skip:
+                    into.add(row)
 
-        parts = await asyncio.gather(*(read(low, high) for low, high in itertools.pairwise(bounds)))
-        return [row for part in parts for row in part if str(row["RowKey"]) not in skip]
+        await asyncio.gather(*(read(low, high) for low, high in itertools.pairwise(bounds)))
 
     async def _chargeback(self, callers: set[str], report: RollupReport) -> dict[str, CallerPolicy]:
         known = await self._policies.chargeback_all()
