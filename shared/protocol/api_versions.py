@@ -8,7 +8,7 @@ DEFAULT_API_VERSION = "2024-10-21"
 # stream_options.include_usage arrived in 2024-09-01-preview (and is part of the v1 API).
 DEFAULT_STREAM_USAGE_MIN_API_VERSION = "2024-09-01-preview"
 
-_API_VERSION = re.compile(r"(\d{4})-(\d{2})-(\d{2})(-preview)?")
+_API_VERSION = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})(-preview)?")  # ASCII digits only: \d takes any script's
 
 
 def is_api_version(value: str) -> bool:

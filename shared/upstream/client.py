@@ -157,6 +157,7 @@ class EndpointClient:
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=self._timeout,
+                trust_env=True,  # HTTPS_PROXY / SSL_CERT_FILE, as the httpx client honoured them
                 headers={"accept": "application/json", "user-agent": "ai-gateway"},
                 json_serialize=json.dumps,
             )
@@ -189,7 +190,12 @@ class EndpointClient:
             "x-ms-client-request-id": request_id,
         }
         try:
-            raw = await self._client().post(self.url(call, deployment), data=json.dumps(body).encode(), headers=headers)
+            raw = await self._client().post(
+                self.url(call, deployment),
+                data=json.dumps(body).encode(),
+                headers=headers,
+                allow_redirects=False,  # an upstream redirect is the caller's to see, never followed with the token
+            )
         except aiohttp.ConnectionTimeoutError as exc:  # no connection within the connect timeout: never sent
             raise _unavailable_timeout(may_have_run=False) from exc
         except aiohttp.ClientConnectorError as exc:  # refused, unresolvable, TLS failed: never sent
@@ -197,10 +203,16 @@ class EndpointClient:
             raise _unreachable(may_have_run=False) from exc
         except TimeoutError as exc:  # sent, no answer within the read timeout
             raise _unavailable_timeout(may_have_run=True) from exc
-        except aiohttp.ClientError as exc:  # sent, then the connection broke before an answer
+        except aiohttp.ClientError as exc:  # the connection broke before an answer
             log.warning("upstream connection failed: %s", type(exc).__name__)
-            dropped = isinstance(exc, aiohttp.ServerDisconnectedError) or getattr(exc, "errno", None) in _DROPPED
-            raise _unreachable(may_have_run=True, connection_dropped=dropped) from exc
+            # Writing the request failed (the connection was closing): it never reached the upstream.
+            unwritten = isinstance(exc, aiohttp.ClientConnectionResetError) or isinstance(
+                exc.__cause__, aiohttp.ClientConnectionResetError
+            )
+            dropped = (
+                unwritten or isinstance(exc, aiohttp.ServerDisconnectedError) or getattr(exc, "errno", None) in _DROPPED
+            )
+            raise _unreachable(may_have_run=not unwritten, connection_dropped=dropped) from exc
         response = UpstreamResponse(raw)
         if not response.ok:
             # Error answers are read at once (small), so passing them on or discarding them frees the connection.
@@ -209,6 +221,9 @@ class EndpointClient:
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raw.close()
                 raise _unreachable(may_have_run=True) from exc
+            except BaseException:  # cancelled: never leave the connection checked out
+                raw.close()
+                raise
         return response
 
     async def aclose(self) -> None:

@@ -41,6 +41,10 @@ from shared.upstream.health import BackendHealth, Circuit, retry_after_seconds
 log = logging.getLogger(__name__)
 
 
+# A pooled connection the server had closed fails within this long of sending; later failures are not retried here.
+STALE_CONNECTION_SECONDS = 1.0
+
+
 class Backend:
     """A pool member: where to send, under which deployment name, and how it has been doing."""
 
@@ -53,10 +57,13 @@ class Backend:
         self.current_weight = 0  # smooth weighted round robin
 
     async def send(self, call: ModelCall, body: dict[str, Any], request_id: str) -> UpstreamResponse:
+        started = time.monotonic()
         try:
             return await self.client.send(call, body, request_id, self.settings.deployment)
         except UpstreamUnavailable as error:
-            if not (error.connection_dropped and replayable(call)):
+            # A stale pooled connection fails at once; a connection lost after a while may have done the work.
+            stale = error.connection_dropped and time.monotonic() - started < STALE_CONNECTION_SECONDS
+            if not (stale and (replayable(call) or not error.may_have_run)):
                 raise
         # A pooled keep-alive connection the server had closed as idle, the close not yet seen here: once more, on
         # another connection (the dead one is gone from the pool). Not counted as a failure of the backend.

@@ -115,3 +115,34 @@ def closes_reused_connections() -> Iterator[tuple[str, list[int]]]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def closes_after_each_answer() -> Iterator[tuple[str, list[int]]]:
+    """A backend that answers each connection's first request as keep-alive, then closes the connection at once:
+    the client's next request on it finds the connection closing. Yields the URL and the connection numbers."""
+    seen: list[int] = []
+    answer = json.dumps({"id": "x", "object": "chat.completion", "choices": [], "usage": None}).encode()
+    counter = itertools.count(1)
+
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            length = 0
+            while (line := self.rfile.readline()) not in (b"\r\n", b""):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            if not line:
+                return
+            self.rfile.read(length)
+            seen.append(next(counter))
+            head = f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len(answer)}\r\n\r\n"
+            self.wfile.write(head.encode() + answer)
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -15,7 +15,13 @@ from shared.protocol.operations import CHAT, RESPONSES, V1_CHAT
 from shared.settings import BackendSettings, UpstreamSettings
 from shared.upstream.client import BACKEND_HEADER, UpstreamUnavailable, simulator_token_provider
 from shared.upstream.pool import Upstream
-from tests.upstream.servers import closes_reused_connections, dead_endpoint, half_dead_endpoint, simulators
+from tests.upstream.servers import (
+    closes_after_each_answer,
+    closes_reused_connections,
+    dead_endpoint,
+    half_dead_endpoint,
+    simulators,
+)
 
 DEPLOYMENT = "gpt-4o-mini"
 HELLO = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
@@ -307,5 +313,19 @@ async def test_a_pooled_connection_the_server_closed_is_replaced_once_for_a_call
             with pytest.raises(UpstreamUnavailable) as caught:
                 await upstream.send(_call(body=stored), stored, "req")
             assert caught.value.status == 502 and connections == [1, 1, 2, 2]
+        finally:
+            await upstream.aclose()
+
+
+async def test_a_connection_closing_under_the_next_request_is_replaced_even_for_a_stored_call():
+    with closes_after_each_answer() as (url, connections):
+        upstream = _pool(_backend("only", url))
+        stored = {**HELLO, "store": True}  # may not run twice; here the request was never written, so it may go again
+        try:
+            for _ in range(20):
+                response = await upstream.send(_call(body=stored), stored, "req")
+                assert response.status == 200
+                await response.read()
+            assert len(connections) == 20  # every call answered once, each on a connection of its own
         finally:
             await upstream.aclose()
