@@ -23,6 +23,7 @@ to (endpoint, account, table), so a journal is never replayed into another stora
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -36,7 +37,7 @@ from typing import Any
 
 from azure.data.tables.aio import TableClient
 
-from shared.accounting.ledger import BATCH_LIMIT, UsageRecord
+from shared.accounting.ledger import BATCH_LIMIT, LEDGER_SHARDS, UsageRecord, shard_at
 from shared.storage.batch import upsert_entities
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ class Journal:
     ) -> None:
         self.directory = directory
         self.target = target
+        self.header_fields: dict[str, Any] = {}  # written into each segment's header (the ledger's shard layout)
         self.fsync = fsync
         self.rotate_seconds = rotate_seconds
         self.prefix = f"{host or instance_name()}.{os.getpid()}.{int(time.time() * 1000)}."
@@ -139,7 +141,7 @@ class Journal:
         self._seq += 1
         path = self.directory / f"{self.prefix}{self._seq}{SUFFIX}"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        header = {"journal": JOURNAL_VERSION, "target": self.target}
+        header = {"journal": JOURNAL_VERSION, "target": self.target, **self.header_fields}
         _write_all(fd, (json.dumps(header, separators=(",", ":")) + "\n").encode())
         self._current = Segment(path, fd, time.monotonic())
         return self._current
@@ -231,9 +233,11 @@ def journal_files(directory: Path) -> list[Path]:
 
 
 def read_journal(path: Path, report: ReplayReport) -> tuple[str | None, list[UsageRecord]]:
-    """The target table named in the file's header, and its rows (unreadable lines are counted and skipped)."""
+    """The target table named in the file's header, and its rows (unreadable lines are counted and skipped), each
+    with the ledger shard its writer used when the header records the writer's shard layout."""
     target: str | None = None
     records: list[UsageRecord] = []
+    layout: tuple[int, float] | None = None
     with path.open("rb") as file:
         for number, raw in enumerate(file):
             if not raw.endswith(b"\n"):
@@ -243,11 +247,24 @@ def read_journal(path: Path, report: ReplayReport) -> tuple[str | None, list[Usa
                 data = json.loads(raw, parse_constant=_reject_constant)
                 if number == 0:
                     target = str(data["target"]) if data.get("journal") == JOURNAL_VERSION else None
+                    layout = _shard_layout(data)
                     continue
-                records.append(UsageRecord.from_json(data))
+                record = UsageRecord.from_json(data)
+                if layout is not None:
+                    record = dataclasses.replace(record, shard=shard_at(record.at, *layout))
+                records.append(record)
             except (ValueError, KeyError, TypeError, AttributeError):
                 report.corrupt_lines += 1
     return target, records
+
+
+def _shard_layout(header: dict[str, Any]) -> tuple[int, float] | None:
+    offset, seconds = header.get("shard_offset"), header.get("shard_seconds")
+    if isinstance(offset, bool) or isinstance(seconds, bool):
+        return None
+    if isinstance(offset, int) and 0 <= offset < LEDGER_SHARDS and isinstance(seconds, int | float) and seconds > 0:
+        return offset, float(seconds)
+    return None  # a file from before D56, or a header this version cannot read: shards from the request ids
 
 
 def _reject_constant(name: str) -> Any:

@@ -6,8 +6,8 @@ instances. Table Storage serves about 2,000 entities per second per partition, s
 ``LEDGER_SHARDS`` partitions per UTC hour (PartitionKey ``2026-11-30T14-05``: day, hour, shard). A gateway
 process writes all the rows of one flush interval to one shard, and the next interval's to the next shard (D56), so
 its half-second of rows is one transaction of up to 100 rows instead of one small transaction per shard, and over a
-few seconds every process spreads evenly over the shards. The shard is on the journaled row, so a replay lands on
-the same row. Partition keys sort by time, so a date-range
+few seconds every process spreads evenly over the shards. The shard follows from the row's time and the process's
+offset, which the journal's header records, so a replay lands on the same row. Partition keys sort by time, so a date-range
 query is one key range over every shard (``ge '2026-11-30' and lt '2026-12-01'``, which also covers the older
 one-partition-per-day rows). Each instance writes its rows in batches (one transaction per partition, up to 100
 rows, at most half a second late). Rows hold counts, identifiers and cost only, never
@@ -68,6 +68,12 @@ def day_partition(day: date | datetime) -> str:
     return day.strftime("%Y-%m-%d")
 
 
+def shard_at(at: datetime, offset: int, period_seconds: float) -> int:
+    """The ledger shard a process with ``offset`` writes at ``at``: the next shard every ``period_seconds`` (D56).
+    A function of the row's own time, so a replay finds the same shard from the journal's header."""
+    return (offset + int(at.timestamp() // period_seconds)) % LEDGER_SHARDS
+
+
 def ledger_partition(at: datetime, request_id: str, shard: int | None = None) -> str:
     """The partition of one ledger row: UTC day, hour and shard (``2026-11-30T14-05``); rows journaled before rows
     carried their writer's shard take one from the request id."""
@@ -110,7 +116,9 @@ class UsageRecord:
     cost: str | None = None
     currency: str | None = None
     price_version: str | None = None
-    shard: int | None = None  # the writing process's ledger shard (journaled, so a replay writes the same row)
+    # The writing process's shard (D56). Not on the journal's lines, which older versions must still read: a
+    # replay derives it from the journal header's shard layout and the row's time.
+    shard: int | None = None
 
     @property
     def partition(self) -> str:
@@ -149,7 +157,7 @@ class UsageRecord:
 
     def to_json(self) -> dict[str, Any]:
         """The row as a JSON object (the journal's line format)."""
-        data = {name: getattr(self, name) for name in _RECORD_FIELDS}  # flat fields: no deep copy (asdict's)
+        data = {name: getattr(self, name) for name in _JOURNAL_FIELDS}  # flat fields: no deep copy (asdict's)
         data["at"] = self.at.isoformat()
         return data
 
@@ -157,17 +165,17 @@ class UsageRecord:
     def from_json(cls, data: dict[str, Any]) -> UsageRecord:
         """Inverse of :meth:`to_json`; raises ValueError/KeyError/TypeError on anything else."""
         fields = dataclasses.fields(cls)
-        names = {f.name for f in fields}
         required = {f.name for f in fields if f.default is dataclasses.MISSING}
-        if not required <= set(data) <= names:  # lines journaled before an optional column existed still replay
+        if not required <= set(data):  # lines journaled before an optional column existed still replay
             raise ValueError("not a usage record")
         at = datetime.fromisoformat(data["at"])
         if at.tzinfo is None:
             raise ValueError("usage record time without a time zone")
-        return cls(**{**data, "at": at})
+        # Fields this version does not know (a newer version's journal) are left out, never a reason to drop the row.
+        return cls(**{**{name: data[name] for name in _JOURNAL_FIELDS if name in data}, "at": at})
 
 
-_RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(UsageRecord))
+_JOURNAL_FIELDS = tuple(f.name for f in dataclasses.fields(UsageRecord) if f.name != "shard")
 
 
 @dataclass(frozen=True)
@@ -202,6 +210,8 @@ class UsageLedger:
         self._table = table
         self.journal = journal
         self._shard_offset = secrets.randbelow(LEDGER_SHARDS)
+        if journal is not None:  # so a replay of this process's journal writes each row to the same shard
+            journal.header_fields.update(shard_offset=self._shard_offset, shard_seconds=flush_seconds)
         self._flush_seconds = flush_seconds
         self.limits = limits or BacklogLimits()
         self._pending: dict[int, _Pending] = {}  # insertion order = age order
@@ -217,12 +227,15 @@ class UsageLedger:
 
     # --- the request path --------------------------------------------------------------------------------
 
+    def shard_at(self, at: datetime) -> int:
+        """The partition of the hour this process writes a row of time ``at`` to (D56): one per flush interval, so
+        a flush is one transaction, the next shard each interval, so over a few seconds every process spreads its
+        rows evenly over all the shards (a partition's ~2,000 entities/s is shared by all processes alike)."""
+        return shard_at(at, self._shard_offset, self._flush_seconds)
+
     @property
     def shard(self) -> int:
-        """The partition of the hour this process writes now (D56): one per flush interval, so a flush is one
-        transaction, moving to the next shard each interval, so over a few seconds every process spreads its rows
-        evenly over all the shards (a partition's ~2,000 entities/s is shared by all processes alike)."""
-        return (self._shard_offset + int(time.monotonic() / self._flush_seconds)) % LEDGER_SHARDS
+        return self.shard_at(datetime.now(UTC))
 
     def admit(self) -> None:
         """Refuse a model call (503, fail-closed) while this instance holds more unwritten usage than it may."""

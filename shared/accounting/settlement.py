@@ -101,7 +101,7 @@ class Accounting:
             cost=money_text(cost) if cost is not None else None,
             currency=price.currency if price else None,
             price_version=price.version if price else None,
-            shard=self.ledger.shard,
+            shard=self.ledger.shard_at(at),
         )
         # A local diagnostic: with Azure Monitor this logger is capped at WARNING (shared/telemetry/setup.py), since
         # a line per call is the costliest telemetry there is and the ledger row, span and metrics hold the facts.
