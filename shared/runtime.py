@@ -294,5 +294,8 @@ def runtime_from_environment() -> Runtime:
     app on an instance that is warming up). The default tokenizer is built here too, not in the first call: that
     call is faster, and the tokenizer's build-time peak of memory falls before the clients and caches exist."""
     runtime = Runtime(os.environ)
-    encoder(DEFAULT_ENCODING)
+    try:
+        encoder(DEFAULT_ENCODING)
+    except Exception:  # a broken vocabulary package must not stop the app (and its health endpoints) from loading
+        log.exception("the default tokenizer could not be built at start-up; model calls will report it")
     return runtime

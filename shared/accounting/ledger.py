@@ -7,8 +7,8 @@ instances. Table Storage serves about 2,000 entities per second per partition, s
 process writes all the rows of one flush interval to one shard, and the next interval's to the next shard (D56), so
 its half-second of rows is one transaction of up to 100 rows instead of one small transaction per shard, and over a
 few seconds every process spreads evenly over the shards. The shard follows from the row's time and the process's
-offset, which the journal's header records, so a replay lands on the same row. Partition keys sort by time, so a date-range
-query is one key range over every shard (``ge '2026-11-30' and lt '2026-12-01'``, which also covers the older
+offset, which the journal's header records, so a replay lands on the same row. Partition keys sort by time, so a
+date-range query is one key range over every shard (``ge '2026-11-30' and lt '2026-12-01'``, which also covers the older
 one-partition-per-day rows). Each instance writes its rows in batches (one transaction per partition, up to 100
 rows, at most half a second late). Rows hold counts, identifiers and cost only, never
 prompt or completion text; the cost is an exact decimal string at the price version in force at settle time,

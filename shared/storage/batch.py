@@ -76,7 +76,10 @@ async def upsert_entities(table: TableClient, entities: Sequence[Mapping[str, An
         content=batch_body(f"{account}/{quote(table.table_name, safe='')}", entities, batch, changeset),
     )
     response = await table._client.send_request(request, stream=True, **kwargs)
-    body = await response.read()
+    try:
+        body = await response.read()
+    finally:
+        await response.close()  # also when the read fails or the caller's timeout cancels it
     if response.status_code != 202:
         raise _error(response.status_code, body, response)
     refused = [int(status) for status in _STATUS_LINE.findall(body) if not 200 <= int(status) < 300]
