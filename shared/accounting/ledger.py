@@ -233,10 +233,6 @@ class UsageLedger:
         rows evenly over all the shards (a partition's ~2,000 entities/s is shared by all processes alike)."""
         return shard_at(at, self._shard_offset, self._flush_seconds)
 
-    @property
-    def shard(self) -> int:
-        return self.shard_at(datetime.now(UTC))
-
     def admit(self) -> None:
         """Refuse a model call (503, fail-closed) while this instance holds more unwritten usage than it may."""
         reason = self.over_limit()

@@ -167,14 +167,6 @@ class Aggregation:
         group.totals.add_ledger_row(row)
 
 
-def aggregate(day: date, rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], DailyGroup]:
-    """Ledger rows of one day per (caller, deployment), each request id counted once."""
-    aggregation = Aggregation(day)
-    for row in rows:
-        aggregation.add(row)
-    return aggregation.groups
-
-
 def daily_totals(row: Mapping[str, Any]) -> Totals:
     """A daily (or hourly partial) row as Totals, its exact cost from ``CostExact``."""
     try:

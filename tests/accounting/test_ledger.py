@@ -112,8 +112,8 @@ async def test_one_process_writes_its_half_second_of_rows_in_one_transaction(tab
 
     monkeypatch.setattr(ledger_module, "upsert_entities", counted)
     ledger = UsageLedger(table, flush_seconds=60)  # one interval: the 60 rows cannot straddle a shard change
-    for _ in range(60):
-        await ledger.record(dataclasses.replace(record(), shard=ledger.shard))
+    for row in (record() for _ in range(60)):
+        await ledger.record(dataclasses.replace(row, shard=ledger.shard_at(row.at)))
     await ledger.flush()
     assert transactions == [60]
 
