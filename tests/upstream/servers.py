@@ -16,7 +16,8 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
 
 import httpx
 
@@ -80,63 +81,37 @@ def simulators(count: int, timeout: float = 30.0) -> Iterator[list[SimulatorCont
             terminate(process)
 
 
-@contextmanager
-def closes_reused_connections() -> Iterator[tuple[str, list[int]]]:
+def closes_reused_connections() -> AbstractContextManager[tuple[str, list[int]]]:
     """A backend that answers the first request on each connection and closes the connection when a second request
     arrives on it: what a client sees when it reuses a keep-alive connection the server has just closed as idle.
     Yields the URL and a list that gets the number of each connection that received a request."""
+    return _one_answer_per_connection(read_the_next_request=True)
+
+
+def closes_after_each_answer() -> AbstractContextManager[tuple[str, list[int]]]:
+    """A backend that answers each connection's first request as keep-alive, then closes the connection at once:
+    the client's next request on it finds the connection closing. Yields the URL and the connection numbers."""
+    return _one_answer_per_connection(read_the_next_request=False)
+
+
+_CHAT_ANSWER = json.dumps({"id": "x", "object": "chat.completion", "choices": [], "usage": None}).encode()
+
+
+@contextmanager
+def _one_answer_per_connection(*, read_the_next_request: bool) -> Iterator[tuple[str, list[int]]]:
     seen: list[int] = []
-    answer = json.dumps({"id": "x", "object": "chat.completion", "choices": [], "usage": None}).encode()
+    counter = itertools.count(1)
 
     class Handler(socketserver.StreamRequestHandler):
         def handle(self) -> None:
             number = next(counter)
-            for served in itertools.count():
-                length = 0
-                while (line := self.rfile.readline()) not in (b"\r\n", b""):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":")[1])
-                if not line:
-                    return
-                self.rfile.read(length)
-                seen.append(number)
-                if served:
-                    return  # closed under the request, without an answer
-                head = f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len(answer)}\r\n\r\n"
-                self.wfile.write(head.encode() + answer)
-
-    counter = itertools.count(1)
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-@contextmanager
-def closes_after_each_answer() -> Iterator[tuple[str, list[int]]]:
-    """A backend that answers each connection's first request as keep-alive, then closes the connection at once:
-    the client's next request on it finds the connection closing. Yields the URL and the connection numbers."""
-    seen: list[int] = []
-    answer = json.dumps({"id": "x", "object": "chat.completion", "choices": [], "usage": None}).encode()
-    counter = itertools.count(1)
-
-    class Handler(socketserver.StreamRequestHandler):
-        def handle(self) -> None:
-            length = 0
-            while (line := self.rfile.readline()) not in (b"\r\n", b""):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":")[1])
-            if not line:
+            if not _read_request(self.rfile):
                 return
-            self.rfile.read(length)
-            seen.append(next(counter))
-            head = f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len(answer)}\r\n\r\n"
-            self.wfile.write(head.encode() + answer)
+            seen.append(number)
+            head = f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len(_CHAT_ANSWER)}\r\n\r\n"
+            self.wfile.write(head.encode() + _CHAT_ANSWER)
+            if read_the_next_request and _read_request(self.rfile):
+                seen.append(number)  # then closed under that request, without an answer
 
     server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
@@ -146,3 +121,15 @@ def closes_after_each_answer() -> Iterator[tuple[str, list[int]]]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def _read_request(rfile: Any) -> bool:
+    """Read one HTTP/1.1 request (head and Content-Length body); False when the client closed instead."""
+    length = 0
+    while (line := rfile.readline()) not in (b"\r\n", b""):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    if not line:
+        return False
+    rfile.read(length)
+    return True
