@@ -186,6 +186,7 @@ def start_simulator() -> tuple[subprocess.Popen[bytes], str]:
             return proc, url
         except httpx.HTTPError:
             time.sleep(0.05)
+    terminate(proc)
     raise RuntimeError("simulator did not start")
 
 

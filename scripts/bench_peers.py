@@ -454,25 +454,6 @@ CHECK_BODY = {
 }
 
 
-def _start_simulator() -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "shared.local.simulator", "--port", str(port)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(150):
-        try:
-            httpx.get(f"{url}/_simulator/health", timeout=1)
-            return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    _terminate(proc)
-    raise RuntimeError("simulator did not start")
-
-
 def _sse_events(raw: bytes) -> list[str]:
     text = raw.decode("utf-8", errors="replace").replace("\r\n", "\n")
     return [
@@ -556,8 +537,10 @@ def _proc_figures(pid: int) -> str:
 
 def check(peers: list[str]) -> int:
     """Install each peer, start it against a fresh simulator, send one JSON and one streaming call, compare."""
+    from bench import start_simulator  # the benchmark's own (bench.py imports this module only inside a function)
+
     failures = 0
-    sim_proc, sim_url = _start_simulator()
+    sim_proc, sim_url = start_simulator()
     try:
         direct_headers = {"authorization": f"Bearer {UPSTREAM_TOKEN}"}
         direct_url = f"{sim_url}/openai/deployments/{DEPLOYMENT}/chat/completions?api-version={API_VERSION}"
