@@ -66,9 +66,9 @@ class Backend:
             if not (stale and (replayable(call) or not error.may_have_run)):
                 raise
         # A pooled keep-alive connection the server had closed as idle, the close not yet seen here: once more, on
-        # another connection (the dead one is gone from the pool). Not counted as a failure of the backend.
+        # a new connection (the pool may hold more closed ones). Not counted as a failure of the backend.
         log.info("request %s: backend %s dropped a pooled connection; sending again", request_id, self.label)
-        return await self.client.send(call, body, request_id, self.settings.deployment)
+        return await self.client.send(call, body, request_id, self.settings.deployment, fresh_connection=True)
 
 
 class BackendPool:

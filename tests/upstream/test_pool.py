@@ -7,14 +7,16 @@ import json
 import time
 from dataclasses import replace
 
+import aiohttp
 import pytest
 
 from shared.errors import GatewayError
 from shared.protocol.calls import ModelCall
 from shared.protocol.operations import CHAT, RESPONSES, V1_CHAT
 from shared.settings import BackendSettings, UpstreamSettings
-from shared.upstream.client import BACKEND_HEADER, UpstreamUnavailable, simulator_token_provider
-from shared.upstream.pool import Upstream
+from shared.upstream.client import BACKEND_HEADER, UpstreamUnavailable, connection_lost, simulator_token_provider
+from shared.upstream.health import BackendHealth
+from shared.upstream.pool import Backend, Upstream
 from tests.upstream.servers import (
     closes_after_each_answer,
     closes_reused_connections,
@@ -304,28 +306,66 @@ async def test_a_pooled_connection_the_server_closed_is_replaced_once_for_a_call
     with closes_reused_connections() as (url, connections):
         upstream = _pool(_backend("only", url))
         try:
-            for _ in range(2):
+            for _ in range(3):
                 response = await upstream.send(_call(), HELLO, "req")
                 assert response.status == 200
                 await response.read()
-            assert connections == [1, 1, 2]  # the second call found connection 1 closed, and went again on 2
+            # The second call found connection 1 closed and went again on a new connection (2, not kept); the third
+            # found none pooled and opened 3.
+            assert connections == [1, 1, 2, 3]
             stored = {**HELLO, "store": True}  # would be stored twice if it had run: never sent again
             with pytest.raises(UpstreamUnavailable) as caught:
                 await upstream.send(_call(body=stored), stored, "req")
-            assert caught.value.status == 502 and connections == [1, 1, 2, 2]
+            assert caught.value.status == 502 and connections == [1, 1, 2, 3, 3]
         finally:
             await upstream.aclose()
 
 
-async def test_a_connection_closing_under_the_next_request_is_replaced_even_for_a_stored_call():
+async def test_a_connection_closing_under_the_next_request_is_replaced_by_a_new_one():
     with closes_after_each_answer() as (url, connections):
         upstream = _pool(_backend("only", url))
-        stored = {**HELLO, "store": True}  # may not run twice; here the request was never written, so it may go again
         try:
             for _ in range(20):
-                response = await upstream.send(_call(body=stored), stored, "req")
+                response = await upstream.send(_call(), HELLO, "req")
                 assert response.status == 200
                 await response.read()
             assert len(connections) == 20  # every call answered once, each on a connection of its own
         finally:
             await upstream.aclose()
+
+
+class _LosesFirstConnection:
+    """An endpoint client whose first send fails as ``failure`` says; later sends answer ``"answer"``."""
+
+    def __init__(self, failure: UpstreamUnavailable) -> None:
+        self.failure, self.sends = failure, []
+
+    async def send(self, call, body, request_id, deployment=None, *, fresh_connection=False):
+        self.sends.append(fresh_connection)
+        if len(self.sends) == 1:
+            raise self.failure
+        return "answer"
+
+
+@pytest.mark.parametrize(
+    ("error", "stored", "sent_again"),
+    [
+        (aiohttp.ClientOSError(None, "Can not write request body"), True, True),  # never written: even a stored call
+        (aiohttp.ServerDisconnectedError(), False, True),  # may have run, but the call can be repeated
+        (aiohttp.ServerDisconnectedError(), True, False),  # may have run and would be stored twice: not again
+        (aiohttp.ClientPayloadError("truncated"), False, False),  # not a dropped connection
+    ],
+)
+async def test_a_dropped_connection_is_sent_again_once_on_a_new_connection_when_that_is_safe(error, stored, sent_again):
+    if "write" in str(error):
+        error.__cause__ = aiohttp.ClientConnectionResetError()
+    client = _LosesFirstConnection(connection_lost(error))
+    backend = Backend(_backend("only", "http://unused"), client, BackendHealth(failures_to_open=5, open_seconds=30))
+    body = {**HELLO, "store": True} if stored else HELLO
+    if sent_again:
+        assert await backend.send(_call(body=body), body, "req") == "answer"
+        assert client.sends == [False, True]  # the second time on a new connection
+    else:
+        with pytest.raises(UpstreamUnavailable):
+            await backend.send(_call(body=body), body, "req")
+        assert client.sends == [False]
