@@ -200,11 +200,16 @@ class PriceBook(Mapping[str, Price]):
     background: pricing a call never waits for storage). As a mapping: the prices in force now."""
 
     def __init__(
-        self, seed: Mapping[str, Price], table: TableClient | None = None, cache_seconds: float = PRICE_CACHE_SECONDS
+        self,
+        seed: Mapping[str, Price],
+        table: TableClient | None = None,
+        cache_seconds: float = PRICE_CACHE_SECONDS,
+        stale_seconds: float = STALE_BOOK_SECONDS,
     ) -> None:
         self._seed = dict(seed)
         self._table = table
         self._cache_seconds = cache_seconds
+        self._stale_seconds = stale_seconds
         self._versions: dict[str, list[PriceVersion]] = {}
         self._loaded_at = -math.inf  # when a re-read was last started (successful or not)
         self._read_at = -math.inf  # when the last successful re-read started
@@ -275,7 +280,7 @@ class PriceBook(Mapping[str, Price]):
         """Before a call is priced: a book read too long ago to know every version in force now (an instance that
         was idle) is re-read first, so a new price takes effect on time on every instance. When storage cannot be
         read, the versions read before stay in force (logged); the call is not refused for it."""
-        if self._table is None or time.monotonic() - self._read_at < STALE_BOOK_SECONDS:
+        if self._table is None or time.monotonic() - self._read_at < self._stale_seconds:
             return
         if self._refreshing is None or self._refreshing.done():
             self._loaded_at = time.monotonic()
