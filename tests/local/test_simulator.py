@@ -53,7 +53,7 @@ async def test_only_configured_deployments_are_served():
         served = await chat(c, "chat")
         missing = await chat(c, "gpt-4o-mini")
 
-    assert served.status_code == 200 and served.json()["model"] == "chat"
+    assert served.status_code == 200 and served.json()["model"] == "gpt-4.1-2025-04-14"  # the model, not "chat"
     assert missing.status_code == 404
     assert missing.json() == {
         "error": {
@@ -283,7 +283,10 @@ def test_pydantic_models_parse_generated_values():
 
 
 async def test_the_same_request_gets_the_same_answer(client):
-    body = {"tools": [{"type": "function", "function": {"name": "lookup", "parameters": Order.model_json_schema()}}]}
+    body = {
+        "tools": [{"type": "function", "function": {"name": "lookup", "parameters": Order.model_json_schema()}}],
+        "tool_choice": "required",
+    }
     first, second = (await chat(client, **body)).json(), (await chat(client, **body)).json()
     assert first["choices"] == second["choices"]
     different = (await chat(client, messages=[{"role": "user", "content": "Other"}], **body)).json()
@@ -308,7 +311,7 @@ async def test_a_follow_up_with_tool_results_gets_text_unless_a_tool_is_required
 
 async def test_max_tokens_cuts_tool_arguments_and_json_with_finish_length(client):
     tools = [{"type": "function", "function": {"name": "lookup", "parameters": Order.model_json_schema()}}]
-    cut_call = (await chat(client, tools=tools, max_tokens=5)).json()
+    cut_call = (await chat(client, tools=tools, tool_choice="required", max_tokens=5)).json()
     choice = cut_call["choices"][0]
     assert choice["finish_reason"] == "length" and cut_call["usage"]["completion_tokens"] <= 5 + 1
     with pytest.raises(json.JSONDecodeError):
@@ -321,11 +324,18 @@ async def test_max_tokens_cuts_tool_arguments_and_json_with_finish_length(client
 
 async def test_streamed_chunks_carry_the_same_answer_with_usage(client):
     tools = [{"type": "function", "function": {"name": "lookup", "parameters": Order.model_json_schema()}}]
-    whole = (await chat(client, tools=tools, n=2)).json()
+    whole = (await chat(client, tools=tools, tool_choice="required", n=2)).json()
     async with client.stream(
         "POST",
         CHAT_PATH.format("gpt-4o-mini"),
-        json={"messages": HELLO, "tools": tools, "n": 2, "stream": True, "stream_options": {"include_usage": True}},
+        json={
+            "messages": HELLO,
+            "tools": tools,
+            "tool_choice": "required",
+            "n": 2,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
     ) as response:
         events = [line[6:] async for line in response.aiter_lines() if line.startswith("data: ")]
 
@@ -367,7 +377,12 @@ async def test_embedding_inputs_past_the_models_limit_are_refused(client):
 
 
 async def test_responses_api_calls_tools_follows_up_and_honours_text_format(client):
-    tool = {"type": "function", "name": "lookup", "parameters": Order.model_json_schema()}
+    tool = {
+        "type": "function",
+        "name": "lookup",
+        "description": "Look up an order by its number",
+        "parameters": Order.model_json_schema(),
+    }
     first = (
         await client.post("/openai/v1/responses", json={"model": "gpt-4.1", "input": "Find order", "tools": [tool]})
     ).json()
@@ -434,7 +449,7 @@ async def test_a_schema_whose_smallest_instance_is_huge_is_a_400_not_a_hang(clie
     tools = [
         {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"x": schema}}}}
     ]
-    response = await chat(client, tools=tools)
+    response = await chat(client, tools=tools, tool_choice="required")
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_value"
 
 
