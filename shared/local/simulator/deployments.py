@@ -32,7 +32,7 @@ class ModelFamily:
     accepts_dimensions: bool = False  # embeddings: whether ``dimensions`` may shorten the vector
     reasoning: bool = False  # o-series and gpt-5: ``max_completion_tokens`` only, no ``max_tokens``
     max_input_tokens: int | None = None  # where the prompt alone has a lower limit than the window (gpt-5)
-    version: str = ""  # the model version a deployment of the family gets by default (docs/decisions.md D68)
+    version: str = ""  # the model version a deployment of the family gets by default (docs/decisions.md D71)
 
     @property
     def input_limit(self) -> int:

@@ -5,13 +5,14 @@ calls whose arguments validate against the tool's schema, JSON that validates ag
 ``n`` choices, a reply cut at ``max_tokens`` (``finish_reason: "length"``) or before a ``stop`` sequence.
 Everything derives from a seed hashed from the request body, so the same request gets the same answer.
 
-Which form (docs/decisions.md D27):
-- tools offered and ``tool_choice`` not ``none``: on a user turn the model calls tools (``auto``: the tools whose
-  name or description shares words with the last user message, in the order the message mentions them, the
-  first tool when none does; only the best match unless ``parallel_tool_calls`` allows more; free-text
-  arguments take the message's capitalised names in turn, so "weather in Paris" asks for Paris),
-  ``required`` always calls, a named tool is always that tool.
-  A turn whose last message is a tool result (``auto``) gets a final answer instead;
+Which form (docs/decisions.md D27, D71):
+- tools offered and ``tool_choice`` not ``none``: ``auto`` calls the tools the last user message asks for (a topic
+  word of the message, stemmed, is a word of the tool's name or description), in the order the message mentions
+  them, only the best match unless ``parallel_tool_calls`` allows more, each at most once per user turn, and
+  answers in text when nothing is asked for or everything asked for was called; ``required`` calls a tool not yet
+  called since the last user message (the best match among them, else the first), any tool once all were called;
+  a named tool is always that tool. Free-text arguments take the message's capitalised names in turn, so
+  "weather in Paris" asks for Paris;
 - a final answer follows ``response_format``/``text.format``: a schema-valid object for ``json_schema``, a JSON
   object for ``json_object``, otherwise the simulator's plain sentence.
 """
@@ -217,7 +218,7 @@ def _call_id(seed: str, position: int) -> str:
 
 
 def _tools_to_call(ask: Ask) -> list[Tool]:
-    """Which tools the model calls (docs/decisions.md D68): only tools the last user turn asks for under ``auto``,
+    """Which tools the model calls (docs/decisions.md D71): only tools the last user turn asks for under ``auto``,
     each at most once per user turn; under ``required`` a tool not yet called since that turn, so a loop that
     offers a ``final_result`` tool beside the app's tools ends with it."""
     if not ask.tools or ask.tool_choice == "none":

@@ -81,7 +81,7 @@ def content_words(text: str) -> list[str]:
 
 
 def embedding(text: str, dimensions: int, salt: str = "") -> list[float]:
-    """A unit vector in which similar texts lie close (docs/decisions.md D68): signed feature hashing of the text's
+    """A unit vector in which similar texts lie close (docs/decisions.md D71): signed feature hashing of the text's
     stemmed content words (weight 1), adjacent word pairs (0.5) and each word's character trigrams (0.25 each), so
     texts sharing words or word parts get a high cosine similarity. ``salt`` (the model family) gives each model
     its own space, as real models have. Deterministic: equal texts, equal vectors."""
