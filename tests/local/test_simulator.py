@@ -619,3 +619,11 @@ async def test_embeddings_differ_by_model_and_honour_dimensions(client):
         client, "text-embedding-3-small", ["reset my password", "resetting passwords"], dimensions=64
     )
     assert [len(v) for v in short] == [64, 64] and _cos(*short) > 0.5
+
+
+async def test_an_input_without_words_still_gets_a_unit_vector(client):
+    # a lone surrogate is valid JSON (Python's parser takes it); it used to fail while hashing (a 400)
+    body = b'{"model": "text-embedding-3-small", "input": ["a \\ud800", "!!!"], "dimensions": 16}'
+    response = await client.post("/openai/v1/embeddings", content=body)
+    vectors = [d["embedding"] for d in response.json()["data"]]
+    assert response.status_code == 200 and all(abs(sum(v * v for v in vector) - 1) < 1e-9 for vector in vectors)

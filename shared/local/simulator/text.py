@@ -99,7 +99,7 @@ def embedding(text: str, dimensions: int, salt: str = "") -> list[float]:
         features["t:" + text] = 1.0  # no words at all (punctuation, whitespace): still a unit vector of its own
     values = [0.0] * dimensions
     for feature, weight in features.items():
-        digest = hashlib.blake2b(f"{salt}|{feature}".encode(), digest_size=8).digest()
+        digest = hashlib.blake2b(f"{salt}|{feature}".encode("utf-8", "surrogatepass"), digest_size=8).digest()
         bucket = int.from_bytes(digest[:7], "little") % dimensions
         values[bucket] += weight if digest[7] & 1 else -weight
     norm = math.sqrt(sum(v * v for v in values))
