@@ -245,7 +245,7 @@ class Runtime:
             authenticator,
             Authorizer(policies),
             upstream,
-            Accounting(ledger, prices, quotas),
+            Accounting(ledger, prices, quotas, policies),
             stream_usage_min_api_version=settings.upstream.stream_usage_min_api_version,
         )
         daily_table = tables.get_table_client(DAILY_USAGE_TABLE)

@@ -116,6 +116,13 @@ class UsageRecord:
     cost: str | None = None
     currency: str | None = None
     price_version: str | None = None
+    # The caller's chargeback attributes when the call settled (the caller policy then): fixed on the row, so a
+    # rebuild reproduces history instead of re-attributing it from today's policy. ``None`` (rows written before
+    # the columns existed): the rollup takes the policy at rollup time and flags it (docs/finance.md).
+    cost_center: str | None = None
+    owner: str | None = None
+    department: str | None = None
+    tags: str | None = None  # a JSON object, sorted keys ("" when the caller has none)
     # The writing process's shard (D56). Not on the journal's lines, which older versions must still read: a
     # replay derives it from the journal header's shard layout and the row's time.
     shard: int | None = None
@@ -153,6 +160,11 @@ class UsageRecord:
             entity["Cost"] = self.cost
             entity["Currency"] = self.currency or ""
             entity["PriceVersion"] = self.price_version or ""
+        if self.cost_center is not None:
+            entity["CostCenter"] = self.cost_center
+            entity["Owner"] = self.owner or ""
+            entity["Department"] = self.department or ""
+            entity["Tags"] = self.tags or ""
         return entity
 
     def to_json(self) -> dict[str, Any]:
