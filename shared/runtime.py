@@ -15,6 +15,7 @@ import os
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -160,6 +161,10 @@ class Runtime:
         """Derive rows of the daily usage table from the ledger (the finance timer and the rebuild call this)."""
         rollup = (await self.services()).daily_rollup
         return [await rollup.day(plan.day, plan.hours) for plan in plans]
+
+    async def roll_up_usage_on_timer(self, now: datetime) -> list[RollupReport]:
+        """The rollup timer's run: recent hours and every hour marked as having received late rows."""
+        return await (await self.services()).daily_rollup.on_timer(now)
 
     def _managed_identity(self) -> AsyncTokenCredential:
         """One credential for the process: Table Storage and Azure OpenAI share its token cache and sessions."""

@@ -18,7 +18,6 @@ from datetime import UTC, datetime, timedelta
 
 import azure.functions as func
 
-from shared.finance.daily import timer_plan
 from shared.finance.usage_report import ledger_rows
 from shared.runtime import Runtime
 
@@ -61,7 +60,7 @@ def blueprint(runtime: Runtime) -> func.Blueprint:
 
     @bp.timer_trigger(arg_name="timer", schedule=ROLLUP_SCHEDULE, run_on_startup=False, use_monitor=False)
     async def roll_up_daily_usage(timer: func.TimerRequest) -> None:
-        for report in await runtime.roll_up_usage(timer_plan(datetime.now(UTC))):
+        for report in await runtime.roll_up_usage_on_timer(datetime.now(UTC)):
             log.info("daily usage rollup: %s", report.to_json())
 
     return bp

@@ -63,6 +63,12 @@ RETRY_AFTER_SECONDS = 5
 LEDGER_SHARDS = 8
 
 
+# Hours that got a ledger row after the hour had ended (the writer after an outage, a journal replay, the replay CLI)
+# are marked in this partition of the ledger table (RowKey ``2026-11-30T14``), so the rollup timer re-derives them
+# (shared.finance.daily). It sorts after every day's partitions, so a date-range query never reads it.
+LATE_PARTITION = "late-hours"
+
+
 def day_partition(day: date | datetime) -> str:
     """The UTC day of a ledger partition, and the prefix of all its shards: ``2026-11-30``."""
     return day.strftime("%Y-%m-%d")
@@ -88,6 +94,20 @@ def day_range_filter(first: date, last: date) -> tuple[str, dict[str, Any]]:
         "first": day_partition(first),
         "after": day_partition(last + timedelta(days=1)),
     }
+
+
+def late_hours(records: list[UsageRecord], now: datetime | None = None) -> set[str]:
+    """The UTC hours (``2026-11-30T14``) of rows written after their hour had ended."""
+    current = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H")
+    return {hour for r in records if (hour := r.at.astimezone(UTC).strftime("%Y-%m-%dT%H")) < current}
+
+
+async def mark_late_hours(table: TableClient, records: list[UsageRecord], now: datetime | None = None) -> None:
+    """Mark the hours of rows just written late, for the rollup timer to re-derive (docs/finance.md, "Late rows").
+    An upsert per hour: every writer may mark the same hour; the rollup deletes a marker only if it is unchanged."""
+    for hour in sorted(late_hours(records, now)):
+        entity = {"PartitionKey": LATE_PARTITION, "RowKey": hour, "MarkedAt": datetime.now(UTC)}
+        await table.upsert_entity(entity, mode=UpdateMode.REPLACE)
 
 
 @dataclass(frozen=True)
@@ -401,6 +421,7 @@ class UsageLedger:
         while True:
             try:
                 await asyncio.wait_for(upsert_entities(self._table, entities, retry_total=0), WRITE_TIMEOUT_SECONDS)
+                await self._mark_late([p.record for p in rows])
                 break
             except HttpResponseError as exc:
                 if _refused(exc):
@@ -439,7 +460,14 @@ class UsageLedger:
                     await self._failed(exc, 1)
                 except Exception as exc:
                     await self._failed(exc, 1)
+        await self._mark_late([self._pending[key].record for key in done])  # raises: the rows stay queued
         await self._written_ok(done)
+
+    async def _mark_late(self, records: list[UsageRecord]) -> None:
+        """After a write: mark the hours of rows that arrive after their hour ended (rare: after an outage). A failed
+        mark is retried with the rows (writing them again is harmless), so a late hour is never left unmarked."""
+        if late_hours(records):
+            await asyncio.wait_for(mark_late_hours(self._table, records), WRITE_TIMEOUT_SECONDS)
 
     async def _failed(self, exc: BaseException, rows: int) -> None:
         telemetry.record_ledger_write_failure(rows)  # rows whose write failed this attempt (they are retried)

@@ -17,6 +17,7 @@ Money is summed as :class:`~decimal.Decimal` from the ledger's exact ``Cost`` te
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import itertools
 import json
@@ -28,10 +29,12 @@ from datetime import time as clock
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import EdmType, EntityProperty, UpdateMode
 from azure.data.tables.aio import TableClient
 
-from shared.accounting.ledger import BATCH_LIMIT, LEDGER_SHARDS, day_partition
+from shared.accounting.ledger import BATCH_LIMIT, LATE_PARTITION, LEDGER_SHARDS, day_partition
 from shared.accounting.prices import money_text
 from shared.policy.callers import CallerPolicy, CallerPolicyStore
 from shared.storage.tables import table_key
@@ -377,6 +380,23 @@ class DailyRollup:
         report.seconds = time.perf_counter() - started
         return report
 
+    async def on_timer(self, now: datetime) -> list[RollupReport]:
+        """The timer's run: :func:`timer_plan` plus every hour a writer marked as having received rows after it had
+        ended (shared.accounting.ledger.mark_late_hours), so late rows reach the daily table without a rebuild.
+        A marker is deleted after its hour was re-derived, and only if no writer marked it again meanwhile."""
+        markers = [e async for e in self._ledger.query_entities("PartitionKey eq @p", parameters={"p": LATE_PARTITION})]
+        plans = merge_plans(timer_plan(now), [hour for e in markers if (hour := _marked_hour(e)) is not None])
+        reports = [await self.day(plan.day, plan.hours) for plan in plans]
+        for marker in markers:
+            with contextlib.suppress(ResourceModifiedError, ResourceNotFoundError):
+                await self._ledger.delete_entity(
+                    LATE_PARTITION,
+                    str(marker["RowKey"]),
+                    etag=marker.metadata["etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                )
+        return reports
+
     async def _derive_hour(
         self,
         day: date,
@@ -472,6 +492,25 @@ async def _pages(
 class RollupPlan:
     day: date
     hours: frozenset[int] | None  # None: the whole day
+
+
+def _marked_hour(entity: Mapping[str, Any]) -> tuple[date, int] | None:
+    key = str(entity.get("RowKey", ""))
+    try:
+        day, hour = date.fromisoformat(key[:10]), int(key[11:13])
+    except ValueError:
+        return None
+    return (day, hour) if len(key) == 13 and key[10] == "T" and 0 <= hour < 24 else None
+
+
+def merge_plans(plans: list[RollupPlan], hours: Iterable[tuple[date, int]]) -> list[RollupPlan]:
+    """``plans`` plus the given (day, hour)s, one plan per day, oldest day first."""
+    by_day: dict[date, frozenset[int] | None] = {plan.day: plan.hours for plan in plans}
+    for day, hour in hours:
+        if day in by_day and by_day[day] is None:
+            continue  # the whole day is re-derived anyway
+        by_day[day] = (by_day.get(day) or frozenset()) | {hour}
+    return [RollupPlan(day, by_day[day]) for day in sorted(by_day)]
 
 
 def timer_plan(now: datetime) -> list[RollupPlan]:

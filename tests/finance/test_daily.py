@@ -7,8 +7,9 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
-from shared.accounting.ledger import UsageLedger, UsageRecord
-from shared.finance.daily import RollupPlan, integer, timer_plan
+from shared.accounting.journal import Journal, journal_target, replay
+from shared.accounting.ledger import UsageLedger, UsageRecord, late_hours
+from shared.finance.daily import RollupPlan, integer, merge_plans, timer_plan
 from shared.policy.callers import CallerPolicy
 
 DAY = date(2026, 11, 30)
@@ -168,3 +169,44 @@ async def test_history_never_moves_when_a_callers_attributes_change(finance_tabl
     await finance_tables.rollup.day(DAY)
     after = sorted([dict(e) async for e in finance_tables.daily.list_entities()], key=lambda r: r["RowKey"])
     assert after == before
+
+
+async def test_a_journal_replayed_two_days_late_reaches_the_daily_table_on_the_next_timer_run(finance_tables, tmp_path):
+    """An instance died with rows in its journal; two days later the journal is replayed (at start-up, by the
+    timer or by tools.replay_usage): the replay marks the hours, and the next ordinary timer run re-derives them."""
+    await write(finance_tables, [usage("t/alice", "m", 9, 10, 5, "0.001")])
+    after_midnight = datetime(2026, 12, 1, 0, 10, 30, tzinfo=UTC)
+    await finance_tables.rollup.on_timer(after_midnight)  # yesterday (DAY) is derived, as every night
+    journal = Journal(tmp_path, journal_target(finance_tables.ledger))
+    lost = [usage("t/alice", "m", 14, 100, 50, "0.25"), usage("t/bob", "m", 23, 7, 3, "0.5")]
+    for record in lost:
+        journal.append(record)
+    journal.close()
+
+    two_days_later = datetime(2026, 12, 2, 15, 40, 30, tzinfo=UTC)
+    assert (await replay(tmp_path, finance_tables.ledger, every_file=True)).rows == 2
+    reports = await finance_tables.rollup.on_timer(two_days_later)
+    assert [(r.day, r.hours) for r in reports][0] == (DAY, ["14", "23"])  # only the marked hours of that day
+    rows = await daily(finance_tables)
+    assert integer(rows["t/alice|m"]["Requests"]) == 2 and rows["t/alice|m"]["CostExact"] == "0.251"
+    assert rows["t/bob|m"]["CostExact"] == "0.5"
+    assert [e async for e in finance_tables.ledger.query_entities("PartitionKey eq 'late-hours'")] == []
+    again = await finance_tables.rollup.on_timer(two_days_later)  # markers done: back to the ordinary plan
+    assert [r.day for r in again] == [date(2026, 12, 2)]
+
+
+async def test_the_writer_marks_rows_it_writes_after_their_hour(finance_tables):
+    """The ledger writer after an outage writes rows of hours already over: it marks those hours."""
+    await write(finance_tables, [usage("t/alice", "m", 3, 1, 1, "0.1"), usage("t/alice", "m", 5, 1, 1, "0.1")])
+    marked = [e["RowKey"] async for e in finance_tables.ledger.query_entities("PartitionKey eq 'late-hours'")]
+    assert sorted(marked) == ["2026-11-30T03", "2026-11-30T05"]
+    assert late_hours([usage("t/alice", "m", 5, 1, 1, None)], datetime(2026, 11, 30, 5, 59, tzinfo=UTC)) == set()
+
+
+def test_marked_hours_join_the_timer_plan():
+    plans = merge_plans(timer_plan(datetime(2026, 12, 1, 0, 10, 30, tzinfo=UTC)), [(DAY, 3), (date(2026, 11, 2), 7)])
+    assert plans == [
+        RollupPlan(date(2026, 11, 2), frozenset({7})),
+        RollupPlan(DAY, None),  # the whole of yesterday anyway
+        RollupPlan(date(2026, 12, 1), frozenset({0})),
+    ]
