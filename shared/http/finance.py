@@ -18,6 +18,7 @@ neither that content type nor a matching Origin).
 No ``from __future__ import annotations`` here: the Functions worker reads the handlers' ``Request`` annotation.
 """
 
+import os
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,7 +32,7 @@ from shared.accounting.prices import PriceError, PriceVersion, parse_price, vers
 from shared.auth.identity import ROLE_ADMIN, ROLE_USAGE_READ, Caller
 from shared.errors import GatewayError, bad_request, error_response, forbidden, not_found
 from shared.finance.daily import RollupPlan
-from shared.finance.exports import focus_csv, summary_csv
+from shared.finance.exports import FocusContext, focus_csv, summary_csv
 from shared.finance.usage_report import daily_rows, parse_query, parse_range, summarize
 from shared.http.handling import authenticated, json_body, new_blueprint
 from shared.policy.authorization import require_role
@@ -69,7 +70,7 @@ def blueprint(runtime: Runtime) -> func.Blueprint:
             name = f"usage-{query.first}-{query.last}"
             if output == "focus":
                 rows = daily_rows(services.daily_usage_table, query)
-                return _csv(focus_csv(rows, services.prices.by_id), f"{name}-focus.csv")
+                return _csv(focus_csv(rows, services.prices.by_id, _focus_context(services)), f"{name}-focus.csv")
             if output not in ("json", "csv"):
                 raise bad_request("'format' is json, csv or focus.", param="format")
             summary = await summarize(daily_rows(services.daily_usage_table, query), query.groups)
@@ -204,6 +205,17 @@ def blueprint(runtime: Runtime) -> func.Blueprint:
         return Response((DASHBOARD / name).read_bytes(), media_type=DASHBOARD_ASSETS[name], headers=headers)
 
     return bp
+
+
+def _focus_context(services: Services) -> FocusContext:
+    settings = services.settings
+    return FocusContext.build(
+        settings.accounting.openai_resource_id,
+        settings.upstream.endpoint,
+        settings.accounting.openai_region,
+        services.prices.currency,
+        os.environ.get("WEBSITE_SITE_NAME"),
+    )
 
 
 async def _limits(services: Services, caller: Caller) -> dict[str, Any]:

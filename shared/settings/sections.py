@@ -97,6 +97,10 @@ class AuthSettings:
 class AccountingSettings:
     # USD per million tokens by deployment, for the usage ledger's cost column.
     prices: Mapping[str, Price] = field(default_factory=dict)
+    # The Azure OpenAI account's resource id and region, for the FOCUS export's ResourceId, BillingAccountId and
+    # RegionId (docs/finance.md); None: ids derived from the upstream endpoint, no region.
+    openai_resource_id: str | None = None
+    openai_region: str | None = None
 
 
 @dataclass(frozen=True)

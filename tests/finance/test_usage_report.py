@@ -10,8 +10,9 @@ import pytest
 
 from shared.accounting.prices import Price
 from shared.errors import GatewayError
-from shared.finance.exports import focus_records, summary_csv
+from shared.finance.exports import FOCUS_COLUMNS, FocusContext, focus_records, summary_csv
 from shared.finance.usage_report import csv_line, parse_query, summarize, to_csv
+from tests.finance.focus_conformance import violations
 
 
 def row(day: str, caller: str, deployment: str, prompt: int, completion: int, cost: str, **extra) -> dict:
@@ -94,19 +95,64 @@ async def test_summary_csv_ends_with_a_totals_row_and_parses_back():
     assert "e" not in parsed[0]["cost"]  # never scientific notation
 
 
+CONTEXT = FocusContext.build(None, "https://aoai-swc.openai.azure.com/", "swedencentral", "USD", None)
+
+
+def focus_file(rows: list[dict], prices: dict) -> tuple[list[str], list[dict[str, str]]]:
+    """The export as finance reads it: the CSV text parsed back."""
+    text = "".join(
+        csv_line(r.get(c) for c in FOCUS_COLUMNS) for row in rows for r in focus_records(row, prices.get, CONTEXT)
+    )
+    return list(FOCUS_COLUMNS), list(csv.DictReader(io.StringIO(csv_line(FOCUS_COLUMNS) + text)))
+
+
 def test_focus_splits_by_token_kind_at_list_prices_and_sums_exactly():
     price = Price(Decimal("0.15"), Decimal("0.075"), Decimal("0.6"), "USD", "m@v1")
     cost = (Decimal(60) * Decimal("0.15") + 40 * Decimal("0.075") + 10 * Decimal("0.6")) / 1_000_000
     daily = row("2026-11-01", "t/alice", "m", 100, 10, str(cost), cached=40, versions="m@v1")
-    records = focus_records(daily, {"m@v1": price}.get)
+    records = focus_records(daily, {"m@v1": price}.get, CONTEXT)
     assert [r["ConsumedQuantity"] for r in records] == [60, 40, 10]
     assert [r["ListUnitPrice"] for r in records] == [Decimal("0.15"), Decimal("0.075"), Decimal("0.6")]
     assert sum(r["BilledCost"] for r in records) == cost
     first = records[0]
     assert (first["ChargePeriodStart"], first["ChargePeriodEnd"]) == ("2026-11-01T00:00:00Z", "2026-11-02T00:00:00Z")
-    assert first["Tags"] == {"cost_center": "CC-1", "owner": "Ann", "department": "R&D", "app": "x"}
-    mixed = focus_records({**daily, "PriceVersions": "m@v1,m@v2"}, {"m@v1": price}.get)
-    assert len(mixed) == 1 and mixed[0]["BilledCost"] == cost and mixed[0].get("ListUnitPrice") is None
+    assert (first["BillingPeriodStart"], first["BillingPeriodEnd"]) == ("2026-11-01T00:00:00Z", "2026-12-01T00:00:00Z")
+    assert first["ResourceId"] == "https://aoai-swc.openai.azure.com/openai/deployments/m"
+    assert first["PricingUnit"] == "1000000 Tokens" and first["RegionId"] == "swedencentral"
+
+
+def test_a_caller_tag_cannot_override_the_gateways_cost_center():
+    daily = {**row("2026-11-01", "t/alice", "m", 10, 0, "0", versions=""), "Tags": '{"cost_center": "FAKE"}'}
+    [record] = focus_records(daily, {}.get, CONTEXT)
+    assert record["Tags"] == {
+        "cost_center": "FAKE",
+        "gateway/cost_center": "CC-1",
+        "gateway/owner": "Ann",
+        "gateway/department": "R&D",
+    }
+    assert record["x_CostCenter"] == "CC-1"
+
+
+def test_the_focus_export_conforms_to_focus_1_2():
+    """Every mandatory column present, typed, non-null and formatted, on every kind of row the gateway has: a
+    split by token kind, an unpriced deployment, a legacy float cost, a price version no longer known, no tokens."""
+    price = Price(Decimal("0.15"), Decimal("0.075"), Decimal("0.6"), "USD", "m@v1")
+    rows = [
+        row("2026-11-30", "t/alice", "m", 100, 10, "0.000018", cached=40, versions="m@v1"),
+        {**row("2026-11-30", "t/alice", "e", 70, 0, "0", versions=""), "Currency": "", "UnpricedRequests": 3},
+        row("2026-11-30", "t/bob", "m", 3, 0, "0.0000001", versions="legacy-float"),
+        row("2026-12-01", "t/bob", "m", 3, 0, "0.0000001", versions="m@gone"),
+        row("2026-12-01", "t/bob", "m", 0, 0, "0", versions="m@v1"),
+    ]
+    header, records = focus_file(rows, {"m@v1": price})
+    assert violations(header, records) == []
+    unpriced = [r for r in records if r["ResourceName"] == "e"]
+    assert [(r["x_PricingStatus"], r["BillingCurrency"], r["ListUnitPrice"]) for r in unpriced] == [
+        ("Unpriced", "USD", "0")
+    ]
+    assert "unpriced" in unpriced[0]["ChargeDescription"]
+    assert sum(Decimal(r["BilledCost"]) for r in records) == Decimal("0.0000182")
+    assert sum(int(r["x_Requests"] or 0) for r in records) == 4 * 2  # the row without tokens has no charge
 
 
 @pytest.mark.parametrize(
