@@ -2,7 +2,7 @@
 
 - ``GET /api/usage`` (``Usage.Read``): usage and cost from the daily usage table; filters ``from``/``to`` or
   ``month``, ``caller_id``, ``deployment``, ``cost_center``; ``group_by`` any of caller, deployment, day, month,
-  cost_center; ``format`` json (default), csv (streamed) or focus (FOCUS-style CSV, streamed).
+  cost_center; ``format`` json (default), csv (streamed) or focus (FOCUS 1.2 CSV, streamed).
 - ``GET /api/manage/prices`` (``Usage.Read`` or ``Gateway.Admin``) lists price versions; ``POST`` adds one
   (``Gateway.Admin``).
 - ``POST /api/manage/usage/rebuild`` (``Gateway.Admin``): re-derive the daily table for a date range.
