@@ -121,11 +121,13 @@ class FocusContext:
 
 
 def summary_csv(summary: Summary) -> Iterable[str]:
-    """The summary's rows, then a totals row (its group columns say ``TOTAL``)."""
+    """The summary's rows, then the totals row, whose first column says ``TOTAL`` (sum the other lines, or take
+    this one: never both). Without groups (``group_by=``) the totals row is the only line after the header."""
     totals = {**summary.totals.to_json()}
-    columns = list(summary.rows[0]) if summary.rows else [*_group_columns(summary.groups), *totals]
+    rows = summary.rows if summary.groups else []
+    columns = list(rows[0]) if rows else [*_group_columns(summary.groups), *totals]
     yield csv_line(columns)
-    for row in summary.rows:
+    for row in rows:
         yield csv_line(_flat(row.get(c)) for c in columns)
     total_row = {c: "TOTAL" if i == 0 else "" for i, c in enumerate(columns) if c not in totals}
     yield csv_line(_flat({**total_row, **totals}.get(c, "")) for c in columns)

@@ -67,15 +67,19 @@ def blueprint(runtime: Runtime) -> func.Blueprint:
             require_role(caller, ROLE_USAGE_READ)
             query = parse_query(req.query_params)
             output = req.query_params.get("format", "json")
+            bom = req.query_params.get("bom", "false")
+            if bom not in ("true", "false"):
+                raise bad_request("'bom' is true or false.", param="bom")
             name = f"usage-{query.first}-{query.last}"
             if output == "focus":
                 rows = daily_rows(services.daily_usage_table, query)
-                return _csv(focus_csv(rows, services.prices.by_id, _focus_context(services)), f"{name}-focus.csv")
+                lines = focus_csv(rows, services.prices.by_id, _focus_context(services))
+                return _csv(lines, f"{name}-focus.csv", bom == "true")
             if output not in ("json", "csv"):
                 raise bad_request("'format' is json, csv or focus.", param="format")
             summary = await summarize(daily_rows(services.daily_usage_table, query), query.groups)
             if output == "csv":
-                return _csv(_async(summary_csv(summary)), f"{name}.csv")
+                return _csv(_async(summary_csv(summary)), f"{name}.csv", bom == "true")
             return JSONResponse(
                 {
                     **query.to_json(),
@@ -225,12 +229,19 @@ async def _limits(services: Services, caller: Caller) -> dict[str, Any]:
         return {"limits": {}, "error": error.message}
 
 
-def _csv(lines: AsyncIterator[str], filename: str) -> Response:
+def _csv(lines: AsyncIterator[str], filename: str, bom: bool = False) -> Response:
+    """A streamed CSV download; ``bom``: a UTF-8 byte order mark first, so Excel reads the file as UTF-8."""
     return StreamingResponse(
-        lines,
+        _with_bom(lines) if bom else lines,
         media_type="text/csv; charset=utf-8",
         headers={"content-disposition": f'attachment; filename="{filename}"'},
     )
+
+
+async def _with_bom(lines: AsyncIterator[str]) -> AsyncIterator[str]:
+    yield "\ufeff"
+    async for line in lines:
+        yield line
 
 
 async def _async(lines: Iterable[str]) -> AsyncIterator[str]:

@@ -34,6 +34,7 @@ from shared.finance.daily import integer
 from shared.finance.usage_report import ledger_rows
 from shared.storage.tables import DAILY_USAGE_TABLE, PRICES_TABLE, USAGE_TABLE
 from tests.azurite import ROOT, Azurite
+from tests.finance.focus_conformance import violations
 
 pytestmark = pytest.mark.e2e
 PRICES = (
@@ -183,6 +184,10 @@ def _record(caller_id, name, deployment, at, prompt, completion, cached, price, 
         cost=str(cost) if cost is not None else None,
         currency=price.currency if price else None,
         price_version=price.version if price else None,
+        cost_center=CHARGEBACK[name]["cost_center"],  # fixed at settlement, as the gateway does
+        owner=CHARGEBACK[name]["owner"],
+        department=CHARGEBACK[name]["department"],
+        tags=json.dumps(CHARGEBACK[name]["tags"]) if CHARGEBACK[name]["tags"] else "",
     )
 
 
@@ -330,26 +335,27 @@ def test_every_view_equals_the_ledger_and_the_upstream(finance):
         lambda f: (f.caller, f.deployment, f.day),
     )
     assert ledger_sums == by_caller_deployment_day  # the ledger equals the upstream's usage
-    daily_sums = {
-        (r["CallerId"], r["Deployment"], r["Day"]): {
-            "requests": integer(r["Requests"]),
-            "failed": integer(r["FailedRequests"]),
-            "prompt": integer(r["PromptTokens"]),
-            "completion": integer(r["CompletionTokens"]),
-            "cached": integer(r["CachedTokens"]),
-            "cost": Decimal(r["CostExact"]),
-        }
-        for r in daily
-    }
-    assert daily_sums == by_caller_deployment_day
+    daily_sums: dict[tuple, dict] = defaultdict(
+        lambda: {"requests": 0, "failed": 0, "prompt": 0, "completion": 0, "cached": 0, "cost": Decimal(0)}
+    )
+    for r in daily:  # a day with a price change has a row per price version
+        sums = daily_sums[(r["CallerId"], r["Deployment"], r["Day"])]
+        for name, column in (("requests", "Requests"), ("failed", "FailedRequests"), ("prompt", "PromptTokens")):
+            sums[name] += integer(r[column])
+        sums["completion"] += integer(r["CompletionTokens"])
+        sums["cached"] += integer(r["CachedTokens"])
+        sums["cost"] += Decimal(r["CostExact"])
+    assert dict(daily_sums) == by_caller_deployment_day
+    assert all(r["Attribution"] == "settlement" for r in daily)  # every row's attributes fixed when it settled
     alice_row = next(r for r in daily if r["CallerId"] == callers["alice"])
     assert (alice_row["CostCenter"], alice_row["Department"], json.loads(alice_row["Tags"])) == (
         "CC-100",
         "Research",
         {"app": "chat"},
     )
-    versions = {r["PriceVersions"] for r in daily if r["Deployment"] == "gpt-4o-mini"}
-    assert any("," in v for v in versions)  # the day of the price change used both versions
+    change_day = (BOUNDARY - timedelta(days=1)).isoformat()
+    versions = {r["PriceVersions"] for r in daily if r["Deployment"] == "gpt-4o-mini" and r["Day"] == change_day}
+    assert len(versions) == 2  # the day of the price change has a row per version
 
     for grouping, (fact_key, row_key) in GROUPINGS.items():
         response = httpx.get(
@@ -398,17 +404,22 @@ def test_every_view_equals_the_ledger_and_the_upstream(finance):
     focus = httpx.get(
         f"{gateway.api}/usage", params={"from": FIRST.isoformat(), "to": LAST.isoformat(), "format": "focus"}
     ).text
-    focus_rows = list(csv.DictReader(io.StringIO(focus)))
+    reader = csv.DictReader(io.StringIO(focus))
+    focus_rows = list(reader)
+    assert violations(list(reader.fieldnames or []), focus_rows) == []  # FOCUS 1.2 on the real export
     billed: dict[tuple, Decimal] = defaultdict(Decimal)
     quantity: dict[tuple, int] = defaultdict(int)
     for row in focus_rows:
-        assert row["BillingCurrency"] in ("USD", "") and row["ChargePeriodStart"].endswith("T00:00:00Z")
+        assert row["BillingCurrency"] == "USD" and row["ChargePeriodStart"].endswith("T00:00:00Z")
         billed[(row["SubAccountId"], row["ResourceName"])] += Decimal(row["BilledCost"])
         quantity[(row["SubAccountId"], row["ResourceName"])] += int(row["ConsumedQuantity"])
     expected = _expected(facts, lambda f: (f.caller, f.deployment))
     assert dict(billed) == {k: v["cost"] for k, v in expected.items()}
     assert dict(quantity) == {k: v["prompt"] + v["completion"] for k, v in expected.items()}
-    assert any(r["ListUnitPrice"] == "0.15" and r["ChargeDescription"] == "Input tokens" for r in focus_rows)
+    assert any(r["ListUnitPrice"] == "0.15" and r["ChargeDescription"].startswith("Input tokens") for r in focus_rows)
+    unpriced = [r for r in focus_rows if r["ResourceName"] == "gpt-4.1"]  # no price: flagged, never plain 0
+    assert unpriced and all(r["x_PricingStatus"] == "Unpriced" for r in unpriced)
+    assert len({r["ResourceId"] for r in focus_rows}) == 3
 
 
 def test_the_cli_downloads_the_same_figures(finance, tmp_path):
@@ -463,6 +474,28 @@ def test_the_cli_downloads_the_same_figures(finance, tmp_path):
         timeout=60,
     )
     assert denied.returncode == 1 and "403" in denied.stderr and "Usage.Read" in denied.stderr
+
+
+def test_history_never_moves_when_a_cost_center_changes(finance):
+    """Changing a caller's chargeback attributes today and rebuilding last month leaves last month's export
+    byte-identical: the attributes were fixed when the calls settled."""
+    gateway, _, callers, _, _ = finance
+    _rebuild(gateway)
+
+    def exports() -> list[str]:
+        return [
+            httpx.get(f"{gateway.api}/usage", params={"month": LAST_MONTH, "format": f, "group_by": g}).text
+            for f, g in (("focus", ""), ("csv", "cost_center"), ("csv", "caller,deployment,day"))
+        ]
+
+    before = exports()
+    moved = {**CHARGEBACK["alice"], "cost_center": "CC-999", "department": "Elsewhere"}
+    assert httpx.put(f"{gateway.api}/manage/policies/{callers['alice']}", json=moved).status_code == 200
+    try:
+        _rebuild(gateway)
+        assert exports() == before and "CC-999" not in "".join(before)
+    finally:
+        httpx.put(f"{gateway.api}/manage/policies/{callers['alice']}", json=CHARGEBACK["alice"])
 
 
 def test_rebuilding_twice_gives_identical_rows(finance):

@@ -191,3 +191,11 @@ def test_caller_filters_compare_canonical_ids():
     with pytest.raises(GatewayError) as caught:
         parse_query({"caller_id": "no-slash"})
     assert caught.value.code == "invalid_caller_id"
+
+
+async def test_totals_only_csv_is_one_total_line():
+    """group_by= (totals only): the header and one line marked TOTAL, never the same figures twice."""
+    lines = list(summary_csv(await summarize(rows_of(ROWS), ())))
+    assert len(lines) == 2
+    [total] = list(csv.DictReader(io.StringIO("".join(lines))))
+    assert total["total"] == "TOTAL" and total["cost"] == "0.6"
