@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--caller", help="only this caller id")
     parser.add_argument("--deployment", help="only this deployment")
     parser.add_argument("--cost-center", help="only this cost center")
+    parser.add_argument("--bom", action="store_true", help="start CSV/FOCUS with a UTF-8 byte order mark (Excel)")
     parser.add_argument("-o", "--output", help="file to write (default: stdout)")
     parser.add_argument("--tenant", help="Microsoft Entra tenant id (MSAL sign-in)")
     parser.add_argument("--client-id", help="client id of your app registration (MSAL sign-in)")
@@ -64,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def query_params(args: argparse.Namespace) -> dict[str, str]:
     params = {"group_by": args.group_by, "format": args.format}
+    if args.bom:
+        params["bom"] = "true"
     for name, value in (
         ("month", args.month),
         ("from", args.start),
