@@ -33,6 +33,8 @@ from shared.auth.apikeys import ApiKeyStore
 from shared.auth.authenticator import Authenticator
 from shared.auth.entra import EntraTokenValidator
 from shared.errors import error_response, gateway_unavailable
+from shared.finance.alerts import BudgetAlerts
+from shared.finance.budgets import caller_limits
 from shared.finance.daily import DailyRollup, RollupPlan, RollupReport
 from shared.pipeline import Gateway
 from shared.policy.authorization import Authorizer
@@ -163,8 +165,18 @@ class Runtime:
         return [await rollup.day(plan.day, plan.hours) for plan in plans]
 
     async def roll_up_usage_on_timer(self, now: datetime) -> list[RollupReport]:
-        """The rollup timer's run: recent hours and every hour marked as having received late rows."""
-        return await (await self.services()).daily_rollup.on_timer(now)
+        """The rollup timer's run: recent hours and every hour marked as having received late rows; then the budget
+        alerts of the month so far (each emitted once across instances: shared.finance.alerts)."""
+        services = await self.services()
+        reports = await services.daily_rollup.on_timer(now)
+        alerts = BudgetAlerts(
+            services.tables.get_table_client(HOURLY_USAGE_TABLE),
+            services.daily_usage_table,
+            caller_limits(services.quotas, services.policies),
+            services.settings.accounting.budget_alerts,
+        )
+        await alerts.check(now)
+        return reports
 
     def _managed_identity(self) -> AsyncTokenCredential:
         """One credential for the process: Table Storage and Azure OpenAI share its token cache and sessions."""

@@ -31,6 +31,7 @@ from azurefunctions.extensions.http.fastapi import JSONResponse, Request, Respon
 from shared.accounting.prices import PriceError, PriceVersion, parse_price, version_id
 from shared.auth.identity import ROLE_ADMIN, ROLE_USAGE_READ, Caller
 from shared.errors import GatewayError, bad_request, error_response, forbidden, not_found
+from shared.finance.budgets import LIMITS_IN_FORCE, caller_limits, month_budgets
 from shared.finance.daily import RollupPlan
 from shared.finance.exports import FocusContext, focus_csv, summary_csv
 from shared.finance.usage_report import daily_rows, parse_query, parse_range, summarize
@@ -167,21 +168,31 @@ def blueprint(runtime: Runtime) -> func.Blueprint:
 
     @bp.route(route="usage/budgets", methods=["GET"])
     async def usage_budgets(req: Request) -> Response:
-        """Per caller with usage in the month (or ``caller_id``): its quota limits and use in the current windows."""
+        """Per caller with usage in ``month`` (default: this month; or only ``caller_id``): each monthly quota
+        limit and what the month used of it, from the daily usage table; the current month also shows the live
+        counters of the current windows (``current_windows``)."""
 
         async def action(services: Services, caller: Caller) -> Response:
             require_role(caller, ROLE_USAGE_READ)
-            query = parse_query({"month": req.query_params.get("month") or datetime.now(UTC).strftime("%Y-%m")})
+            this_month = datetime.now(UTC).strftime("%Y-%m")
+            month = req.query_params.get("month") or this_month
             wanted = req.query_params.get("caller_id")
-            names: dict[str, str] = {}
-            async for row in daily_rows(services.daily_usage_table, query):
-                if wanted in (None, row.get("CallerId")):
-                    names.setdefault(str(row["CallerId"]), str(row.get("CallerName", "")))
-            data = []
-            for caller_id in sorted(names)[:MAX_BUDGET_CALLERS]:
-                who = Caller(id=caller_id, name=names[caller_id], tenant=None, kind="app")
-                data.append({"caller_id": caller_id, "caller_name": names[caller_id], **await _limits(services, who)})
-            return JSONResponse({"month": query.first.strftime("%Y-%m"), "data": data})
+            query = parse_query({"month": month, **({"caller_id": wanted} if wanted else {})})
+
+            limits_of = caller_limits(services.quotas, services.policies)
+            data = await month_budgets(daily_rows(services.daily_usage_table, query), limits_of, MAX_BUDGET_CALLERS)
+            if query.first.strftime("%Y-%m") == this_month:
+                for entry in data:
+                    who = Caller(id=entry["caller_id"], name=entry["caller_name"], tenant=None, kind="app")
+                    entry["current_windows"] = await _limits(services, who)
+            return JSONResponse(
+                {
+                    "month": query.first.strftime("%Y-%m"),
+                    "source": "daily usage table (docs/finance.md)",
+                    "limits_in_force": LIMITS_IN_FORCE,
+                    "data": data,
+                }
+            )
 
         return await authenticated(runtime, req, action)
 
@@ -224,9 +235,9 @@ def _focus_context(services: Services) -> FocusContext:
 
 async def _limits(services: Services, caller: Caller) -> dict[str, Any]:
     try:
-        return {"limits": await services.quotas.status(caller)}
-    except GatewayError as error:  # quota storage unavailable: the dashboard shows usage without budgets
-        return {"limits": {}, "error": error.message}
+        return await services.quotas.status(caller)
+    except GatewayError as error:  # quota storage unavailable: the month's figures stand without live counters
+        return {"error": error.message}
 
 
 def _csv(lines: AsyncIterator[str], filename: str, bom: bool = False) -> Response:

@@ -22,6 +22,7 @@ from shared.settings.sections import (
     AccountingSettings,
     AuthSettings,
     BackendSettings,
+    BudgetAlertSettings,
     GuardrailSettings,
     LedgerSettings,
     QuotaSettings,
@@ -64,6 +65,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
             prices=_prices(env, "GATEWAY_PRICES"),
             openai_resource_id=_matching(env, "GATEWAY_OPENAI_RESOURCE_ID", _RESOURCE_ID, _RESOURCE_ID_EXAMPLE),
             openai_region=_matching(env, "GATEWAY_OPENAI_REGION", _REGION, "a region name such as swedencentral"),
+            budget_alerts=_budget_alerts(env),
         ),
         quotas=QuotaSettings(
             defaults=_default_limits(env),
@@ -207,6 +209,27 @@ _RESOURCE_ID_EXAMPLE = (
     "/providers/Microsoft.CognitiveServices/accounts/<name>"
 )
 _REGION = re.compile(r"[a-z][a-z0-9]{1,39}")
+
+
+def _budget_alerts(env: Mapping[str, str]) -> BudgetAlertSettings:
+    thresholds = BudgetAlertSettings().thresholds
+    text = _str(env, "GATEWAY_BUDGET_ALERT_THRESHOLDS")
+    if text is not None:
+        parts = [p.strip() for p in text.split(",")]
+        if not all(p.isascii() and p.isdigit() and 0 < int(p) <= 1000 for p in parts):
+            raise SettingsError(
+                "GATEWAY_BUDGET_ALERT_THRESHOLDS must be comma-separated whole percentages (1-1000), e.g. 80,100."
+            )
+        thresholds = tuple(sorted({int(p) for p in parts}))
+    url = _str(env, "GATEWAY_BUDGET_ALERT_WEBHOOK_URL")
+    if url is not None:
+        parts_ = urlparse(url)
+        if parts_.scheme != "https" or not parts_.hostname or parts_.username or parts_.password or parts_.fragment:
+            raise SettingsError(
+                "GATEWAY_BUDGET_ALERT_WEBHOOK_URL must be an https URL without credentials or fragment "
+                "(the URL itself is not shown here)."
+            )
+    return BudgetAlertSettings(thresholds, url, _str(env, "GATEWAY_BUDGET_ALERT_WEBHOOK_SECRET"))
 
 
 def _matching(env: Mapping[str, str], name: str, pattern: re.Pattern[str], what: str) -> str | None:
