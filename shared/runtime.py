@@ -36,6 +36,7 @@ from shared.errors import error_response, gateway_unavailable
 from shared.finance.alerts import BudgetAlerts
 from shared.finance.budgets import caller_limits
 from shared.finance.daily import DailyRollup, RollupPlan, RollupReport
+from shared.finance.rebuild import RebuildJobs
 from shared.pipeline import Gateway
 from shared.policy.authorization import Authorizer
 from shared.policy.callers import CallerPolicyStore
@@ -87,6 +88,8 @@ class Services:
     daily_usage_table: TableClient  # finance's daily table, derived from the ledger by daily_rollup
     daily_rollup: DailyRollup
 
+
+REBUILD_RESUME_SECONDS = 120.0  # a timer run spends at most about this on resumed rebuild jobs (then the next run)
 
 # gen-0 collections every 20,000 allocations instead of 700: a few per request instead of dozens.
 GC_YOUNG_THRESHOLD = 20_000
@@ -176,6 +179,9 @@ class Runtime:
             services.settings.accounting.budget_alerts,
         )
         await alerts.check(now)
+        # Rebuild jobs whose instance went away mid-job (recycled, scaled in) carry on from their last step.
+        jobs = RebuildJobs(services.tables.get_table_client(HOURLY_USAGE_TABLE), services.daily_rollup)
+        await jobs.resume_stale(now, budget_seconds=REBUILD_RESUME_SECONDS)
         return reports
 
     def _managed_identity(self) -> AsyncTokenCredential:

@@ -326,9 +326,12 @@ class DailyRollup:
     ) -> None:
         self._ledger, self._hourly, self._daily, self._policies = ledger, hourly, daily, policies
 
-    async def day(self, day: date, hours: Collection[int] | None = None) -> RollupReport:
-        """Re-derive ``hours`` of ``day`` (None: all of them, and the unsharded rows) plus any hour of the day up
-        to the latest one asked for that was never derived, then rewrite the day's rows of the daily table."""
+    async def day(
+        self, day: date, hours: Collection[int] | None = None, *, unsharded: bool = False, write_daily: bool = True
+    ) -> RollupReport:
+        """Re-derive ``hours`` of ``day`` (None: all of them, and the unsharded rows; ``unsharded``: the unsharded
+        rows too) plus any hour of the day up to the latest one asked for that was never derived, then rewrite the day's
+        rows of the daily table (unless ``write_daily`` is False: a rebuild job's steps before the day's last)."""
         started = time.perf_counter()
         report = RollupReport(day)
         partition = day_partition(day)
@@ -339,6 +342,7 @@ class DailyRollup:
         else:
             latest = max(hours, default=-1)
             wanted = [f"{h:02d}" for h in ALL_HOURS if h in hours or (h <= latest and f"{h:02d}" not in derived)]
+            wanted += [LEGACY_HOUR] if unsharded else []
         # Rows written before sharding sit in the bare day's partition; a replay after the upgrade can have written
         # the same request id again under an hour's partition: the unsharded copy counts, the other is skipped.
         legacy = [
@@ -352,6 +356,9 @@ class DailyRollup:
             rows = legacy if hour == LEGACY_HOUR else None
             fresh += await self._derive_hour(day, hour, existing, rows, legacy_ids, report)
         report.hours = wanted
+        if not write_daily:
+            report.seconds = time.perf_counter() - started
+            return report
         partials = [e for e in partials if str(e["RowKey"]).split("|")[0] not in wanted] + fresh
         groups: dict[str, DailyGroup] = {}
         for entity in partials:

@@ -18,7 +18,10 @@ neither that content type nor a matching Origin).
 No ``from __future__ import annotations`` here: the Functions worker reads the handlers' ``Request`` annotation.
 """
 
+import asyncio
+import contextlib
 import os
+import re
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,13 +35,14 @@ from shared.accounting.prices import PriceError, PriceVersion, parse_price, vers
 from shared.auth.identity import ROLE_ADMIN, ROLE_USAGE_READ, Caller
 from shared.errors import GatewayError, bad_request, error_response, forbidden, not_found
 from shared.finance.budgets import LIMITS_IN_FORCE, caller_limits, month_budgets
-from shared.finance.daily import RollupPlan
 from shared.finance.exports import FocusContext, focus_csv, summary_csv
+from shared.finance.rebuild import DONE, RebuildJobs
 from shared.finance.usage_report import daily_rows, parse_query, parse_range, summarize
 from shared.http.handling import authenticated, json_body, new_blueprint
 from shared.policy.authorization import require_role
 from shared.protocol.deployments import is_deployment_name
 from shared.runtime import Runtime, Services
+from shared.storage.tables import HOURLY_USAGE_TABLE
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "finance" / "dashboard"
 DASHBOARD_ASSETS = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
@@ -51,6 +55,11 @@ DASHBOARD_HEADERS = {
     "cache-control": "no-store",
 }
 MAX_BUDGET_CALLERS = 200
+# A rebuild answers 200 with its reports if it finishes within this, else 202 with a status URL (Azure's front end
+# ends any HTTP request after 230 s; a month at production volume takes far longer).
+REBUILD_WAIT_SECONDS = 20.0
+_JOB_ID = re.compile(r"[0-9a-f]{32}")
+_BACKGROUND: set[asyncio.Task[Any]] = set()
 MAX_REBUILD_DAYS = 92
 # A new price version takes effect no sooner than this: every instance re-reads prices within 30 s, so all of them
 # price a call with the same version.
@@ -160,9 +169,34 @@ def blueprint(runtime: Runtime) -> func.Blueprint:
                 raise bad_request("'to' must not be in the future.", code="invalid_date", param="to")
             if (last - first).days >= MAX_REBUILD_DAYS:
                 raise bad_request(f"Rebuild at most {MAX_REBUILD_DAYS} days at a time.", code="range_too_long")
-            days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
-            reports = await runtime.roll_up_usage([RollupPlan(day, None) for day in days])
-            return JSONResponse({"data": [r.to_json() for r in reports]})
+            jobs = rebuild_jobs(services)
+            job = await jobs.create(first, last, caller.id)
+            task = asyncio.get_running_loop().create_task(jobs.run(job.id))
+            _BACKGROUND.add(task)  # held until done; an instance recycled meanwhile: the rollup timer resumes it
+            task.add_done_callback(_BACKGROUND.discard)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), REBUILD_WAIT_SECONDS)
+            current = await jobs.get(job.id) or job
+            status_url = f"{_api_base(req)}/manage/usage/rebuild/{job.id}"
+            if current.status == DONE:
+                return JSONResponse({**current.to_json(), "status_url": status_url})
+            return JSONResponse(
+                {**current.to_json(), "status_url": status_url}, status_code=202, headers={"location": status_url}
+            )
+
+        return await authenticated(runtime, req, action)
+
+    @bp.route(route="manage/usage/rebuild/{job_id}", methods=["GET"])
+    async def manage_rebuild_status(req: Request) -> Response:
+        """A rebuild job's progress: ``status`` running, done or failed; ``data`` has a report per finished day."""
+
+        async def action(services: Services, caller: Caller) -> Response:
+            require_role(caller, ROLE_ADMIN)
+            job_id = req.path_params["job_id"]
+            job = await rebuild_jobs(services).get(job_id) if _JOB_ID.fullmatch(job_id) else None
+            if job is None:
+                raise not_found("No such rebuild job.")
+            return JSONResponse({**job.to_json(), "status_url": f"{_api_base(req)}/manage/usage/rebuild/{job.id}"})
 
         return await authenticated(runtime, req, action)
 
@@ -220,6 +254,17 @@ def blueprint(runtime: Runtime) -> func.Blueprint:
         return Response((DASHBOARD / name).read_bytes(), media_type=DASHBOARD_ASSETS[name], headers=headers)
 
     return bp
+
+
+def rebuild_jobs(services: Services) -> RebuildJobs:
+    return RebuildJobs(services.tables.get_table_client(HOURLY_USAGE_TABLE), services.daily_rollup)
+
+
+def _api_base(req: Request) -> str:
+    """The URL of /api as the caller reached it (behind Front Door or APIM: its forwarded host)."""
+    host = req.headers.get("x-forwarded-host") or req.headers.get("host") or ""
+    scheme = req.headers.get("x-forwarded-proto") or req.url.scheme
+    return f"{scheme}://{host}/api"
 
 
 def _focus_context(services: Services) -> FocusContext:

@@ -251,11 +251,19 @@ def _wait_for_ledger(connection: str, rows: int) -> None:
 
 
 def _rebuild(gateway) -> list[dict]:
+    """Rebuild FIRST..LAST as finance would: a job (202 + status URL) polled until done; its reports per day."""
     response = httpx.post(
-        f"{gateway.api}/manage/usage/rebuild", json={"from": FIRST.isoformat(), "to": LAST.isoformat()}, timeout=120
+        f"{gateway.api}/manage/usage/rebuild", json={"from": FIRST.isoformat(), "to": LAST.isoformat()}, timeout=60
     )
-    assert response.status_code == 200, response.text
-    return response.json()["data"]
+    assert response.status_code in (200, 202), response.text
+    job = response.json()
+    deadline = time.monotonic() + 600
+    while job["status"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.5)
+        job = httpx.get(job["status_url"], timeout=30).json()
+    assert job["status"] == "done", job
+    assert job["days"] == job["days_done"] == (LAST - FIRST).days + 1
+    return job["data"]
 
 
 def _expected(facts: list[Fact], key) -> dict[tuple, dict]:
