@@ -27,7 +27,7 @@ from tools.gateway_token import DEFAULT_AUTHORITY_HOST, SECRET_ENV, TokenAcquisi
 
 API_KEY_ENV = "GATEWAY_API_KEY"
 URL_ENV = "GATEWAY_URL"
-GROUPINGS = ("caller", "deployment", "day", "month", "cost_center")
+GROUPINGS = ("caller", "deployment", "day", "month", "cost_center", "department", "owner", "tag:<name>")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--caller", help="only this caller id")
     parser.add_argument("--deployment", help="only this deployment")
     parser.add_argument("--cost-center", help="only this cost center")
+    parser.add_argument("--department", help="only this department")
+    parser.add_argument("--owner", help="only this owner")
+    parser.add_argument("--tag", help="only callers with this tag value, NAME:VALUE (e.g. app:chat)")
     parser.add_argument("--bom", action="store_true", help="start CSV/FOCUS with a UTF-8 byte order mark (Excel)")
     parser.add_argument("-o", "--output", help="file to write (default: stdout)")
     parser.add_argument("--tenant", help="Microsoft Entra tenant id (MSAL sign-in)")
@@ -74,6 +77,9 @@ def query_params(args: argparse.Namespace) -> dict[str, str]:
         ("caller_id", args.caller),
         ("deployment", args.deployment),
         ("cost_center", args.cost_center),
+        ("department", args.department),
+        ("owner", args.owner),
+        ("tag", args.tag),
     ):
         if value:
             params[name] = value

@@ -199,3 +199,26 @@ async def test_totals_only_csv_is_one_total_line():
     assert len(lines) == 2
     [total] = list(csv.DictReader(io.StringIO("".join(lines))))
     assert total["total"] == "TOTAL" and total["cost"] == "0.6"
+
+
+async def test_grouping_and_filtering_by_department_owner_and_tag():
+    rows = [
+        {**row("2026-11-01", "t/alice", "m", 10, 0, "0.1"), "Department": "R&D", "Tags": '{"app": "chat"}'},
+        {**row("2026-11-01", "t/bob", "m", 20, 0, "0.2"), "Department": "Sales", "Tags": '{"app": "batch"}'},
+        {**row("2026-11-02", "t/carol", "m", 30, 0, "0.4"), "Department": "R&D", "Owner": "Cy", "Tags": "{}"},
+    ]
+    by_department = await summarize(rows_of(rows), ("department",))
+    assert [(r["department"], r["cost"]) for r in by_department.rows] == [("R&D", "0.5"), ("Sales", "0.2")]
+    by_tag = await summarize(rows_of(rows), ("tag:app", "owner"))
+    assert [(r["tag:app"], r["owner"], r["cost"]) for r in by_tag.rows] == [
+        ("", "Cy", "0.4"),
+        ("batch", "Ann", "0.2"),
+        ("chat", "Ann", "0.1"),
+    ]
+    by_caller = await summarize(rows_of(rows), ("caller", "department"))
+    assert "department" in by_caller.rows[0] and by_caller.rows[0]["cost_center"] == "CC-1"
+    query = parse_query({"department": "R&D", "owner": "Cy", "tag": "app:chat:x", "group_by": "tag:app"})
+    assert (query.department, query.owner, query.tag, query.groups) == ("R&D", "Cy", ("app", "chat:x"), ("tag:app",))
+    for bad in ({"tag": "app"}, {"tag": "1app:x"}, {"group_by": "tag:"}, {"group_by": "tag:a b"}):
+        with pytest.raises(GatewayError):
+            parse_query(bad)
