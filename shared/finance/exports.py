@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from shared.accounting.prices import Price
 from shared.finance.daily import Totals, daily_totals
-from shared.finance.usage_report import Summary, chargeback, csv_line
+from shared.finance.usage_report import Summary, chargeback, csv_line, table_name
 
 FOCUS_VERSION = "1.2"
 SERVICE_NAME = "Azure OpenAI (AI gateway)"
@@ -85,7 +85,7 @@ FOCUS_COLUMNS = (
     "x_Department",
     "x_Attribution",
     "x_PricingStatus",
-    "x_PriceVersion",
+    "x_PriceVersions",
     "x_Requests",
     "x_FailedRequests",
     "x_UnpricedRequests",
@@ -126,7 +126,7 @@ def summary_csv(summary: Summary) -> Iterable[str]:
     totals = {**summary.totals.to_json()}
     rows = summary.rows if summary.groups else []
     columns = list(rows[0]) if rows else [*_group_columns(summary.groups), *totals]
-    yield csv_line(columns)
+    yield csv_line(table_name(c) for c in columns)
     for row in rows:
         yield csv_line(_flat(row.get(c)) for c in columns)
     total_row = {c: "TOTAL" if i == 0 else "" for i, c in enumerate(columns) if c not in totals}
@@ -205,7 +205,7 @@ def focus_records(
         "x_Department": attributes["department"],
         "x_Attribution": row.get("Attribution") or "policy-at-rollup",
         "x_PricingStatus": UNPRICED if unpriced else "Priced",
-        "x_PriceVersion": ",".join(versions),
+        "x_PriceVersions": ",".join(versions),
     }
     records = [
         {
@@ -221,7 +221,7 @@ def focus_records(
             "PricingUnit": unit,
             "ListUnitPrice": unit_price,
             "ContractedUnitPrice": unit_price,
-            "SkuPriceId": f"{common['x_PriceVersion'] or deployment + '@unpriced'}:{kind}",
+            "SkuPriceId": f"{common['x_PriceVersions'] or deployment + '@unpriced'}:{kind}",
         }
         for kind, label, tokens, quantity, unit, unit_price, cost in _charges(totals, price_of)
     ]

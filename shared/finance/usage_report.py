@@ -32,6 +32,39 @@ TAG_GROUP = "tag:"  # group_by=tag:<name>: by the value of one of the callers' t
 _TAG_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")  # as caller policies allow (shared.policy.callers)
 DEFAULT_GROUPING = ("caller", "deployment")
 CHARGEBACK_COLUMNS = ("cost_center", "owner", "department", "tags")
+# One naming scheme: the daily table's column names are the CSV's headers and the FOCUS export's x_ columns;
+# JSON uses the same names in snake_case (docs/finance.md, "Column names").
+TABLE_NAMES = {
+    "caller_id": "CallerId",
+    "caller_name": "CallerName",
+    "deployment": "Deployment",
+    "day": "Day",
+    "month": "Month",
+    "cost_center": "CostCenter",
+    "owner": "Owner",
+    "department": "Department",
+    "tags": "Tags",
+    "requests": "Requests",
+    "failed_requests": "FailedRequests",
+    "prompt_tokens": "PromptTokens",
+    "completion_tokens": "CompletionTokens",
+    "total_tokens": "TotalTokens",
+    "cached_tokens": "CachedTokens",
+    "reasoning_tokens": "ReasoningTokens",
+    "estimated_requests": "EstimatedRequests",
+    "unpriced_requests": "UnpricedRequests",
+    "cost": "Cost",
+    "currency": "Currency",
+    "price_versions": "PriceVersions",
+    "total": "Total",
+}
+
+
+def table_name(json_name: str) -> str:
+    """The daily table's name of a JSON field (``tag:app`` groups: ``Tag:app``)."""
+    if json_name.startswith("tag:"):
+        return "Tag:" + json_name[4:]
+    return TABLE_NAMES.get(json_name, json_name)
 FORMULA_STARTS = ("=", "+", "-", "@")
 
 

@@ -90,9 +90,10 @@ def test_csv_fields_are_quoted_and_injection_safe_on_every_line():
 async def test_summary_csv_ends_with_a_totals_row_and_parses_back():
     summary = await summarize(rows_of(ROWS), ("caller", "deployment"))
     parsed = list(csv.DictReader(io.StringIO("".join(summary_csv(summary)))))
-    assert parsed[-1]["caller_id"] == "TOTAL" and parsed[-1]["cost"] == "0.6"
-    assert sum(Decimal(r["cost"]) for r in parsed[:-1]) == Decimal("0.6")
-    assert "e" not in parsed[0]["cost"]  # never scientific notation
+    assert parsed[-1]["CallerId"] == "TOTAL" and parsed[-1]["Cost"] == "0.6"
+    assert sum(Decimal(r["Cost"]) for r in parsed[:-1]) == Decimal("0.6")
+    assert "e" not in parsed[0]["Cost"]  # never scientific notation
+    assert list(parsed[0])[:4] == ["CallerId", "CallerName", "CostCenter", "Owner"]  # the daily table's names
 
 
 CONTEXT = FocusContext.build(None, "https://aoai-swc.openai.azure.com/", "swedencentral", "USD", None)
@@ -198,7 +199,7 @@ async def test_totals_only_csv_is_one_total_line():
     lines = list(summary_csv(await summarize(rows_of(ROWS), ())))
     assert len(lines) == 2
     [total] = list(csv.DictReader(io.StringIO("".join(lines))))
-    assert total["total"] == "TOTAL" and total["cost"] == "0.6"
+    assert total["Total"] == "TOTAL" and total["Cost"] == "0.6"
 
 
 async def test_grouping_and_filtering_by_department_owner_and_tag():
