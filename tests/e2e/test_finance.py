@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,7 +21,7 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -42,6 +44,7 @@ PRICES = (
     ' "text-embedding-3-small": {"input": 0.02, "output": 0}}'
 )
 HELLO = [{"role": "user", "content": "Hello there, finance!"}]
+TYPO = "gpt-4o-tpyo"  # a mistyped deployment: calls answered 404, no usage
 TODAY = datetime.now(UTC).date()
 # The first day of last month: the past traffic straddles its start, a month boundary, and is well in the past.
 BOUNDARY = (TODAY.replace(day=1) - timedelta(days=1)).replace(day=1)
@@ -155,6 +158,10 @@ async def _past_traffic(connection: str, callers: dict[str, str], changed: Price
                                 failed,
                             )
                         )
+            typo_at = datetime.combine(day, datetime.min.time(), UTC) + timedelta(hours=11)
+            record = _record(callers["alice"], "alice", TYPO, typo_at, 0, 0, 0, None, None, True)
+            await ledger.record(dataclasses.replace(record, status=404))
+            facts.append(Fact(day.isoformat(), callers["alice"], TYPO, 0, 0, 0, Decimal(0), True))
         assert await ledger.flush(30)
         await ledger.close()
     return facts
@@ -397,16 +404,37 @@ def test_every_view_equals_the_ledger_and_the_upstream(finance):
     assert all(line.startswith('"') for line in text.splitlines())
     parsed = list(csv.DictReader(io.StringIO(text)))
     total = parsed.pop()
-    assert total["caller_id"] == "TOTAL" and Decimal(total["cost"]) == everything["cost"]
+    assert total["CallerId"] == "TOTAL" and Decimal(total["Cost"]) == everything["cost"]
+    assert "TOTAL" not in {r["CallerId"] for r in parsed}  # one TOTAL line: a SUM of the others never doubles
     assert (
         _from_api(
-            [{**r, **{k: int(r[k]) for k in r if k.endswith(("tokens", "requests"))}} for r in parsed],
+            [
+                {
+                    "caller_id": r["CallerId"],
+                    "deployment": r["Deployment"],
+                    "day": r["Day"],
+                    "requests": int(r["Requests"]),
+                    "failed_requests": int(r["FailedRequests"]),
+                    "prompt_tokens": int(r["PromptTokens"]),
+                    "completion_tokens": int(r["CompletionTokens"]),
+                    "cached_tokens": int(r["CachedTokens"]),
+                    "cost": r["Cost"],
+                }
+                for r in parsed
+            ],
             lambda r: (r["caller_id"], r["deployment"], r["day"]),
         )
         == by_caller_deployment_day
     )
-    assert not any("e-" in r["cost"] or "E-" in r["cost"] for r in parsed)
-    assert {r["owner"] for r in parsed if r["caller_id"] == callers["bob"]} == {"'=Bob"}  # neutralised
+    assert not any("e-" in r["Cost"] or "E-" in r["Cost"] for r in parsed)
+    assert {r["Owner"] for r in parsed if r["CallerId"] == callers["bob"]} == {"'=Bob"}  # neutralised
+    totals_only = httpx.get(
+        f"{gateway.api}/usage",
+        params={"from": FIRST.isoformat(), "to": LAST.isoformat(), "group_by": "", "format": "csv", "bom": "true"},
+    )
+    assert totals_only.content.startswith(b"\xef\xbb\xbf")  # the UTF-8 BOM Excel needs
+    [only] = list(csv.DictReader(io.StringIO(totals_only.content.decode("utf-8-sig"))))
+    assert only["Total"] == "TOTAL" and Decimal(only["Cost"]) == everything["cost"]
 
     # FOCUS: BilledCost and ConsumedQuantity sum to the ledger per caller and deployment.
     focus = httpx.get(
@@ -422,12 +450,13 @@ def test_every_view_equals_the_ledger_and_the_upstream(finance):
         billed[(row["SubAccountId"], row["ResourceName"])] += Decimal(row["BilledCost"])
         quantity[(row["SubAccountId"], row["ResourceName"])] += int(row["ConsumedQuantity"])
     expected = _expected(facts, lambda f: (f.caller, f.deployment))
-    assert dict(billed) == {k: v["cost"] for k, v in expected.items()}
-    assert dict(quantity) == {k: v["prompt"] + v["completion"] for k, v in expected.items()}
+    charged = {k: v for k, v in expected.items() if v["prompt"] + v["completion"]}  # no usage: no FOCUS charge
+    assert dict(billed) == {k: v["cost"] for k, v in charged.items()}
+    assert dict(quantity) == {k: v["prompt"] + v["completion"] for k, v in charged.items()}
     assert any(r["ListUnitPrice"] == "0.15" and r["ChargeDescription"].startswith("Input tokens") for r in focus_rows)
     unpriced = [r for r in focus_rows if r["ResourceName"] == "gpt-4.1"]  # no price: flagged, never plain 0
     assert unpriced and all(r["x_PricingStatus"] == "Unpriced" for r in unpriced)
-    assert len({r["ResourceId"] for r in focus_rows}) == 3
+    assert len({r["ResourceId"] for r in focus_rows}) == 3 and TYPO not in focus
 
 
 def test_the_cli_downloads_the_same_figures(finance, tmp_path):
@@ -471,7 +500,8 @@ def test_the_cli_downloads_the_same_figures(finance, tmp_path):
     assert result.returncode == 0, result.stderr
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     month_facts = [f for f in facts if f.day[:7] == BOUNDARY.strftime("%Y-%m")]
-    assert Decimal(rows[-1]["cost"]) == sum((f.cost for f in month_facts), Decimal(0))
+    assert rows[-1]["CostCenter"] == "TOTAL"
+    assert Decimal(rows[-1]["Cost"]) == sum((f.cost for f in month_facts), Decimal(0))
 
     denied = subprocess.run(
         [sys.executable, "-m", "tools.usage", "--month", "2026-11"],
@@ -627,40 +657,68 @@ def _figures(dom: str) -> dict[str, list[tuple[str, str | None]]]:
     return parser.figures
 
 
+def _money(cost: str) -> str:
+    """What the dashboard shows for an exact cost: cents, thousands separators, the currency, never a tiny 0."""
+    value = Decimal(float(cost))  # the page rounds the double JavaScript holds, half away from zero
+    if 0 < value < Decimal("0.005"):
+        return "USD <0.01"
+    return f"USD {value.quantize(Decimal('0.01'), ROUND_HALF_UP):,.2f}"
+
+
+@pytest.mark.parametrize("width", [1280, 390])
 @pytest.mark.parametrize("month", [None, LAST_MONTH])
-def test_the_dashboard_shows_the_figures_of_api_usage(finance, month, tmp_path):
+def test_the_dashboard_shows_the_figures_of_api_usage(finance, month, width, tmp_path):
     if CHROMIUM is None:
         pytest.skip(NO_CHROMIUM)
     gateway, *_ = finance
     _rebuild(gateway)
     api = gateway.api
     url = f"{api}/dashboard" + (f"?month={month}" if month else "")
-    figures = _figures(_chromium(url, "--dump-dom", profile=tmp_path / "profile"))
+    size = f"--window-size={width},{2400 if width > 400 else 3200}"
+    dom = _chromium(url, "--dump-dom", size, profile=tmp_path / "profile")
+    figures = _figures(dom)
     shown_month = month or NOW.strftime("%Y-%m")
+    assert int(re.search(r'data-width="(\d+)"', dom).group(1)) <= width  # nothing wider than the screen
 
     totals = httpx.get(f"{api}/usage", params={"month": shown_month, "group_by": ""}).json()["totals"]
-    assert figures["month-cost"] == [(f"USD {totals['cost']}", totals["cost"])]
+    [(text, value)] = figures["month-cost"]
+    assert value == totals["cost"] and text.startswith(_money(totals["cost"]))  # exact in data-value and on hover
     assert figures["month-tokens"] == [(f"{totals['total_tokens']:,}", str(totals["total_tokens"]))]
     assert figures["month-requests"][0][1] == str(totals["requests"])
-    today = NOW.date().isoformat()
-    today_totals = httpx.get(f"{api}/usage", params={"from": today, "to": today, "group_by": ""}).json()["totals"]
-    assert figures["today-cost"] == [(f"USD {today_totals['cost']}", today_totals["cost"])]
-    assert Decimal(today_totals["cost"]) > 0
+    assert f"Cost in {shown_month}" in dom
+    day = NOW.date().isoformat() if month is None else _last_day(shown_month)
+    day_totals = httpx.get(f"{api}/usage", params={"from": day, "to": day, "group_by": ""}).json()["totals"]
+    assert figures["today-cost"][0][1] == day_totals["cost"]  # the selected month's day, not today
+    assert ("Today so far" in dom) == (month is None)
 
     callers = httpx.get(f"{api}/usage", params={"month": shown_month, "group_by": "caller"}).json()["data"]
     ranked = sorted(callers, key=lambda r: Decimal(r["cost"]), reverse=True)
     assert [t for t, _ in figures["spender-name"]] == [r["caller_name"] for r in ranked]
-    assert [t for t, _ in figures["spender-cost"]] == [r["cost"] for r in ranked]
+    assert [v for _, v in figures["spender-cost"]] == [r["cost"] for r in ranked]
+    assert [t for t, _ in figures["spender-cost"]] == [
+        _money(r["cost"]) + (" unpriced" if r["unpriced_requests"] else "") for r in ranked
+    ]
     assert [t for t, _ in figures["spender-tokens"]] == [f"{r['total_tokens']:,}" for r in ranked]
     centers = httpx.get(f"{api}/usage", params={"month": shown_month, "group_by": "cost_center"}).json()["data"]
     assert {t for t, _ in figures["cost-center-name"]} == {"CC-100", "CC-200"}
-    assert [t for t, _ in figures["cost-center-cost"]] == [r["cost"] for r in centers]
-    assert len(figures["burn"]) == 3  # one cost budget per caller
+    assert [v for _, v in figures["cost-center-cost"]] == [r["cost"] for r in centers]
+    shown_deployments = {t for t, _ in figures["deployment-name"]}
+    assert TYPO not in shown_deployments and "gpt-4o-mini" in shown_deployments  # no cost line for a typo
+    assert len(figures["burn"]) == 3  # one cost budget per caller, the selected month's use
+    budgets = httpx.get(f"{api}/usage/budgets", params={"month": shown_month}).json()["data"]
+    assert sorted(float(v or 0) for _, v in figures["burn"]) == sorted(
+        b["limits"]["cost_usd_per_month"]["percent"] for b in budgets
+    )
+    assert 'id="export-focus" href="usage?month=' in dom and "format=focus" in dom
 
-    if month:  # a month with a chart worth looking at
-        shot = SCREENSHOT_DIR / "finance-dashboard.png"
-        _chromium(url, f"--screenshot={shot}", "--window-size=1280,1400", profile=tmp_path / "profile2")
-        assert shot.stat().st_size > 10_000
+    shot = SCREENSHOT_DIR / f"finance-dashboard-{shown_month}-{width}.png"
+    _chromium(url, f"--screenshot={shot}", size, profile=tmp_path / "profile2")
+    assert shot.stat().st_size > 10_000
+
+
+def _last_day(month: str) -> str:
+    first = datetime.strptime(f"{month}-01", "%Y-%m-%d").date()
+    return ((first + timedelta(days=32)).replace(day=1) - timedelta(days=1)).isoformat()
 
 
 def test_the_dashboard_needs_usage_read_and_its_assets_are_local(finance):
