@@ -27,6 +27,7 @@ from tools.gateway_token import DEFAULT_AUTHORITY_HOST, SECRET_ENV, TokenAcquisi
 
 API_KEY_ENV = "GATEWAY_API_KEY"
 URL_ENV = "GATEWAY_URL"
+UNPRICED_HEADER = "x-gateway-unpriced-requests"
 GROUPINGS = ("caller", "deployment", "day", "month", "cost_center", "department", "owner", "tag:<name>")
 
 
@@ -145,10 +146,19 @@ def download(
                 raise RuntimeError(f"the gateway answered {response.status_code}: {response.text[:500]}")
             length = response.headers.get("content-length")
             bar = Progress(progress, int(length) if length and length.isdigit() else None, not quiet)
+            unpriced = response.headers.get(UNPRICED_HEADER, "")
+            unpriced_in_focus = False
             for chunk in response.iter_bytes():
                 sink.write(chunk)
                 bar.advance(len(chunk))
+                unpriced_in_focus = unpriced_in_focus or b'"Unpriced"' in chunk
             bar.finish()
+            if unpriced.isdigit() and int(unpriced) > 0 or unpriced_in_focus:
+                count = f"{int(unpriced):,} requests" if unpriced.isdigit() else "Some requests"
+                progress.write(
+                    f"warning: {count} used deployments without a price: their cost is NOT included "
+                    "(never read it as free; UnpricedRequests in CSV/JSON, x_PricingStatus=Unpriced in FOCUS)\n"
+                )
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:

@@ -65,6 +65,8 @@ def table_name(json_name: str) -> str:
     if json_name.startswith("tag:"):
         return "Tag:" + json_name[4:]
     return TABLE_NAMES.get(json_name, json_name)
+
+
 FORMULA_STARTS = ("=", "+", "-", "@")
 
 

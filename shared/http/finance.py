@@ -55,6 +55,7 @@ DASHBOARD_HEADERS = {
     "cache-control": "no-store",
 }
 MAX_BUDGET_CALLERS = 200
+UNPRICED_HEADER = "x-gateway-unpriced-requests"  # JSON and CSV answers: requests whose cost is not included
 # A rebuild answers 200 with its reports if it finishes within this, else 202 with a status URL (Azure's front end
 # ends any HTTP request after 230 s; a month at production volume takes far longer).
 REBUILD_WAIT_SECONDS = 20.0
@@ -88,15 +89,18 @@ def blueprint(runtime: Runtime) -> func.Blueprint:
             if output not in ("json", "csv"):
                 raise bad_request("'format' is json, csv or focus.", param="format")
             summary = await summarize(daily_rows(services.daily_usage_table, query), query.groups)
+            # Unpriced usage is never silently free: the count rides on the response too (the CLI warns with it).
+            unpriced = {UNPRICED_HEADER: str(summary.totals.unpriced_requests)}
             if output == "csv":
-                return _csv(_async(summary_csv(summary)), f"{name}.csv", bom == "true")
+                return _csv(_async(summary_csv(summary)), f"{name}.csv", bom == "true", unpriced)
             return JSONResponse(
                 {
                     **query.to_json(),
                     "source": "daily usage table (docs/finance.md)",
                     "data": summary.rows,
                     "totals": summary.totals.to_json(),
-                }
+                },
+                headers=unpriced,
             )
 
         return await authenticated(runtime, req, action)
@@ -285,12 +289,14 @@ async def _limits(services: Services, caller: Caller) -> dict[str, Any]:
         return {"error": error.message}
 
 
-def _csv(lines: AsyncIterator[str], filename: str, bom: bool = False) -> Response:
+def _csv(
+    lines: AsyncIterator[str], filename: str, bom: bool = False, headers: dict[str, str] | None = None
+) -> Response:
     """A streamed CSV download; ``bom``: a UTF-8 byte order mark first, so Excel reads the file as UTF-8."""
     return StreamingResponse(
         _with_bom(lines) if bom else lines,
         media_type="text/csv; charset=utf-8",
-        headers={"content-disposition": f'attachment; filename="{filename}"'},
+        headers={"content-disposition": f'attachment; filename="{filename}"', **(headers or {})},
     )
 
 

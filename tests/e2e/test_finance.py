@@ -501,6 +501,8 @@ def test_the_cli_downloads_the_same_figures(finance, tmp_path):
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     month_facts = [f for f in facts if f.day[:7] == BOUNDARY.strftime("%Y-%m")]
     assert rows[-1]["CostCenter"] == "TOTAL"
+    unpriced = int(rows[-1]["UnpricedRequests"])
+    assert unpriced > 0 and f"warning: {unpriced:,} requests used deployments without a price" in result.stderr
     assert Decimal(rows[-1]["Cost"]) == sum((f.cost for f in month_facts), Decimal(0))
 
     denied = subprocess.run(
