@@ -2,10 +2,12 @@
 after 230 s; docs/finance.md, "Rebuilds").
 
 ``POST /api/manage/usage/rebuild`` stores a job (an entity in the rollup's internal hourly table, partition
-``rebuild-jobs``) and runs it in the background, one step per UTC hour of the ledger (an hour at 100 requests/s is
-360,000 rows), writing a day's rows of the daily table after its last hour. Each step records its progress with an
-If-Match update, so two runners never both advance a job: the one whose update fails stops. The POST waits a few
-seconds: a short rebuild answers 200 with its reports as before; a long one answers 202 with a status URL. An
+``rebuild-jobs``) and runs it in the background in steps of whole UTC hours of the ledger: a whole day per step
+while days are quick, halving down to one hour per step when a step takes longer than 30 s (an hour at 100
+requests/s is 360,000 rows), writing a day's rows of the daily table after its last hour. Each step records its
+progress with an If-Match update, so two runners never both advance a job: the one whose update fails stops. The
+POST waits a few seconds: a short rebuild answers 200 with its reports as before; a long one answers 202 with a
+status URL. An
 instance recycled mid-job leaves the job ``running`` with an old ``Updated``: the rollup timer resumes it from its
 last step (steps are idempotent, so a repeated step changes nothing).
 """
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 JOB_PARTITION = "rebuild-jobs"
 STALE_SECONDS = 600.0  # a running job not updated for this long lost its runner: the timer resumes it
 MAX_FAILURES = 5
+STEP_TARGET_SECONDS = 30.0  # a step that took longer halves the hours of the next (at least one hour)
 RUNNING, DONE, FAILED = "running", "done", "failed"
 
 
@@ -128,14 +131,20 @@ class RebuildJobs:
         except ResourceNotFoundError:
             return None
 
-    async def run(self, job_id: str, budget_seconds: float | None = None) -> RebuildJob | None:
+    async def run(
+        self, job_id: str, budget_seconds: float | None = None, hours_per_step: int = 24
+    ) -> RebuildJob | None:
         """Advance the job step by step until it is done, another runner took it, or the budget is spent."""
         started = time.monotonic()
         job = await self.get(job_id)
+        chunk = hours_per_step  # a whole day per step while days are quick, down to one hour when they are not
         while job is not None and job.status == RUNNING and job.next is not None:
             day, hour = date.fromisoformat(job.next[:10]), int(job.next[11:13])
+            hours = frozenset(range(hour, min(24, hour + chunk)))
+            last = max(hours)
+            step_started = time.monotonic()
             try:
-                report = await self._rollup.day(day, frozenset({hour}), unsharded=hour == 23, write_daily=hour == 23)
+                report = await self._rollup.day(day, hours, unsharded=last == 23, write_daily=last == 23)
             except Exception as exc:  # storage trouble: count it, retry from the same step (now or on resume)
                 job.failures += 1
                 job.error = type(exc).__name__
@@ -144,7 +153,9 @@ class RebuildJobs:
                 if not await self._save(job) or job.status == FAILED:
                     return job
                 continue
-            self._advance(job, day, hour, report)
+            if time.monotonic() - step_started > STEP_TARGET_SECONDS:
+                chunk = max(1, chunk // 2)
+            self._advance(job, day, last, report)
             if not await self._save(job):
                 return None  # another runner advanced it: it carries on
             if budget_seconds is not None and time.monotonic() - started > budget_seconds:
