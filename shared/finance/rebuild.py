@@ -7,9 +7,8 @@ while days are quick, halving down to one hour per step when a step takes longer
 requests/s is 360,000 rows), writing a day's rows of the daily table after its last hour. Each step records its
 progress with an If-Match update, so two runners never both advance a job: the one whose update fails stops. The
 POST waits a few seconds: a short rebuild answers 200 with its reports as before; a long one answers 202 with a
-status URL. An
-instance recycled mid-job leaves the job ``running`` with an old ``Updated``: the rollup timer resumes it from its
-last step (steps are idempotent, so a repeated step changes nothing).
+status URL. An instance recycled mid-job leaves the job ``running`` with an old ``Updated``: the rollup timer
+resumes it from its last step (steps are idempotent, so a repeated step changes nothing).
 """
 
 from __future__ import annotations
