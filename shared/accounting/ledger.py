@@ -97,9 +97,10 @@ def day_range_filter(first: date, last: date) -> tuple[str, dict[str, Any]]:
 
 
 def late_hours(records: list[UsageRecord], now: datetime | None = None) -> set[str]:
-    """The UTC hours (``2026-11-30T14``) of rows written after their hour had ended."""
-    current = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H")
-    return {hour for r in records if (hour := r.at.astimezone(UTC).strftime("%Y-%m-%dT%H")) < current}
+    """The UTC hours (``2026-11-30T14``) of rows written after their hour had ended (a comparison per row; the
+    hour's text only for the rare late ones)."""
+    hour_start = (now or datetime.now(UTC)).astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    return {r.at.astimezone(UTC).strftime("%Y-%m-%dT%H") for r in records if r.at < hour_start}
 
 
 async def mark_late_hours(table: TableClient, records: list[UsageRecord], now: datetime | None = None) -> None:
