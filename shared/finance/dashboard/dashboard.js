@@ -13,11 +13,13 @@ const count = (n) => Number(n).toLocaleString("en-US");
 
 // Money to the cent with its currency and thousands separators; the exact amount is in the title (hover) and in
 // data-value; tiny non-zero amounts never read as 0.
-function money(cost) {
+function money(cost, code = currency) {
   const n = Number(cost);
-  if (n > 0 && n < 0.005) return `${currency} <0.01`;
-  return `${currency} ${n.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 })}`;
+  if (n > 0 && n < 0.005) return `${code} <0.01`;
+  return `${code} ${n.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 })}`;
 }
+
+const LIMIT_NAMES = { tokens_per_month: "Tokens / month", cost_usd_per_month: "Cost / month", tokens_per_day: "Tokens, busiest day" };
 
 function showMoney(element, row) {
   element.replaceChildren(money(row.cost));
@@ -133,7 +135,7 @@ function chart(days, month) {
       `${s.day}: ${money(s.exact)} (exact ${s.exact}), ${count(s.tokens)} tokens`;
     const y = top + plot - (s.tokens / maxTokens) * plot;
     path += `${i ? "L" : "M"}${left + i * step + step / 2},${y}`;
-    if (i % 5 === 0) add("text", { class: "axis", x: left + i * step, y: height - 6 }, s.day.slice(5));
+    if (i % 5 === 0 && i < count_ - 2) add("text", { class: "axis", x: left + i * step, y: height - 6 }, s.day.slice(5));
   });
   add("path", { class: "line", d: path });
   add("text", { class: "axis", x: 0, y: top + 10 }, money(maxCost));
@@ -276,12 +278,12 @@ async function load() {
       fillSelect("deployment", costLines.map((r) => [r.deployment, r.deployment]));
     }
     const burn = budgets ? budgetRows(budgets) : [];
-    const usd = (value) => `USD ${Number(value).toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 })}`;
+    const cost = (r, value) => (r.name === "cost_usd_per_month" ? money(value, "USD") : count(value));
     fillTable("budgets", burn, (r) => [
       [r.caller, false],
-      [r.name.replaceAll("_", " "), false],
-      [r.name === "cost_usd_per_month" ? usd(r.used) : count(r.used), true],
-      [r.name === "cost_usd_per_month" ? usd(r.max) : count(r.max), true],
+      [LIMIT_NAMES[r.name] || r.name.replaceAll("_", " "), false],
+      [cost(r, r.used), true],
+      [cost(r, r.max), true],
       [burnCell(r), false, "burn"],
     ]);
     $("budgets-note").textContent = budgets ? `Use in ${month} from the daily usage table, against the limits in force now (limits are not versioned).` : "Budgets could not be loaded.";
