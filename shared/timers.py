@@ -3,8 +3,10 @@
 ``quota_housekeeping`` deletes quota counters of ended windows and reconciles counters with the ledger.
 ``roll_up_daily_usage`` keeps finance's daily usage table current (docs/finance.md): every 5 minutes it
 re-derives today's current hour from the ledger (the previous one too early in an hour) and today's rows, and
-twice after midnight (00:10 and 06:00 UTC) all of yesterday, so rows that reached the ledger late are counted.
-Re-deriving is idempotent, so overlapping runs are harmless.
+twice after midnight (00:10 and 06:00 UTC) all of yesterday, and every hour a writer or a replay marked as having
+received rows late (any day), so late rows are counted without a manual rebuild; then it emits the month's budget
+alerts (once per threshold across instances) and resumes rebuild jobs an instance left. Re-deriving is idempotent,
+so overlapping runs are harmless.
 
 ``replay_usage_journal`` writes usage rows that a stopped or crashed instance left in the shared ledger
 journal (docs/durability.md). Any instance may run it: replays are idempotent (rows are keyed by request

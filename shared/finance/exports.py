@@ -1,4 +1,4 @@
-"""What finance downloads: CSV of usage summaries and a FOCUS-style cost export, both written line by line so
+"""What finance downloads: CSV of usage summaries and a FOCUS 1.2 cost export, both written line by line so
 a large range streams instead of being built in memory.
 
 Every CSV line goes through :func:`shared.finance.usage_report.csv_line`, the one place the injection rule
