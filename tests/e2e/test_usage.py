@@ -103,7 +103,7 @@ def test_usage_needs_the_usage_read_role_and_exports_csv(priced):
     )
     assert csv.status_code == 200 and csv.headers["content-type"].startswith("text/csv")
     header, row, total = csv.text.strip().splitlines()
-    assert header.startswith('"caller_id","caller_name","cost_center","owner","department","tags","day","requests",')
+    assert header.startswith('"CallerId","CallerName","CostCenter","Owner","Department","Tags","Day","Requests",')
     assert row.startswith(f'"{owner}","\'=SUM(1+1)",') and '"1","0","12","12","24",' in row  # formula neutralised
     assert total.startswith('"TOTAL",')
 
