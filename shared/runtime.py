@@ -15,6 +15,7 @@ import os
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,7 +33,10 @@ from shared.auth.apikeys import ApiKeyStore
 from shared.auth.authenticator import Authenticator
 from shared.auth.entra import EntraTokenValidator
 from shared.errors import error_response, gateway_unavailable
+from shared.finance.alerts import BudgetAlerts
+from shared.finance.budgets import caller_limits
 from shared.finance.daily import DailyRollup, RollupPlan, RollupReport
+from shared.finance.rebuild import RebuildJobs
 from shared.pipeline import Gateway
 from shared.policy.authorization import Authorizer
 from shared.policy.callers import CallerPolicyStore
@@ -84,6 +88,8 @@ class Services:
     daily_usage_table: TableClient  # finance's daily table, derived from the ledger by daily_rollup
     daily_rollup: DailyRollup
 
+
+REBUILD_RESUME_SECONDS = 120.0  # a timer run spends at most about this on resumed rebuild jobs (then the next run)
 
 # gen-0 collections every 20,000 allocations instead of 700: a few per request instead of dozens.
 GC_YOUNG_THRESHOLD = 20_000
@@ -160,6 +166,23 @@ class Runtime:
         """Derive rows of the daily usage table from the ledger (the finance timer and the rebuild call this)."""
         rollup = (await self.services()).daily_rollup
         return [await rollup.day(plan.day, plan.hours) for plan in plans]
+
+    async def roll_up_usage_on_timer(self, now: datetime) -> list[RollupReport]:
+        """The rollup timer's run: recent hours and every hour marked as having received late rows; then the budget
+        alerts of the month so far (each emitted once across instances: shared.finance.alerts)."""
+        services = await self.services()
+        reports = await services.daily_rollup.on_timer(now)
+        alerts = BudgetAlerts(
+            services.tables.get_table_client(HOURLY_USAGE_TABLE),
+            services.daily_usage_table,
+            caller_limits(services.quotas, services.policies),
+            services.settings.accounting.budget_alerts,
+        )
+        await alerts.check(now)
+        # Rebuild jobs whose instance went away mid-job (recycled, scaled in) carry on from their last step.
+        jobs = RebuildJobs(services.tables.get_table_client(HOURLY_USAGE_TABLE), services.daily_rollup)
+        await jobs.resume_stale(now, budget_seconds=REBUILD_RESUME_SECONDS)
+        return reports
 
     def _managed_identity(self) -> AsyncTokenCredential:
         """One credential for the process: Table Storage and Azure OpenAI share its token cache and sessions."""
@@ -245,7 +268,7 @@ class Runtime:
             authenticator,
             Authorizer(policies),
             upstream,
-            Accounting(ledger, prices, quotas),
+            Accounting(ledger, prices, quotas, policies),
             stream_usage_min_api_version=settings.upstream.stream_usage_min_api_version,
         )
         daily_table = tables.get_table_client(DAILY_USAGE_TABLE)

@@ -3,8 +3,10 @@
 ``quota_housekeeping`` deletes quota counters of ended windows and reconciles counters with the ledger.
 ``roll_up_daily_usage`` keeps finance's daily usage table current (docs/finance.md): every 5 minutes it
 re-derives today's current hour from the ledger (the previous one too early in an hour) and today's rows, and
-twice after midnight (00:10 and 06:00 UTC) all of yesterday, so rows that reached the ledger late are counted.
-Re-deriving is idempotent, so overlapping runs are harmless.
+twice after midnight (00:10 and 06:00 UTC) all of yesterday, and every hour a writer or a replay marked as having
+received rows late (any day), so late rows are counted without a manual rebuild; then it emits the month's budget
+alerts (once per threshold across instances) and resumes rebuild jobs an instance left. Re-deriving is idempotent,
+so overlapping runs are harmless.
 
 ``replay_usage_journal`` writes usage rows that a stopped or crashed instance left in the shared ledger
 journal (docs/durability.md). Any instance may run it: replays are idempotent (rows are keyed by request
@@ -18,7 +20,6 @@ from datetime import UTC, datetime, timedelta
 
 import azure.functions as func
 
-from shared.finance.daily import timer_plan
 from shared.finance.usage_report import ledger_rows
 from shared.runtime import Runtime
 
@@ -61,7 +62,7 @@ def blueprint(runtime: Runtime) -> func.Blueprint:
 
     @bp.timer_trigger(arg_name="timer", schedule=ROLLUP_SCHEDULE, run_on_startup=False, use_monitor=False)
     async def roll_up_daily_usage(timer: func.TimerRequest) -> None:
-        for report in await runtime.roll_up_usage(timer_plan(datetime.now(UTC))):
+        for report in await runtime.roll_up_usage_on_timer(datetime.now(UTC)):
             log.info("daily usage rollup: %s", report.to_json())
 
     return bp

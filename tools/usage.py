@@ -27,7 +27,8 @@ from tools.gateway_token import DEFAULT_AUTHORITY_HOST, SECRET_ENV, TokenAcquisi
 
 API_KEY_ENV = "GATEWAY_API_KEY"
 URL_ENV = "GATEWAY_URL"
-GROUPINGS = ("caller", "deployment", "day", "month", "cost_center")
+UNPRICED_HEADER = "x-gateway-unpriced-requests"
+GROUPINGS = ("caller", "deployment", "day", "month", "cost_center", "department", "owner", "tag:<name>")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--caller", help="only this caller id")
     parser.add_argument("--deployment", help="only this deployment")
     parser.add_argument("--cost-center", help="only this cost center")
+    parser.add_argument("--department", help="only this department")
+    parser.add_argument("--owner", help="only this owner")
+    parser.add_argument("--tag", help="only callers with this tag value, NAME:VALUE (e.g. app:chat)")
+    parser.add_argument("--bom", action="store_true", help="start CSV/FOCUS with a UTF-8 byte order mark (Excel)")
     parser.add_argument("-o", "--output", help="file to write (default: stdout)")
     parser.add_argument("--tenant", help="Microsoft Entra tenant id (MSAL sign-in)")
     parser.add_argument("--client-id", help="client id of your app registration (MSAL sign-in)")
@@ -64,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def query_params(args: argparse.Namespace) -> dict[str, str]:
     params = {"group_by": args.group_by, "format": args.format}
+    if args.bom:
+        params["bom"] = "true"
     for name, value in (
         ("month", args.month),
         ("from", args.start),
@@ -71,6 +78,9 @@ def query_params(args: argparse.Namespace) -> dict[str, str]:
         ("caller_id", args.caller),
         ("deployment", args.deployment),
         ("cost_center", args.cost_center),
+        ("department", args.department),
+        ("owner", args.owner),
+        ("tag", args.tag),
     ):
         if value:
             params[name] = value
@@ -136,10 +146,19 @@ def download(
                 raise RuntimeError(f"the gateway answered {response.status_code}: {response.text[:500]}")
             length = response.headers.get("content-length")
             bar = Progress(progress, int(length) if length and length.isdigit() else None, not quiet)
+            unpriced = response.headers.get(UNPRICED_HEADER, "")
+            unpriced_in_focus = False
             for chunk in response.iter_bytes():
                 sink.write(chunk)
                 bar.advance(len(chunk))
+                unpriced_in_focus = unpriced_in_focus or b'"Unpriced"' in chunk
             bar.finish()
+            if unpriced.isdigit() and int(unpriced) > 0 or unpriced_in_focus:
+                count = f"{int(unpriced):,} requests" if unpriced.isdigit() else "Some requests"
+                progress.write(
+                    f"warning: {count} used deployments without a price: their cost is NOT included "
+                    "(never read it as free; UnpricedRequests in CSV/JSON, x_PricingStatus=Unpriced in FOCUS)\n"
+                )
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:

@@ -162,6 +162,16 @@ var alerts = [
     measure: 'rows'
     threshold: 0
   }
+  {
+    // Emitted once per caller, monthly limit, threshold and month (shared/finance/alerts.py); the traces with
+    // message "budget threshold crossed" name the caller (docs/finance.md, "Budget alerts").
+    name: 'alert-gateway-budget-threshold-${resourceToken}'
+    description: 'A caller crossed a budget threshold (80 % or 100 % of its monthly tokens or cost by default).'
+    severity: 3
+    query: 'customMetrics | where name == "gateway.budget.thresholds_crossed" | summarize crossings = sum(valueSum)'
+    measure: 'crossings'
+    threshold: 0
+  }
 ]
 
 resource alertRules 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = [for alert in alerts: {

@@ -37,7 +37,7 @@ from typing import Any
 
 from azure.data.tables.aio import TableClient
 
-from shared.accounting.ledger import BATCH_LIMIT, LEDGER_SHARDS, UsageRecord, shard_at
+from shared.accounting.ledger import BATCH_LIMIT, LEDGER_SHARDS, UsageRecord, mark_late_hours, shard_at
 from shared.storage.batch import upsert_entities
 
 log = logging.getLogger(__name__)
@@ -280,6 +280,7 @@ async def upsert_records(table: TableClient, records: list[UsageRecord]) -> None
         for start in range(0, len(rows), BATCH_LIMIT):
             chunk = rows[start : start + BATCH_LIMIT]
             await upsert_entities(table, [r.entity() for r in chunk])
+    await mark_late_hours(table, records)  # replayed rows of hours already rolled up: the rollup re-derives them
 
 
 async def replay(

@@ -63,6 +63,12 @@ RETRY_AFTER_SECONDS = 5
 LEDGER_SHARDS = 8
 
 
+# Hours that got a ledger row after the hour had ended (the writer after an outage, a journal replay, the replay CLI)
+# are marked in this partition of the ledger table (RowKey ``2026-11-30T14``), so the rollup timer re-derives them
+# (shared.finance.daily). It sorts after every day's partitions, so a date-range query never reads it.
+LATE_PARTITION = "late-hours"
+
+
 def day_partition(day: date | datetime) -> str:
     """The UTC day of a ledger partition, and the prefix of all its shards: ``2026-11-30``."""
     return day.strftime("%Y-%m-%d")
@@ -88,6 +94,21 @@ def day_range_filter(first: date, last: date) -> tuple[str, dict[str, Any]]:
         "first": day_partition(first),
         "after": day_partition(last + timedelta(days=1)),
     }
+
+
+def late_hours(records: list[UsageRecord], now: datetime | None = None) -> set[str]:
+    """The UTC hours (``2026-11-30T14``) of rows written after their hour had ended (a comparison per row; the
+    hour's text only for the rare late ones)."""
+    hour_start = (now or datetime.now(UTC)).astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    return {r.at.astimezone(UTC).strftime("%Y-%m-%dT%H") for r in records if r.at < hour_start}
+
+
+async def mark_late_hours(table: TableClient, records: list[UsageRecord], now: datetime | None = None) -> None:
+    """Mark the hours of rows just written late, for the rollup timer to re-derive (docs/finance.md, "Late rows").
+    An upsert per hour: every writer may mark the same hour; the rollup deletes a marker only if it is unchanged."""
+    for hour in sorted(late_hours(records, now)):
+        entity = {"PartitionKey": LATE_PARTITION, "RowKey": hour, "MarkedAt": datetime.now(UTC)}
+        await table.upsert_entity(entity, mode=UpdateMode.REPLACE)
 
 
 @dataclass(frozen=True)
@@ -116,6 +137,13 @@ class UsageRecord:
     cost: str | None = None
     currency: str | None = None
     price_version: str | None = None
+    # The caller's chargeback attributes when the call settled (the caller policy then): fixed on the row, so a
+    # rebuild reproduces history instead of re-attributing it from today's policy. ``None`` (rows written before
+    # the columns existed): the rollup takes the policy at rollup time and flags it (docs/finance.md).
+    cost_center: str | None = None
+    owner: str | None = None
+    department: str | None = None
+    tags: str | None = None  # a JSON object, sorted keys ("" when the caller has none)
     # The writing process's shard (D56). Not on the journal's lines, which older versions must still read: a
     # replay derives it from the journal header's shard layout and the row's time.
     shard: int | None = None
@@ -153,6 +181,11 @@ class UsageRecord:
             entity["Cost"] = self.cost
             entity["Currency"] = self.currency or ""
             entity["PriceVersion"] = self.price_version or ""
+        if self.cost_center is not None:
+            entity["CostCenter"] = self.cost_center
+            entity["Owner"] = self.owner or ""
+            entity["Department"] = self.department or ""
+            entity["Tags"] = self.tags or ""
         return entity
 
     def to_json(self) -> dict[str, Any]:
@@ -389,6 +422,7 @@ class UsageLedger:
         while True:
             try:
                 await asyncio.wait_for(upsert_entities(self._table, entities, retry_total=0), WRITE_TIMEOUT_SECONDS)
+                await self._mark_late([p.record for p in rows])
                 break
             except HttpResponseError as exc:
                 if _refused(exc):
@@ -427,7 +461,14 @@ class UsageLedger:
                     await self._failed(exc, 1)
                 except Exception as exc:
                     await self._failed(exc, 1)
+        await self._mark_late([self._pending[key].record for key in done])  # raises: the rows stay queued
         await self._written_ok(done)
+
+    async def _mark_late(self, records: list[UsageRecord]) -> None:
+        """After a write: mark the hours of rows that arrive after their hour ended (rare: after an outage). A failed
+        mark is retried with the rows (writing them again is harmless), so a late hour is never left unmarked."""
+        if late_hours(records):
+            await asyncio.wait_for(mark_late_hours(self._table, records), WRITE_TIMEOUT_SECONDS)
 
     async def _failed(self, exc: BaseException, rows: int) -> None:
         telemetry.record_ledger_write_failure(rows)  # rows whose write failed this attempt (they are retried)

@@ -17,11 +17,13 @@ have run is paid for, and none runs without its reservation (docs/quotas.md).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Any
 
 from azure.core.exceptions import AzureError
 
@@ -29,6 +31,7 @@ from shared.accounting.ledger import UsageLedger, UsageRecord
 from shared.accounting.prices import Price, PriceBook, money_text
 from shared.auth.identity import Caller
 from shared.errors import GatewayError
+from shared.policy.callers import CallerPolicyStore
 from shared.protocol.calls import ModelCall
 from shared.protocol.usage import Usage
 from shared.quotas.enforcer import QuotaEnforcer, QuotaReservation
@@ -61,6 +64,8 @@ class Reservation:
     settled: bool = False
     backend: str | None = None  # the label of the upstream backend whose answer the caller got
     observation: Observation = UNOBSERVED  # the call's span and metrics (shared.telemetry)
+    # The caller's chargeback attributes when the call was admitted; fixed on its ledger row (docs/finance.md).
+    chargeback: Mapping[str, Any] | None = None
     attempts: int = 1  # upstream attempts that hold quota: earlier ones may have run and were charged
 
     @property
@@ -87,19 +92,26 @@ class Reservation:
 
 class Accounting:
     def __init__(
-        self, ledger: UsageLedger, prices: PriceBook | Mapping[str, Price], quotas: QuotaEnforcer | None = None
+        self,
+        ledger: UsageLedger,
+        prices: PriceBook | Mapping[str, Price],
+        quotas: QuotaEnforcer | None = None,
+        policies: CallerPolicyStore | None = None,
     ) -> None:
         self.ledger = ledger
         self.prices = prices if isinstance(prices, PriceBook) else PriceBook(prices)
         self.quotas = quotas
+        self.policies = policies
 
     async def reserve(self, caller: Caller, call: ModelCall, request_id: str) -> Reservation:
         """Hold the call's quota (refusing it with a 429/403/503 GatewayError), before anything is forwarded."""
         await self.prices.ensure_current()
         price = self.prices.at(call.deployment, datetime.now(UTC))
+        # The policy is cached (authorization has just read it): its chargeback attributes go on the ledger row.
+        chargeback = (await self.policies.get(caller.id)).chargeback() if self.policies is not None else None
         quota = await self._hold(caller, call, price)
         bound = self.quotas.output_bound(call) if self.quotas is not None else output_bound(call, DEFAULT_ALLOWANCE)
-        return Reservation(request_id, caller, call, quota, output_tokens=bound.tokens)
+        return Reservation(request_id, caller, call, quota, output_tokens=bound.tokens, chargeback=chargeback)
 
     async def _hold(self, caller: Caller, call: ModelCall, price: Price | None) -> QuotaReservation:
         if self.quotas is None:
@@ -173,6 +185,7 @@ class Accounting:
             cost=money_text(cost) if cost is not None else None,
             currency=price.currency if price else None,
             price_version=price.version if price else None,
+            **_chargeback_fields(reservation.chargeback),
             shard=self.ledger.shard_at(at),
         )
         # A local diagnostic: with Azure Monitor this logger is capped at WARNING (shared/telemetry/setup.py), since
@@ -181,6 +194,18 @@ class Accounting:
             _log_settled(record, usage)
         await self.ledger.record(record)
         return record.cost_usd
+
+
+def _chargeback_fields(chargeback: Mapping[str, Any] | None) -> dict[str, str | None]:
+    if chargeback is None:
+        return {}
+    tags = dict(chargeback.get("tags") or {})
+    return {
+        "cost_center": str(chargeback.get("cost_center") or ""),
+        "owner": str(chargeback.get("owner") or ""),
+        "department": str(chargeback.get("department") or ""),
+        "tags": json.dumps(dict(sorted(tags.items())), ensure_ascii=False) if tags else "",
+    }
 
 
 def _log_settled(record: UsageRecord, usage: Usage) -> None:

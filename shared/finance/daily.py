@@ -17,6 +17,8 @@ Money is summed as :class:`~decimal.Decimal` from the ledger's exact ``Cost`` te
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import itertools
 import json
 import time
@@ -27,10 +29,12 @@ from datetime import time as clock
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import EdmType, EntityProperty, UpdateMode
 from azure.data.tables.aio import TableClient
 
-from shared.accounting.ledger import BATCH_LIMIT, LEDGER_SHARDS, day_partition
+from shared.accounting.ledger import BATCH_LIMIT, LATE_PARTITION, LEDGER_SHARDS, day_partition
 from shared.accounting.prices import money_text
 from shared.policy.callers import CallerPolicy, CallerPolicyStore
 from shared.storage.tables import table_key
@@ -50,10 +54,19 @@ LEDGER_COLUMNS = [
     "CostUsd",
     "Currency",
     "PriceVersion",
+    "CostCenter",
+    "Owner",
+    "Department",
+    "Tags",
 ]
 TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens")
 COUNT_FIELDS = ("requests", "failed_requests", "estimated_requests", "unpriced_requests", *TOKEN_FIELDS)
 LEGACY_PRICE_VERSION = "legacy-float"  # ledger rows written before exact costs (CostUsd only)
+CHARGEBACK_COLUMNS = ("CostCenter", "Owner", "Department", "Tags")
+# Where a row's chargeback attributes come from: fixed on the ledger rows when the calls settled, or (ledger rows
+# written before the attributes were recorded) the caller policy when the day was derived.
+ATTRIBUTED_AT_SETTLEMENT = "settlement"
+ATTRIBUTED_AT_ROLLUP = "policy-at-rollup"
 
 
 def integer(value: Any) -> int:
@@ -134,13 +147,44 @@ class Totals:
         }
 
 
+Chargeback = tuple[str, str, str, str]  # cost center, owner, department, tags (JSON text, "" when none)
+
+
+def ledger_chargeback(row: Mapping[str, Any]) -> Chargeback | None:
+    """The chargeback attributes fixed on a ledger (or partial) row, None if the row has none (older rows)."""
+    if row.get("CostCenter") is None:
+        return None
+    return (
+        str(row.get("CostCenter") or ""),
+        str(row.get("Owner") or ""),
+        str(row.get("Department") or ""),
+        str(row.get("Tags") or ""),
+    )
+
+
+def ledger_price_version(row: Mapping[str, Any]) -> str:
+    """The price version a ledger row was priced with ("" when unpriced)."""
+    if row.get("Cost") is not None:
+        return str(row.get("PriceVersion") or "")
+    return LEGACY_PRICE_VERSION if row.get("CostUsd") is not None else ""
+
+
 @dataclass
 class DailyGroup:
+    """One row of the daily table: a day, caller and deployment, one price version and one set of chargeback
+    attributes (a price change or an attribute change during the day starts a second row)."""
+
     day: date
     caller_id: str
     caller_name: str
     deployment: str
     totals: Totals
+    chargeback: Chargeback | None = None  # None: not fixed on the ledger rows, taken from the policy at rollup
+    price_version: str = ""
+
+    @property
+    def key(self) -> str:
+        return daily_row_key(self.caller_id, self.deployment, self.price_version, self.chargeback)
 
 
 class Aggregation:
@@ -151,7 +195,7 @@ class Aggregation:
     def __init__(self, day: date) -> None:
         self.day = day
         self.rows = 0  # rows added, duplicates included (the hour's marker row records it)
-        self.groups: dict[tuple[str, str], DailyGroup] = {}
+        self.groups: dict[tuple[str, str, str, Chargeback | None], DailyGroup] = {}
         self._seen: set[str] = set()
 
     def add(self, row: Mapping[str, Any]) -> None:
@@ -160,10 +204,13 @@ class Aggregation:
         if request_id in self._seen:
             return
         self._seen.add(request_id)
-        key = (str(row["CallerId"]), str(row["Deployment"]))
+        chargeback, version = ledger_chargeback(row), ledger_price_version(row)
+        key = (str(row["CallerId"]), str(row["Deployment"]), version, chargeback)
         group = self.groups.get(key)
         if group is None:
-            group = self.groups[key] = DailyGroup(self.day, key[0], str(row.get("CallerName", "")), key[1], Totals())
+            group = self.groups[key] = DailyGroup(
+                self.day, key[0], str(row.get("CallerName", "")), key[1], Totals(), chargeback, version
+            )
         group.totals.add_ledger_row(row)
 
 
@@ -206,15 +253,32 @@ def totals_columns(t: Totals) -> dict[str, Any]:
     }
 
 
-def daily_row_key(caller_id: str, deployment: str) -> str:
-    return f"{table_key(caller_id)}|{table_key(deployment)}"
+def daily_row_key(
+    caller_id: str, deployment: str, price_version: str = "", chargeback: Chargeback | None = None
+) -> str:
+    """``{caller}|{deployment}|{variant}``: the variant is a digest of the price version and the chargeback
+    attributes, so a day with a price or attribute change keeps one row per version and attribute set."""
+    variant = json.dumps([price_version, chargeback], ensure_ascii=False)
+    digest = hashlib.sha256(variant.encode()).hexdigest()[:12]
+    return f"{table_key(caller_id)}|{table_key(deployment)}|{digest}"
 
 
-def daily_entity(group: DailyGroup, policy: CallerPolicy) -> dict[str, Any]:
+def chargeback_columns(chargeback: Chargeback | None, policy: CallerPolicy | None = None) -> dict[str, str]:
+    """The chargeback columns of a daily row: the attributes fixed at settlement, else the policy's (flagged)."""
+    if chargeback is None:
+        policy = policy or CallerPolicy("")
+        tags = json.dumps(dict(sorted(policy.tags.items())), ensure_ascii=False) if policy.tags else ""
+        chargeback, source = (policy.cost_center, policy.owner, policy.department, tags), ATTRIBUTED_AT_ROLLUP
+    else:
+        source = ATTRIBUTED_AT_SETTLEMENT
+    return {**dict(zip(CHARGEBACK_COLUMNS, chargeback, strict=True)), "Attribution": source}
+
+
+def daily_entity(group: DailyGroup, policy: CallerPolicy | None) -> dict[str, Any]:
     """One row of the daily table (schema: docs/finance.md)."""
     return {
         "PartitionKey": day_partition(group.day),
-        "RowKey": daily_row_key(group.caller_id, group.deployment),
+        "RowKey": group.key,
         "Date": datetime.combine(group.day, clock(), tzinfo=UTC),
         "Day": group.day.isoformat(),
         "Month": group.day.strftime("%Y-%m"),
@@ -222,10 +286,7 @@ def daily_entity(group: DailyGroup, policy: CallerPolicy) -> dict[str, Any]:
         "CallerName": group.caller_name,
         "Deployment": group.deployment,
         **totals_columns(group.totals),
-        "CostCenter": policy.cost_center,
-        "Owner": policy.owner,
-        "Department": policy.department,
-        "Tags": json.dumps(dict(sorted(policy.tags.items())), ensure_ascii=False) if policy.tags else "",
+        **chargeback_columns(group.chargeback, policy),
     }
 
 
@@ -265,9 +326,12 @@ class DailyRollup:
     ) -> None:
         self._ledger, self._hourly, self._daily, self._policies = ledger, hourly, daily, policies
 
-    async def day(self, day: date, hours: Collection[int] | None = None) -> RollupReport:
-        """Re-derive ``hours`` of ``day`` (None: all of them, and the unsharded rows) plus any hour of the day up
-        to the latest one asked for that was never derived, then rewrite the day's rows of the daily table."""
+    async def day(
+        self, day: date, hours: Collection[int] | None = None, *, unsharded: bool = False, write_daily: bool = True
+    ) -> RollupReport:
+        """Re-derive ``hours`` of ``day`` (None: all of them, and the unsharded rows; ``unsharded``: the unsharded
+        rows too) plus any hour of the day up to the latest one asked for that was never derived, then rewrite the day's
+        rows of the daily table (unless ``write_daily`` is False: a rebuild job's steps before the day's last)."""
         started = time.perf_counter()
         report = RollupReport(day)
         partition = day_partition(day)
@@ -278,6 +342,7 @@ class DailyRollup:
         else:
             latest = max(hours, default=-1)
             wanted = [f"{h:02d}" for h in ALL_HOURS if h in hours or (h <= latest and f"{h:02d}" not in derived)]
+            wanted += [LEGACY_HOUR] if unsharded else []
         # Rows written before sharding sit in the bare day's partition; a replay after the upgrade can have written
         # the same request id again under an hour's partition: the unsharded copy counts, the other is skipped.
         legacy = [
@@ -291,22 +356,53 @@ class DailyRollup:
             rows = legacy if hour == LEGACY_HOUR else None
             fresh += await self._derive_hour(day, hour, existing, rows, legacy_ids, report)
         report.hours = wanted
+        if not write_daily:
+            report.seconds = time.perf_counter() - started
+            return report
         partials = [e for e in partials if str(e["RowKey"]).split("|")[0] not in wanted] + fresh
-        groups: dict[tuple[str, str], DailyGroup] = {}
+        groups: dict[str, DailyGroup] = {}
         for entity in partials:
-            if "|" not in str(entity["RowKey"]):
+            row_key = str(entity["RowKey"])
+            if "|" not in row_key:
                 continue
-            key = (str(entity["CallerId"]), str(entity["Deployment"]))
+            key = row_key.split("|", 1)[1]  # the daily row's key (the group's caller, deployment and variant)
             if key not in groups:
-                groups[key] = DailyGroup(day, key[0], str(entity.get("CallerName", "")), key[1], Totals())
+                groups[key] = DailyGroup(
+                    day,
+                    str(entity["CallerId"]),
+                    str(entity.get("CallerName", "")),
+                    str(entity["Deployment"]),
+                    Totals(),
+                    ledger_chargeback(entity),
+                    str(entity.get("PriceVersions") or ""),
+                )
             groups[key].totals.add(daily_totals(entity))
-        policies = await self._chargeback({caller for caller, _ in groups}, report)
-        entities = [daily_entity(g, policies[g.caller_id]) for g in groups.values()]
+        # Only rows without attributes of their own (written before they were recorded) read today's policies.
+        unattributed = {g.caller_id for g in groups.values() if g.chargeback is None}
+        policies = await self._chargeback(unattributed, report) if unattributed else {}
+        entities = [{**daily_entity(g, policies.get(g.caller_id)), "RowKey": key} for key, g in sorted(groups.items())]
         existing = await self._entities(self._daily, partition, ["RowKey"], report)
         report.deleted_rows = await self._replace(self._daily, partition, entities, existing, report)
         report.daily_rows = len(entities)
         report.seconds = time.perf_counter() - started
         return report
+
+    async def on_timer(self, now: datetime) -> list[RollupReport]:
+        """The timer's run: :func:`timer_plan` plus every hour a writer marked as having received rows after it had
+        ended (shared.accounting.ledger.mark_late_hours), so late rows reach the daily table without a rebuild.
+        A marker is deleted after its hour was re-derived, and only if no writer marked it again meanwhile."""
+        markers = [e async for e in self._ledger.query_entities("PartitionKey eq @p", parameters={"p": LATE_PARTITION})]
+        plans = merge_plans(timer_plan(now), [hour for e in markers if (hour := _marked_hour(e)) is not None])
+        reports = [await self.day(plan.day, plan.hours) for plan in plans]
+        for marker in markers:
+            with contextlib.suppress(ResourceModifiedError, ResourceNotFoundError):
+                await self._ledger.delete_entity(
+                    LATE_PARTITION,
+                    str(marker["RowKey"]),
+                    etag=marker.metadata["etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                )
+        return reports
 
     async def _derive_hour(
         self,
@@ -329,11 +425,12 @@ class DailyRollup:
         entities: list[dict[str, Any]] = [
             {
                 "PartitionKey": partition,
-                "RowKey": f"{hour}|{daily_row_key(g.caller_id, g.deployment)}",
+                "RowKey": f"{hour}|{g.key}",
                 "CallerId": g.caller_id,
                 "CallerName": g.caller_name,
                 "Deployment": g.deployment,
                 **totals_columns(g.totals),
+                **(dict(zip(CHARGEBACK_COLUMNS, g.chargeback, strict=True)) if g.chargeback is not None else {}),
             }
             for g in aggregation.groups.values()
         ]
@@ -402,6 +499,25 @@ async def _pages(
 class RollupPlan:
     day: date
     hours: frozenset[int] | None  # None: the whole day
+
+
+def _marked_hour(entity: Mapping[str, Any]) -> tuple[date, int] | None:
+    key = str(entity.get("RowKey", ""))
+    try:
+        day, hour = date.fromisoformat(key[:10]), int(key[11:13])
+    except ValueError:
+        return None
+    return (day, hour) if len(key) == 13 and key[10] == "T" and 0 <= hour < 24 else None
+
+
+def merge_plans(plans: list[RollupPlan], hours: Iterable[tuple[date, int]]) -> list[RollupPlan]:
+    """``plans`` plus the given (day, hour)s, one plan per day, oldest day first."""
+    by_day: dict[date, frozenset[int] | None] = {plan.day: plan.hours for plan in plans}
+    for day, hour in hours:
+        if day in by_day and by_day[day] is None:
+            continue  # the whole day is re-derived anyway
+        by_day[day] = (by_day.get(day) or frozenset()) | {hour}
+    return [RollupPlan(day, by_day[day]) for day in sorted(by_day)]
 
 
 def timer_plan(now: datetime) -> list[RollupPlan]:

@@ -1,63 +1,133 @@
-"""What finance downloads: CSV of usage summaries and a FOCUS-style cost export, both written line by line so
+"""What finance downloads: CSV of usage summaries and a FOCUS 1.2 cost export, both written line by line so
 a large range streams instead of being built in memory.
 
 Every CSV line goes through :func:`shared.finance.usage_report.csv_line`, the one place the injection rule
 lives. Money is exact decimal text (``0.00001575``), never a float's ``1.575e-05``.
 
-FOCUS (FinOps Open Cost & Usage Specification, https://focus.finops.org/) columns let the export sit beside an
-Azure Cost Management export: one row per day x caller x deployment x token kind (input, cached input, output)
-with that kind's list unit price per million tokens; ``BilledCost`` and ``EffectiveCost`` are the gateway's
-exact cost (no discounts apply). A day whose row mixes price versions, or whose version is unknown, is one row
-of all its tokens without a unit price, so the export always sums to the daily table exactly.
+The FOCUS export conforms to FOCUS 1.2 (FinOps Open Cost & Usage Specification, https://focus.finops.org/): every
+mandatory column, with the rules docs/finance.md cites column by column. One record per day x caller x deployment x
+price version x chargeback attributes x token kind (input, cached input, output) with that kind's list unit price
+per million tokens; ``BilledCost``, ``EffectiveCost``, ``ListCost`` and ``ContractedCost`` are the gateway's exact
+cost (no discounts apply), so the export sums to the daily table exactly. Unpriced usage is never shown as free:
+its records carry ``x_PricingStatus = Unpriced`` (costs and unit prices 0, as FOCUS requires numbers there).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 from shared.accounting.prices import Price
 from shared.finance.daily import Totals, daily_totals
-from shared.finance.usage_report import Summary, chargeback, csv_line
+from shared.finance.usage_report import Summary, chargeback, csv_line, table_name
 
+FOCUS_VERSION = "1.2"
 SERVICE_NAME = "Azure OpenAI (AI gateway)"
-FOCUS_COLUMNS = (
+PROVIDER_NAME = "Microsoft"
+PUBLISHER_NAME = "Microsoft"
+INVOICE_ISSUER_NAME = "AI gateway (internal chargeback)"
+PRICING_UNIT = "1000000 Tokens"  # FOCUS unit format: "<quantity> <plural unit>"
+TOKEN_KINDS = (("input", "Input"), ("cached_input", "Cached input"), ("output", "Output"))
+# Keys the gateway adds to Tags. Caller tag names are letters, digits and "_ . -" (shared.policy.callers), so a key
+# with "/" can never be a caller's: a caller tag "cost_center" cannot override the real cost center.
+GATEWAY_TAG_PREFIX = "gateway/"
+UNPRICED = "Unpriced"
+# Every mandatory column of FOCUS 1.2, then the conditional and recommended ones that apply, then the gateway's
+# own (x_) columns. docs/finance.md gives each column's rule.
+FOCUS_MANDATORY = (
     "BilledCost",
-    "EffectiveCost",
-    "ListCost",
+    "BillingAccountId",
+    "BillingAccountName",
     "BillingCurrency",
-    "ChargePeriodStart",
-    "ChargePeriodEnd",
+    "BillingPeriodEnd",
+    "BillingPeriodStart",
     "ChargeCategory",
+    "ChargeClass",
     "ChargeDescription",
-    "ServiceName",
-    "ServiceCategory",
-    "ResourceId",
-    "ResourceName",
-    "SubAccountId",
-    "SubAccountName",
-    "ConsumedQuantity",
-    "ConsumedUnit",
+    "ChargePeriodEnd",
+    "ChargePeriodStart",
+    "ContractedCost",
+    "EffectiveCost",
+    "InvoiceIssuerName",
+    "ListCost",
     "PricingQuantity",
     "PricingUnit",
+    "ProviderName",
+    "PublisherName",
+    "ServiceCategory",
+    "ServiceName",
+)
+FOCUS_COLUMNS = (
+    *FOCUS_MANDATORY,
+    "ChargeFrequency",
+    "ConsumedQuantity",
+    "ConsumedUnit",
+    "ContractedUnitPrice",
     "ListUnitPrice",
+    "PricingCategory",
+    "RegionId",
+    "RegionName",
+    "ResourceId",
+    "ResourceName",
+    "ResourceType",
+    "ServiceSubcategory",
+    "SkuId",
+    "SkuPriceId",
+    "SubAccountId",
+    "SubAccountName",
     "Tags",
     "x_CostCenter",
     "x_Owner",
     "x_Department",
+    "x_Attribution",
+    "x_PricingStatus",
+    "x_PriceVersions",
     "x_Requests",
-    "x_PriceVersion",
+    "x_FailedRequests",
+    "x_UnpricedRequests",
 )
 
 
+@dataclass(frozen=True)
+class FocusContext:
+    """Who bills and where the deployments live (settings: docs/finance.md, "FOCUS export")."""
+
+    billing_account_id: str
+    billing_account_name: str
+    resource_prefix: str  # ResourceId = f"{resource_prefix}/deployments/{name}"
+    currency: str  # the gateway's one billing currency: BillingCurrency is never empty
+    region: str | None = None
+
+    @classmethod
+    def build(
+        cls, resource_id: str | None, endpoint: str | None, region: str | None, currency: str, site: str | None
+    ) -> FocusContext:
+        """The Azure OpenAI account's resource id when configured; else the upstream endpoint's host (unique per
+        account); else the gateway's site name (the embedded simulator)."""
+        if resource_id:
+            prefix = resource_id.rstrip("/")
+            name = prefix.rsplit("/", 1)[-1]
+        elif endpoint:
+            host = urlsplit(endpoint).hostname or endpoint
+            prefix, name = f"https://{host}/openai", host.split(".")[0]
+        else:
+            name = site or "local"
+            prefix = f"ai-gateway/{name}"
+        return cls(prefix, f"Azure OpenAI {name} (AI gateway)", prefix, currency, region)
+
+
 def summary_csv(summary: Summary) -> Iterable[str]:
-    """The summary's rows, then a totals row (its group columns say ``TOTAL``)."""
+    """The summary's rows, then the totals row, whose first column says ``TOTAL`` (sum the other lines, or take
+    this one: never both). Without groups (``group_by=``) the totals row is the only line after the header."""
     totals = {**summary.totals.to_json()}
-    columns = list(summary.rows[0]) if summary.rows else [*_group_columns(summary.groups), *totals]
-    yield csv_line(columns)
-    for row in summary.rows:
+    rows = summary.rows if summary.groups else []
+    columns = list(rows[0]) if rows else [*_group_columns(summary.groups), *totals]
+    yield csv_line(table_name(c) for c in columns)
+    for row in rows:
         yield csv_line(_flat(row.get(c)) for c in columns)
     total_row = {c: "TOTAL" if i == 0 else "" for i, c in enumerate(columns) if c not in totals}
     yield csv_line(_flat({**total_row, **totals}.get(c, "")) for c in columns)
@@ -77,90 +147,131 @@ def _flat(value: object) -> object:
 
 
 async def focus_csv(
-    rows: AsyncIterator[Mapping[str, Any]], price_of: Callable[[str], Price | None]
+    rows: AsyncIterator[Mapping[str, Any]], price_of: Callable[[str], Price | None], context: FocusContext
 ) -> AsyncIterator[str]:
     """The FOCUS export of daily table rows, streamed."""
     yield csv_line(FOCUS_COLUMNS)
     async for row in rows:
-        for record in focus_records(row, price_of):
+        for record in focus_records(row, price_of, context):
             yield csv_line(record.get(c) for c in FOCUS_COLUMNS)
 
 
-def focus_records(row: Mapping[str, Any], price_of: Callable[[str], Price | None]) -> list[dict[str, Any]]:
-    """One daily row as FOCUS records: per token kind when one known price version applies, else one record."""
+def focus_records(
+    row: Mapping[str, Any], price_of: Callable[[str], Price | None], context: FocusContext
+) -> list[dict[str, Any]]:
+    """One daily row as FOCUS records, one per token kind with tokens (ConsumedQuantity is positive for Usage; a
+    row without tokens, e.g. only failed calls, carries no charge). ListUnitPrice x PricingQuantity = ListCost."""
     totals = daily_totals(row)
-    day = date.fromisoformat(str(row.get("Day") or row["PartitionKey"]))
+    day = date.fromisoformat(str(row.get("Day") or row["PartitionKey"])[:10])
+    month = day.replace(day=1)
+    deployment = str(row.get("Deployment", ""))
     attributes = chargeback(row)
-    tags = {k: v for k, v in attributes.items() if k != "tags" and v}
-    tags.update(attributes["tags"])
+    tags: dict[str, str] = {str(k): str(v) for k, v in attributes["tags"].items()}
+    for name in ("cost_center", "owner", "department"):
+        if attributes[name]:
+            tags[GATEWAY_TAG_PREFIX + name] = attributes[name]
+    versions = sorted(totals.price_versions)
+    unpriced = not versions
     common: dict[str, Any] = {
-        "BillingCurrency": ",".join(sorted(totals.currencies)),
+        "BillingAccountId": context.billing_account_id,
+        "BillingAccountName": context.billing_account_name,
+        "BillingCurrency": ",".join(sorted(totals.currencies)) or context.currency,
+        "BillingPeriodStart": f"{month.isoformat()}T00:00:00Z",
+        "BillingPeriodEnd": f"{(month + timedelta(days=32)).replace(day=1).isoformat()}T00:00:00Z",
+        "ChargeCategory": "Usage",
+        "ChargeClass": None,
+        "ChargeFrequency": "Usage-Based",
         "ChargePeriodStart": f"{day.isoformat()}T00:00:00Z",
         "ChargePeriodEnd": f"{(day + timedelta(days=1)).isoformat()}T00:00:00Z",
-        "ChargeCategory": "Usage",
-        "ServiceName": SERVICE_NAME,
+        "InvoiceIssuerName": INVOICE_ISSUER_NAME,
+        "ProviderName": PROVIDER_NAME,
+        "PublisherName": PUBLISHER_NAME,
+        "PricingCategory": "Standard",
+        "RegionId": context.region,
+        "RegionName": context.region,
+        "ResourceId": f"{context.resource_prefix}/deployments/{deployment}",
+        "ResourceName": deployment,
+        "ResourceType": "Azure OpenAI deployment",
         "ServiceCategory": "AI and Machine Learning",
-        "ResourceId": f"deployments/{row.get('Deployment', '')}",
-        "ResourceName": row.get("Deployment", ""),
+        "ServiceSubcategory": "Generative AI",
+        "ServiceName": SERVICE_NAME,
+        "SkuId": deployment,
         "SubAccountId": row.get("CallerId", ""),
         "SubAccountName": row.get("CallerName", ""),
         "ConsumedUnit": "Tokens",
-        "PricingUnit": "1M Tokens",
         "Tags": tags,
         "x_CostCenter": attributes["cost_center"],
         "x_Owner": attributes["owner"],
         "x_Department": attributes["department"],
+        "x_Attribution": row.get("Attribution") or "policy-at-rollup",
+        "x_PricingStatus": UNPRICED if unpriced else "Priced",
+        "x_PriceVersions": ",".join(versions),
     }
-    split = _by_token_kind(totals, price_of)
-    if split is None:
-        return [
-            {
-                **common,
-                "BilledCost": totals.cost,
-                "EffectiveCost": totals.cost,
-                "ListCost": totals.cost,
-                "ChargeDescription": "Tokens (several or unknown price versions)"
-                if totals.price_versions
-                else "Tokens (unpriced)",
-                "ConsumedQuantity": totals.total_tokens,
-                "PricingQuantity": Decimal(totals.total_tokens) / 1_000_000,
-                "x_Requests": totals.requests,
-                "x_PriceVersion": ",".join(sorted(totals.price_versions)),
-            }
-        ]
-    version, kinds = split
-    return [
+    records = [
         {
             **common,
             "BilledCost": cost,
             "EffectiveCost": cost,
             "ListCost": cost,
-            "ChargeDescription": f"{description} tokens",
+            "ContractedCost": cost,
+            "ChargeDescription": f"{label} tokens of {deployment}"
+            + (" (unpriced: no price configured, cost not included)" if unpriced else ""),
             "ConsumedQuantity": tokens,
-            "PricingQuantity": Decimal(tokens) / 1_000_000,
+            "PricingQuantity": quantity,
+            "PricingUnit": unit,
             "ListUnitPrice": unit_price,
-            "x_Requests": totals.requests if index == 0 else 0,
-            "x_PriceVersion": version,
+            "ContractedUnitPrice": unit_price,
+            "SkuPriceId": f"{common['x_PriceVersions'] or deployment + '@unpriced'}:{kind}",
         }
-        for index, (description, tokens, unit_price, cost) in enumerate(kinds)
+        for kind, label, tokens, quantity, unit, unit_price, cost in _charges(totals, price_of)
     ]
+    if records:  # the call counts ride on the first record, so they sum to the daily table's
+        records[0].update(
+            x_Requests=totals.requests,
+            x_FailedRequests=totals.failed_requests,
+            x_UnpricedRequests=totals.unpriced_requests,
+        )
+    return records
 
 
-def _by_token_kind(
-    totals: Totals, price_of: Callable[[str], Price | None]
-) -> tuple[str, list[tuple[str, int, Decimal, Decimal]]] | None:
-    if len(totals.price_versions) != 1:
-        return None
-    version = next(iter(totals.price_versions))
-    price = price_of(version)
-    if price is None or totals.cached_tokens > totals.prompt_tokens:
-        return None
-    kinds = [
-        ("Input", totals.prompt_tokens - totals.cached_tokens, Decimal(price.input)),
-        ("Cached input", totals.cached_tokens, Decimal(price.cached_input)),
-        ("Output", totals.completion_tokens, Decimal(price.output)),
-    ]
-    priced = [(name, tokens, unit, tokens * unit / 1_000_000) for name, tokens, unit in kinds]
-    if sum((cost for *_, cost in priced), Decimal()) != totals.cost:  # e.g. a row with cached > prompt tokens
-        return None
-    return version, priced
+Charge = tuple[str, str, int, Decimal, str, Decimal, Decimal]
+
+
+def _charges(totals: Totals, price_of: Callable[[str], Price | None]) -> list[Charge]:
+    """(kind, label, tokens, pricing quantity, pricing unit, unit price, cost) per token kind with tokens."""
+    million = Decimal(1_000_000)
+    input_tokens = totals.prompt_tokens - totals.cached_tokens
+    tokens = {"input": input_tokens, "cached_input": totals.cached_tokens, "output": totals.completion_tokens}
+    if not totals.price_versions and not totals.cost:  # unpriced: every figure 0, x_PricingStatus says so
+        return [
+            (kind, label, tokens[kind], Decimal(tokens[kind]) / million, PRICING_UNIT, Decimal(0), Decimal(0))
+            for kind, label in TOKEN_KINDS
+            if tokens[kind] > 0
+        ]
+    price = price_of(next(iter(totals.price_versions))) if len(totals.price_versions) == 1 else None
+    if price is not None and input_tokens >= 0:
+        unit = {"input": price.input, "cached_input": price.cached_input, "output": price.output}
+        charges = [
+            (
+                kind,
+                label,
+                tokens[kind],
+                Decimal(tokens[kind]) / million,
+                PRICING_UNIT,
+                Decimal(unit[kind]),
+                tokens[kind] * Decimal(unit[kind]) / million,
+            )
+            for kind, label in TOKEN_KINDS
+            if tokens[kind] > 0
+        ]
+        if sum((c[-1] for c in charges), Decimal()) == totals.cost:
+            return charges
+    # Rows priced before exact costs (legacy-float) or by a version no longer known: one charge of all the tokens
+    # at their average unit price when that is exact, else the whole cost as one unit.
+    total = totals.total_tokens
+    if total <= 0:
+        return []
+    average = totals.cost * million / total
+    if average * total / million == totals.cost:
+        return [("tokens", "All", total, Decimal(total) / million, PRICING_UNIT, average, totals.cost)]
+    return [("tokens", "All", total, Decimal(1), "Charges", totals.cost, totals.cost)]

@@ -10,6 +10,7 @@ they are read (memory grows with the number of groups, not of rows).
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -26,9 +27,46 @@ from shared.errors import bad_request
 from shared.finance.daily import Totals, daily_totals
 
 MAX_QUERY_DAYS = 366
-GROUPINGS = ("caller", "deployment", "day", "month", "cost_center")
+GROUPINGS = ("caller", "deployment", "day", "month", "cost_center", "department", "owner")
+TAG_GROUP = "tag:"  # group_by=tag:<name>: by the value of one of the callers' tags
+_TAG_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")  # as caller policies allow (shared.policy.callers)
 DEFAULT_GROUPING = ("caller", "deployment")
 CHARGEBACK_COLUMNS = ("cost_center", "owner", "department", "tags")
+# One naming scheme: the daily table's column names are the CSV's headers and the FOCUS export's x_ columns;
+# JSON uses the same names in snake_case (docs/finance.md, "Column names").
+TABLE_NAMES = {
+    "caller_id": "CallerId",
+    "caller_name": "CallerName",
+    "deployment": "Deployment",
+    "day": "Day",
+    "month": "Month",
+    "cost_center": "CostCenter",
+    "owner": "Owner",
+    "department": "Department",
+    "tags": "Tags",
+    "requests": "Requests",
+    "failed_requests": "FailedRequests",
+    "prompt_tokens": "PromptTokens",
+    "completion_tokens": "CompletionTokens",
+    "total_tokens": "TotalTokens",
+    "cached_tokens": "CachedTokens",
+    "reasoning_tokens": "ReasoningTokens",
+    "estimated_requests": "EstimatedRequests",
+    "unpriced_requests": "UnpricedRequests",
+    "cost": "Cost",
+    "currency": "Currency",
+    "price_versions": "PriceVersions",
+    "total": "Total",
+}
+
+
+def table_name(json_name: str) -> str:
+    """The daily table's name of a JSON field (``tag:app`` groups: ``Tag:app``)."""
+    if json_name.startswith("tag:"):
+        return "Tag:" + json_name[4:]
+    return TABLE_NAMES.get(json_name, json_name)
+
+
 FORMULA_STARTS = ("=", "+", "-", "@")
 
 
@@ -51,9 +89,19 @@ class UsageQuery:
     caller_id: str | None = None
     deployment: str | None = None
     cost_center: str | None = None
+    department: str | None = None
+    owner: str | None = None
+    tag: tuple[str, str] | None = None  # (name, value): callers whose tag has that value
 
     def to_json(self) -> dict[str, Any]:
-        filters = {"caller_id": self.caller_id, "deployment": self.deployment, "cost_center": self.cost_center}
+        filters = {
+            "caller_id": self.caller_id,
+            "deployment": self.deployment,
+            "cost_center": self.cost_center,
+            "department": self.department,
+            "owner": self.owner,
+            "tag": f"{self.tag[0]}:{self.tag[1]}" if self.tag else None,
+        }
         return {
             "from": self.first.isoformat(),
             "to": self.last.isoformat(),
@@ -69,6 +117,8 @@ def parse_query(params: Mapping[str, str]) -> UsageQuery:
         ("caller_id", params.get("caller_id") or params.get("caller")),
         ("deployment", params.get("deployment")),
         ("cost_center", params.get("cost_center")),
+        ("department", params.get("department")),
+        ("owner", params.get("owner")),
     ):
         if name != "caller_id" and value is not None and (len(value) > 512 or not value.isprintable()):
             raise bad_request(f"'{name}' must be printable text of at most 512 characters.", param=name)
@@ -79,7 +129,19 @@ def parse_query(params: Mapping[str, str]) -> UsageQuery:
                     "'caller_id' must be a caller id '<tenant id>/<object id>'.", code="invalid_caller_id", param=name
                 )
         filters[name] = value or None
-    return UsageQuery(first, last, parse_grouping(params.get("group_by")), **filters)
+    return UsageQuery(
+        first, last, parse_grouping(params.get("group_by")), **filters, tag=_tag_filter(params.get("tag"))
+    )
+
+
+def _tag_filter(value: str | None) -> tuple[str, str] | None:
+    """``tag=app:chat``: callers whose tag ``app`` is ``chat``."""
+    if not value:
+        return None
+    name, _, tag = value.partition(":")
+    if not _TAG_NAME.fullmatch(name) or not _ or len(tag) > 256 or not tag.isprintable():
+        raise bad_request("'tag' must be '<tag name>:<value>', e.g. app:chat.", param="tag")
+    return name, tag
 
 
 def parse_range(start: str | None, end: str | None, month: str | None = None) -> tuple[date, date]:
@@ -117,9 +179,13 @@ def parse_grouping(value: str | None) -> tuple[str, ...]:
     if value is None:
         return DEFAULT_GROUPING
     groups = tuple(g.strip() for g in value.split(",") if g.strip())
-    if not set(groups) <= set(GROUPINGS) or len(set(groups)) != len(groups):
+    known = all(
+        g in GROUPINGS or (g.startswith(TAG_GROUP) and _TAG_NAME.fullmatch(g[len(TAG_GROUP) :])) for g in groups
+    )
+    if not known or len(set(groups)) != len(groups):
         raise bad_request(
-            f"'group_by' takes a comma-separated subset of {', '.join(GROUPINGS)} (empty: one totals row).",
+            f"'group_by' takes a comma-separated subset of {', '.join(GROUPINGS)} and tag:<tag name> "
+            "(empty: one totals row).",
             param="group_by",
         )
     return groups
@@ -133,24 +199,31 @@ async def daily_rows(table: TableClient, query: UsageQuery) -> AsyncIterator[dic
         ("caller", "CallerId", query.caller_id),
         ("deployment", "Deployment", query.deployment),
         ("cost_center", "CostCenter", query.cost_center),
+        ("department", "Department", query.department),
+        ("owner", "Owner", query.owner),
     ):
         if value is not None:
             text += f" and {column} eq @{name}"
             parameters[name] = value
     async for entity in table.query_entities(text, parameters=parameters, results_per_page=1000):
-        yield dict(entity)
+        if query.tag is None or _tags(entity).get(query.tag[0]) == query.tag[1]:
+            yield dict(entity)
 
 
-def chargeback(row: Mapping[str, Any]) -> dict[str, Any]:
+def _tags(row: Mapping[str, Any]) -> dict[str, Any]:
     try:
         tags = json.loads(row.get("Tags") or "{}")
     except ValueError:
-        tags = {}
+        return {}
+    return tags if isinstance(tags, dict) else {}
+
+
+def chargeback(row: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "cost_center": row.get("CostCenter", ""),
         "owner": row.get("Owner", ""),
         "department": row.get("Department", ""),
-        "tags": tags if isinstance(tags, dict) else {},
+        "tags": _tags(row),
     }
 
 
@@ -173,7 +246,12 @@ async def summarize(rows: AsyncIterator[Mapping[str, Any]], groups: tuple[str, .
             "day": str(row.get("Day") or row.get("PartitionKey", "")),
             "month": str(row.get("Month") or str(row.get("PartitionKey", ""))[:7]),
             "cost_center": str(row.get("CostCenter", "")),
+            "department": str(row.get("Department", "")),
+            "owner": str(row.get("Owner", "")),
         }
+        for group in groups:
+            if group.startswith(TAG_GROUP):
+                key_values[group] = str(_tags(row).get(group[len(TAG_GROUP) :], ""))
         key = tuple(key_values[g] for g in groups)
         totals = daily_totals(row)
         summary.totals.add(totals)
@@ -183,8 +261,7 @@ async def summarize(rows: AsyncIterator[Mapping[str, Any]], groups: tuple[str, .
         group_totals.add(totals)
         if "caller" in groups and str(row.get("Day", "")) >= labels.get("_latest", ""):
             labels.update(caller_name=row.get("CallerName", ""), _latest=str(row.get("Day", "")))
-            if "cost_center" not in groups:
-                labels.update(chargeback(row))
+            labels.update(_caller_attributes(groups, row))
     for key in sorted(keyed):
         labels, totals = keyed[key]
         labels.pop("_latest", None)
@@ -192,13 +269,17 @@ async def summarize(rows: AsyncIterator[Mapping[str, Any]], groups: tuple[str, .
     return summary
 
 
+def _caller_attributes(groups: tuple[str, ...], row: Mapping[str, Any]) -> dict[str, Any]:
+    """A caller's chargeback attributes for its group's labels, except those the grouping already has."""
+    return {k: v for k, v in chargeback(row).items() if k not in groups}
+
+
 def _labels(groups: tuple[str, ...], values: Mapping[str, str], row: Mapping[str, Any]) -> dict[str, Any]:
     labels: dict[str, Any] = {}
     for group in groups:
         if group == "caller":
             labels.update(caller_id=values["caller"], caller_name=row.get("CallerName", ""))
-            if "cost_center" not in groups:
-                labels.update(chargeback(row))
+            labels.update(_caller_attributes(groups, row))
         else:
             labels[group] = values[group]
     return labels

@@ -2,7 +2,7 @@
 
 - ``GET /api/usage`` (``Usage.Read``): usage and cost from the daily usage table; filters ``from``/``to`` or
   ``month``, ``caller_id``, ``deployment``, ``cost_center``; ``group_by`` any of caller, deployment, day, month,
-  cost_center; ``format`` json (default), csv (streamed) or focus (FOCUS-style CSV, streamed).
+  cost_center; ``format`` json (default), csv (streamed) or focus (FOCUS 1.2 CSV, streamed).
 - ``GET /api/manage/prices`` (``Usage.Read`` or ``Gateway.Admin``) lists price versions; ``POST`` adds one
   (``Gateway.Admin``).
 - ``POST /api/manage/usage/rebuild`` (``Gateway.Admin``): re-derive the daily table for a date range.
@@ -18,6 +18,10 @@ neither that content type nor a matching Origin).
 No ``from __future__ import annotations`` here: the Functions worker reads the handlers' ``Request`` annotation.
 """
 
+import asyncio
+import contextlib
+import os
+import re
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,13 +34,15 @@ from azurefunctions.extensions.http.fastapi import JSONResponse, Request, Respon
 from shared.accounting.prices import PRICE_NOTICE_SECONDS, PriceError, PriceVersion, parse_price, version_id
 from shared.auth.identity import ROLE_ADMIN, ROLE_USAGE_READ, Caller
 from shared.errors import GatewayError, bad_request, error_response, forbidden, not_found
-from shared.finance.daily import RollupPlan
-from shared.finance.exports import focus_csv, summary_csv
+from shared.finance.budgets import LIMITS_IN_FORCE, caller_limits, month_budgets
+from shared.finance.exports import FocusContext, focus_csv, summary_csv
+from shared.finance.rebuild import DONE, RebuildJobs
 from shared.finance.usage_report import daily_rows, parse_query, parse_range, summarize
 from shared.http.handling import authenticated, json_body, new_blueprint
 from shared.policy.authorization import require_role
 from shared.protocol.deployments import is_deployment_name
 from shared.runtime import Runtime, Services
+from shared.storage.tables import HOURLY_USAGE_TABLE
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "finance" / "dashboard"
 DASHBOARD_ASSETS = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
@@ -49,6 +55,12 @@ DASHBOARD_HEADERS = {
     "cache-control": "no-store",
 }
 MAX_BUDGET_CALLERS = 200
+UNPRICED_HEADER = "x-gateway-unpriced-requests"  # JSON and CSV answers: requests whose cost is not included
+# A rebuild answers 200 with its reports if it finishes within this, else 202 with a status URL (Azure's front end
+# ends any HTTP request after 230 s; a month at production volume takes far longer).
+REBUILD_WAIT_SECONDS = 20.0
+_JOB_ID = re.compile(r"[0-9a-f]{32}")
+_BACKGROUND: set[asyncio.Task[Any]] = set()
 MAX_REBUILD_DAYS = 92
 
 
@@ -63,22 +75,29 @@ def blueprint(runtime: Runtime) -> func.Blueprint:
             require_role(caller, ROLE_USAGE_READ)
             query = parse_query(req.query_params)
             output = req.query_params.get("format", "json")
+            bom = req.query_params.get("bom", "false")
+            if bom not in ("true", "false"):
+                raise bad_request("'bom' is true or false.", param="bom")
             name = f"usage-{query.first}-{query.last}"
             if output == "focus":
                 rows = daily_rows(services.daily_usage_table, query)
-                return _csv(focus_csv(rows, services.prices.by_id), f"{name}-focus.csv")
+                lines = focus_csv(rows, services.prices.by_id, _focus_context(services))
+                return _csv(lines, f"{name}-focus.csv", bom == "true")
             if output not in ("json", "csv"):
                 raise bad_request("'format' is json, csv or focus.", param="format")
             summary = await summarize(daily_rows(services.daily_usage_table, query), query.groups)
+            # Unpriced usage is never silently free: the count rides on the response too (the CLI warns with it).
+            unpriced = {UNPRICED_HEADER: str(summary.totals.unpriced_requests)}
             if output == "csv":
-                return _csv(_async(summary_csv(summary)), f"{name}.csv")
+                return _csv(_async(summary_csv(summary)), f"{name}.csv", bom == "true", unpriced)
             return JSONResponse(
                 {
                     **query.to_json(),
                     "source": "daily usage table (docs/finance.md)",
                     "data": summary.rows,
                     "totals": summary.totals.to_json(),
-                }
+                },
+                headers=unpriced,
             )
 
         return await authenticated(runtime, req, action)
@@ -151,29 +170,64 @@ def blueprint(runtime: Runtime) -> func.Blueprint:
                 raise bad_request("'to' must not be in the future.", code="invalid_date", param="to")
             if (last - first).days >= MAX_REBUILD_DAYS:
                 raise bad_request(f"Rebuild at most {MAX_REBUILD_DAYS} days at a time.", code="range_too_long")
-            days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
-            reports = await runtime.roll_up_usage([RollupPlan(day, None) for day in days])
-            return JSONResponse({"data": [r.to_json() for r in reports]})
+            jobs = rebuild_jobs(services)
+            job = await jobs.create(first, last, caller.id)
+            task = asyncio.get_running_loop().create_task(jobs.run(job.id))
+            _BACKGROUND.add(task)  # held until done; an instance recycled meanwhile: the rollup timer resumes it
+            task.add_done_callback(_BACKGROUND.discard)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), REBUILD_WAIT_SECONDS)
+            current = await jobs.get(job.id) or job
+            status_url = f"{_api_base(req)}/manage/usage/rebuild/{job.id}"
+            if current.status == DONE:
+                return JSONResponse({**current.to_json(), "status_url": status_url})
+            return JSONResponse(
+                {**current.to_json(), "status_url": status_url}, status_code=202, headers={"location": status_url}
+            )
+
+        return await authenticated(runtime, req, action)
+
+    @bp.route(route="manage/usage/rebuild/{job_id}", methods=["GET"])
+    async def manage_rebuild_status(req: Request) -> Response:
+        """A rebuild job's progress: ``status`` running, done or failed; ``data`` has a report per finished day."""
+
+        async def action(services: Services, caller: Caller) -> Response:
+            require_role(caller, ROLE_ADMIN)
+            job_id = req.path_params["job_id"]
+            job = await rebuild_jobs(services).get(job_id) if _JOB_ID.fullmatch(job_id) else None
+            if job is None:
+                raise not_found("No such rebuild job.")
+            return JSONResponse({**job.to_json(), "status_url": f"{_api_base(req)}/manage/usage/rebuild/{job.id}"})
 
         return await authenticated(runtime, req, action)
 
     @bp.route(route="usage/budgets", methods=["GET"])
     async def usage_budgets(req: Request) -> Response:
-        """Per caller with usage in the month (or ``caller_id``): its quota limits and use in the current windows."""
+        """Per caller with usage in ``month`` (default: this month; or only ``caller_id``): each monthly quota
+        limit and what the month used of it, from the daily usage table; the current month also shows the live
+        counters of the current windows (``current_windows``)."""
 
         async def action(services: Services, caller: Caller) -> Response:
             require_role(caller, ROLE_USAGE_READ)
-            query = parse_query({"month": req.query_params.get("month") or datetime.now(UTC).strftime("%Y-%m")})
+            this_month = datetime.now(UTC).strftime("%Y-%m")
+            month = req.query_params.get("month") or this_month
             wanted = req.query_params.get("caller_id")
-            names: dict[str, str] = {}
-            async for row in daily_rows(services.daily_usage_table, query):
-                if wanted in (None, row.get("CallerId")):
-                    names.setdefault(str(row["CallerId"]), str(row.get("CallerName", "")))
-            data = []
-            for caller_id in sorted(names)[:MAX_BUDGET_CALLERS]:
-                who = Caller(id=caller_id, name=names[caller_id], tenant=None, kind="app")
-                data.append({"caller_id": caller_id, "caller_name": names[caller_id], **await _limits(services, who)})
-            return JSONResponse({"month": query.first.strftime("%Y-%m"), "data": data})
+            query = parse_query({"month": month, **({"caller_id": wanted} if wanted else {})})
+
+            limits_of = caller_limits(services.quotas, services.policies)
+            data = await month_budgets(daily_rows(services.daily_usage_table, query), limits_of, MAX_BUDGET_CALLERS)
+            if query.first.strftime("%Y-%m") == this_month:
+                for entry in data:
+                    who = Caller(id=entry["caller_id"], name=entry["caller_name"], tenant=None, kind="app")
+                    entry["current_windows"] = await _limits(services, who)
+            return JSONResponse(
+                {
+                    "month": query.first.strftime("%Y-%m"),
+                    "source": "daily usage table (docs/finance.md)",
+                    "limits_in_force": LIMITS_IN_FORCE,
+                    "data": data,
+                }
+            )
 
         return await authenticated(runtime, req, action)
 
@@ -203,19 +257,50 @@ def blueprint(runtime: Runtime) -> func.Blueprint:
     return bp
 
 
+def rebuild_jobs(services: Services) -> RebuildJobs:
+    return RebuildJobs(services.tables.get_table_client(HOURLY_USAGE_TABLE), services.daily_rollup)
+
+
+def _api_base(req: Request) -> str:
+    """The URL of /api as the caller reached it (behind Front Door or APIM: its forwarded host)."""
+    host = req.headers.get("x-forwarded-host") or req.headers.get("host") or ""
+    scheme = req.headers.get("x-forwarded-proto") or req.url.scheme
+    return f"{scheme}://{host}/api"
+
+
+def _focus_context(services: Services) -> FocusContext:
+    settings = services.settings
+    return FocusContext.build(
+        settings.accounting.openai_resource_id,
+        settings.upstream.endpoint,
+        settings.accounting.openai_region,
+        services.prices.currency,
+        os.environ.get("WEBSITE_SITE_NAME"),
+    )
+
+
 async def _limits(services: Services, caller: Caller) -> dict[str, Any]:
     try:
-        return {"limits": await services.quotas.status(caller)}
-    except GatewayError as error:  # quota storage unavailable: the dashboard shows usage without budgets
-        return {"limits": {}, "error": error.message}
+        return await services.quotas.status(caller)
+    except GatewayError as error:  # quota storage unavailable: the month's figures stand without live counters
+        return {"error": error.message}
 
 
-def _csv(lines: AsyncIterator[str], filename: str) -> Response:
+def _csv(
+    lines: AsyncIterator[str], filename: str, bom: bool = False, headers: dict[str, str] | None = None
+) -> Response:
+    """A streamed CSV download; ``bom``: a UTF-8 byte order mark first, so Excel reads the file as UTF-8."""
     return StreamingResponse(
-        lines,
+        _with_bom(lines) if bom else lines,
         media_type="text/csv; charset=utf-8",
-        headers={"content-disposition": f'attachment; filename="{filename}"'},
+        headers={"content-disposition": f'attachment; filename="{filename}"', **(headers or {})},
     )
+
+
+async def _with_bom(lines: AsyncIterator[str]) -> AsyncIterator[str]:
+    yield "\ufeff"
+    async for line in lines:
+        yield line
 
 
 async def _async(lines: Iterable[str]) -> AsyncIterator[str]:

@@ -7,6 +7,7 @@ the first request.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 from urllib.parse import urlparse
@@ -21,6 +22,7 @@ from shared.settings.sections import (
     AccountingSettings,
     AuthSettings,
     BackendSettings,
+    BudgetAlertSettings,
     GuardrailSettings,
     LedgerSettings,
     QuotaSettings,
@@ -59,7 +61,12 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
             api_key_cache_seconds=_non_negative_float(env, "GATEWAY_API_KEY_CACHE_SECONDS", 30.0),
             local_dev=_bool(env, "GATEWAY_LOCAL_DEV_AUTH", False),
         ),
-        accounting=AccountingSettings(prices=_prices(env, "GATEWAY_PRICES")),
+        accounting=AccountingSettings(
+            prices=_prices(env, "GATEWAY_PRICES"),
+            openai_resource_id=_matching(env, "GATEWAY_OPENAI_RESOURCE_ID", _RESOURCE_ID, _RESOURCE_ID_EXAMPLE),
+            openai_region=_matching(env, "GATEWAY_OPENAI_REGION", _REGION, "a region name such as swedencentral"),
+            budget_alerts=_budget_alerts(env),
+        ),
         quotas=QuotaSettings(
             defaults=_default_limits(env),
             output_allowance=_optional_positive_int(env, "GATEWAY_QUOTA_OUTPUT_ALLOWANCE"),
@@ -190,6 +197,46 @@ def _ledger(env: Mapping[str, str], in_azure: bool) -> LedgerSettings:
 
 
 # --- parsing helpers: each names the setting in its error ------------------------------------------------
+
+
+_RESOURCE_ID = re.compile(
+    r"/subscriptions/[0-9a-fA-F-]{36}/resourceGroups/[-\w.()]{1,90}"
+    r"/providers/Microsoft\.CognitiveServices/accounts/[A-Za-z0-9][A-Za-z0-9-]{1,63}",
+    re.IGNORECASE,
+)
+_RESOURCE_ID_EXAMPLE = (
+    "an Azure OpenAI account resource id, /subscriptions/<id>/resourceGroups/<group>"
+    "/providers/Microsoft.CognitiveServices/accounts/<name>"
+)
+_REGION = re.compile(r"[a-z][a-z0-9]{1,39}")
+
+
+def _budget_alerts(env: Mapping[str, str]) -> BudgetAlertSettings:
+    thresholds = BudgetAlertSettings().thresholds
+    text = _str(env, "GATEWAY_BUDGET_ALERT_THRESHOLDS")
+    if text is not None:
+        parts = [p.strip() for p in text.split(",")]
+        if not all(p.isascii() and p.isdigit() and 0 < int(p) <= 1000 for p in parts):
+            raise SettingsError(
+                "GATEWAY_BUDGET_ALERT_THRESHOLDS must be comma-separated whole percentages (1-1000), e.g. 80,100."
+            )
+        thresholds = tuple(sorted({int(p) for p in parts}))
+    url = _str(env, "GATEWAY_BUDGET_ALERT_WEBHOOK_URL")
+    if url is not None:
+        parts_ = urlparse(url)
+        if parts_.scheme != "https" or not parts_.hostname or parts_.username or parts_.password or parts_.fragment:
+            raise SettingsError(
+                "GATEWAY_BUDGET_ALERT_WEBHOOK_URL must be an https URL without credentials or fragment "
+                "(the URL itself is not shown here)."
+            )
+    return BudgetAlertSettings(thresholds, url, _str(env, "GATEWAY_BUDGET_ALERT_WEBHOOK_SECRET"))
+
+
+def _matching(env: Mapping[str, str], name: str, pattern: re.Pattern[str], what: str) -> str | None:
+    value = _str(env, name)
+    if value is not None and not pattern.fullmatch(value):
+        raise SettingsError(f"{name} must be {what}.")
+    return value
 
 
 def _str(env: Mapping[str, str], name: str) -> str | None:

@@ -94,9 +94,24 @@ class AuthSettings:
 
 
 @dataclass(frozen=True)
+class BudgetAlertSettings:
+    """Budget alerts (shared.finance.alerts, docs/finance.md): thresholds in percent of a monthly limit, and an
+    optional https webhook whose secret signs each body (never logged, never in a repr)."""
+
+    thresholds: tuple[int, ...] = (80, 100)
+    webhook_url: str | None = None
+    webhook_secret: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
 class AccountingSettings:
     # USD per million tokens by deployment, for the usage ledger's cost column.
     prices: Mapping[str, Price] = field(default_factory=dict)
+    # The Azure OpenAI account's resource id and region, for the FOCUS export's ResourceId, BillingAccountId and
+    # RegionId (docs/finance.md); None: ids derived from the upstream endpoint, no region.
+    openai_resource_id: str | None = None
+    openai_region: str | None = None
+    budget_alerts: BudgetAlertSettings = field(default_factory=BudgetAlertSettings)
 
 
 @dataclass(frozen=True)

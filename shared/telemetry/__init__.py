@@ -96,6 +96,14 @@ def record_backend_event(label: str, kind: str) -> None:
         instruments.backend_events.add(1, {names.BACKEND: label, names.BACKEND_EVENT: kind})
 
 
+def record_budget_threshold(limit: str, threshold: int) -> None:
+    """A caller crossed a share of a monthly limit (once per caller, limit, threshold and month; the alert rule
+    fires on any)."""
+    instruments = _active.instruments
+    if instruments is not None:
+        instruments.budget_thresholds.add(1, {names.QUOTA_LIMIT: limit, names.BUDGET_THRESHOLD: threshold})
+
+
 def record_ledger_write_failure(rows: int) -> None:
     """Usage rows the ledger gave up writing (the alert rule fires on any)."""
     instruments = _active.instruments

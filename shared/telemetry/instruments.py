@@ -35,6 +35,7 @@ BACKEND = "gateway.backend"
 BACKEND_EVENT = "gateway.backend.event"
 QUOTA_DECISION = "gateway.quota.decision"
 QUOTA_LIMIT = "gateway.quota.limit"
+BUDGET_THRESHOLD = "gateway.budget.threshold_percent"
 REQUEST_ID = "gateway.request_id"
 STREAM = "gateway.stream"
 OUTCOME = "gateway.outcome"
@@ -100,6 +101,12 @@ class Instruments:
         )
         self.backend_events = Tally(
             meter, "gateway.backend.events", unit="{event}", description="Backend cooling and circuit-breaker events"
+        )
+        self.budget_thresholds = Tally(
+            meter,
+            "gateway.budget.thresholds_crossed",
+            unit="{event}",
+            description="Callers crossing a share of a monthly limit, by limit and threshold",
         )
         self.ledger_write_failures = Tally(
             meter, "gateway.ledger.write_failures", unit="{row}", description="Usage rows the ledger could not write"

@@ -7,10 +7,13 @@ dashboard in headless Chromium (Debian ``chromium``, no network but the local ga
 from __future__ import annotations
 
 import asyncio
+import base64
 import csv
+import dataclasses
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,7 +22,7 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -34,6 +37,7 @@ from shared.finance.daily import integer
 from shared.finance.usage_report import ledger_rows
 from shared.storage.tables import DAILY_USAGE_TABLE, PRICES_TABLE, USAGE_TABLE
 from tests.azurite import ROOT, Azurite
+from tests.finance.focus_conformance import violations
 
 pytestmark = pytest.mark.e2e
 PRICES = (
@@ -41,6 +45,7 @@ PRICES = (
     ' "text-embedding-3-small": {"input": 0.02, "output": 0}}'
 )
 HELLO = [{"role": "user", "content": "Hello there, finance!"}]
+TYPO = "gpt-4o-tpyo"  # a mistyped deployment: calls answered 404, no usage
 TODAY = datetime.now(UTC).date()
 # The first day of last month: the past traffic straddles its start, a month boundary, and is well in the past.
 BOUNDARY = (TODAY.replace(day=1) - timedelta(days=1)).replace(day=1)
@@ -154,6 +159,10 @@ async def _past_traffic(connection: str, callers: dict[str, str], changed: Price
                                 failed,
                             )
                         )
+            typo_at = datetime.combine(day, datetime.min.time(), UTC) + timedelta(hours=11)
+            record = _record(callers["alice"], "alice", TYPO, typo_at, 0, 0, 0, None, None, True)
+            await ledger.record(dataclasses.replace(record, status=404))
+            facts.append(Fact(day.isoformat(), callers["alice"], TYPO, 0, 0, 0, Decimal(0), True))
         assert await ledger.flush(30)
         await ledger.close()
     return facts
@@ -183,6 +192,10 @@ def _record(caller_id, name, deployment, at, prompt, completion, cached, price, 
         cost=str(cost) if cost is not None else None,
         currency=price.currency if price else None,
         price_version=price.version if price else None,
+        cost_center=CHARGEBACK[name]["cost_center"],  # fixed at settlement, as the gateway does
+        owner=CHARGEBACK[name]["owner"],
+        department=CHARGEBACK[name]["department"],
+        tags=json.dumps(CHARGEBACK[name]["tags"]) if CHARGEBACK[name]["tags"] else "",
     )
 
 
@@ -246,11 +259,19 @@ def _wait_for_ledger(connection: str, rows: int) -> None:
 
 
 def _rebuild(gateway) -> list[dict]:
+    """Rebuild FIRST..LAST as finance would: a job (202 + status URL) polled until done; its reports per day."""
     response = httpx.post(
-        f"{gateway.api}/manage/usage/rebuild", json={"from": FIRST.isoformat(), "to": LAST.isoformat()}, timeout=120
+        f"{gateway.api}/manage/usage/rebuild", json={"from": FIRST.isoformat(), "to": LAST.isoformat()}, timeout=60
     )
-    assert response.status_code == 200, response.text
-    return response.json()["data"]
+    assert response.status_code in (200, 202), response.text
+    job = response.json()
+    deadline = time.monotonic() + 600
+    while job["status"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.5)
+        job = httpx.get(job["status_url"], timeout=30).json()
+    assert job["status"] == "done", job
+    assert job["days"] == job["days_done"] == (LAST - FIRST).days + 1
+    return job["data"]
 
 
 def _expected(facts: list[Fact], key) -> dict[tuple, dict]:
@@ -330,26 +351,27 @@ def test_every_view_equals_the_ledger_and_the_upstream(finance):
         lambda f: (f.caller, f.deployment, f.day),
     )
     assert ledger_sums == by_caller_deployment_day  # the ledger equals the upstream's usage
-    daily_sums = {
-        (r["CallerId"], r["Deployment"], r["Day"]): {
-            "requests": integer(r["Requests"]),
-            "failed": integer(r["FailedRequests"]),
-            "prompt": integer(r["PromptTokens"]),
-            "completion": integer(r["CompletionTokens"]),
-            "cached": integer(r["CachedTokens"]),
-            "cost": Decimal(r["CostExact"]),
-        }
-        for r in daily
-    }
-    assert daily_sums == by_caller_deployment_day
+    daily_sums: dict[tuple, dict] = defaultdict(
+        lambda: {"requests": 0, "failed": 0, "prompt": 0, "completion": 0, "cached": 0, "cost": Decimal(0)}
+    )
+    for r in daily:  # a day with a price change has a row per price version
+        sums = daily_sums[(r["CallerId"], r["Deployment"], r["Day"])]
+        for name, column in (("requests", "Requests"), ("failed", "FailedRequests"), ("prompt", "PromptTokens")):
+            sums[name] += integer(r[column])
+        sums["completion"] += integer(r["CompletionTokens"])
+        sums["cached"] += integer(r["CachedTokens"])
+        sums["cost"] += Decimal(r["CostExact"])
+    assert dict(daily_sums) == by_caller_deployment_day
+    assert all(r["Attribution"] == "settlement" for r in daily)  # every row's attributes fixed when it settled
     alice_row = next(r for r in daily if r["CallerId"] == callers["alice"])
     assert (alice_row["CostCenter"], alice_row["Department"], json.loads(alice_row["Tags"])) == (
         "CC-100",
         "Research",
         {"app": "chat"},
     )
-    versions = {r["PriceVersions"] for r in daily if r["Deployment"] == "gpt-4o-mini"}
-    assert any("," in v for v in versions)  # the day of the price change used both versions
+    change_day = (BOUNDARY - timedelta(days=1)).isoformat()
+    versions = {r["PriceVersions"] for r in daily if r["Deployment"] == "gpt-4o-mini" and r["Day"] == change_day}
+    assert len(versions) == 2  # the day of the price change has a row per version
 
     for grouping, (fact_key, row_key) in GROUPINGS.items():
         response = httpx.get(
@@ -383,32 +405,59 @@ def test_every_view_equals_the_ledger_and_the_upstream(finance):
     assert all(line.startswith('"') for line in text.splitlines())
     parsed = list(csv.DictReader(io.StringIO(text)))
     total = parsed.pop()
-    assert total["caller_id"] == "TOTAL" and Decimal(total["cost"]) == everything["cost"]
+    assert total["CallerId"] == "TOTAL" and Decimal(total["Cost"]) == everything["cost"]
+    assert "TOTAL" not in {r["CallerId"] for r in parsed}  # one TOTAL line: a SUM of the others never doubles
     assert (
         _from_api(
-            [{**r, **{k: int(r[k]) for k in r if k.endswith(("tokens", "requests"))}} for r in parsed],
+            [
+                {
+                    "caller_id": r["CallerId"],
+                    "deployment": r["Deployment"],
+                    "day": r["Day"],
+                    "requests": int(r["Requests"]),
+                    "failed_requests": int(r["FailedRequests"]),
+                    "prompt_tokens": int(r["PromptTokens"]),
+                    "completion_tokens": int(r["CompletionTokens"]),
+                    "cached_tokens": int(r["CachedTokens"]),
+                    "cost": r["Cost"],
+                }
+                for r in parsed
+            ],
             lambda r: (r["caller_id"], r["deployment"], r["day"]),
         )
         == by_caller_deployment_day
     )
-    assert not any("e-" in r["cost"] or "E-" in r["cost"] for r in parsed)
-    assert {r["owner"] for r in parsed if r["caller_id"] == callers["bob"]} == {"'=Bob"}  # neutralised
+    assert not any("e-" in r["Cost"] or "E-" in r["Cost"] for r in parsed)
+    assert {r["Owner"] for r in parsed if r["CallerId"] == callers["bob"]} == {"'=Bob"}  # neutralised
+    totals_only = httpx.get(
+        f"{gateway.api}/usage",
+        params={"from": FIRST.isoformat(), "to": LAST.isoformat(), "group_by": "", "format": "csv", "bom": "true"},
+    )
+    assert totals_only.content.startswith(b"\xef\xbb\xbf")  # the UTF-8 BOM Excel needs
+    [only] = list(csv.DictReader(io.StringIO(totals_only.content.decode("utf-8-sig"))))
+    assert only["Total"] == "TOTAL" and Decimal(only["Cost"]) == everything["cost"]
 
     # FOCUS: BilledCost and ConsumedQuantity sum to the ledger per caller and deployment.
     focus = httpx.get(
         f"{gateway.api}/usage", params={"from": FIRST.isoformat(), "to": LAST.isoformat(), "format": "focus"}
     ).text
-    focus_rows = list(csv.DictReader(io.StringIO(focus)))
+    reader = csv.DictReader(io.StringIO(focus))
+    focus_rows = list(reader)
+    assert violations(list(reader.fieldnames or []), focus_rows) == []  # FOCUS 1.2 on the real export
     billed: dict[tuple, Decimal] = defaultdict(Decimal)
     quantity: dict[tuple, int] = defaultdict(int)
     for row in focus_rows:
-        assert row["BillingCurrency"] in ("USD", "") and row["ChargePeriodStart"].endswith("T00:00:00Z")
+        assert row["BillingCurrency"] == "USD" and row["ChargePeriodStart"].endswith("T00:00:00Z")
         billed[(row["SubAccountId"], row["ResourceName"])] += Decimal(row["BilledCost"])
         quantity[(row["SubAccountId"], row["ResourceName"])] += int(row["ConsumedQuantity"])
     expected = _expected(facts, lambda f: (f.caller, f.deployment))
-    assert dict(billed) == {k: v["cost"] for k, v in expected.items()}
-    assert dict(quantity) == {k: v["prompt"] + v["completion"] for k, v in expected.items()}
-    assert any(r["ListUnitPrice"] == "0.15" and r["ChargeDescription"] == "Input tokens" for r in focus_rows)
+    charged = {k: v for k, v in expected.items() if v["prompt"] + v["completion"]}  # no usage: no FOCUS charge
+    assert dict(billed) == {k: v["cost"] for k, v in charged.items()}
+    assert dict(quantity) == {k: v["prompt"] + v["completion"] for k, v in charged.items()}
+    assert any(r["ListUnitPrice"] == "0.15" and r["ChargeDescription"].startswith("Input tokens") for r in focus_rows)
+    unpriced = [r for r in focus_rows if r["ResourceName"] == "gpt-4.1"]  # no price: flagged, never plain 0
+    assert unpriced and all(r["x_PricingStatus"] == "Unpriced" for r in unpriced)
+    assert len({r["ResourceId"] for r in focus_rows}) == 3 and TYPO not in focus
 
 
 def test_the_cli_downloads_the_same_figures(finance, tmp_path):
@@ -452,7 +501,10 @@ def test_the_cli_downloads_the_same_figures(finance, tmp_path):
     assert result.returncode == 0, result.stderr
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     month_facts = [f for f in facts if f.day[:7] == BOUNDARY.strftime("%Y-%m")]
-    assert Decimal(rows[-1]["cost"]) == sum((f.cost for f in month_facts), Decimal(0))
+    assert rows[-1]["CostCenter"] == "TOTAL"
+    unpriced = int(rows[-1]["UnpricedRequests"])
+    assert unpriced > 0 and f"warning: {unpriced:,} requests used deployments without a price" in result.stderr
+    assert Decimal(rows[-1]["Cost"]) == sum((f.cost for f in month_facts), Decimal(0))
 
     denied = subprocess.run(
         [sys.executable, "-m", "tools.usage", "--month", "2026-11"],
@@ -463,6 +515,28 @@ def test_the_cli_downloads_the_same_figures(finance, tmp_path):
         timeout=60,
     )
     assert denied.returncode == 1 and "403" in denied.stderr and "Usage.Read" in denied.stderr
+
+
+def test_history_never_moves_when_a_cost_center_changes(finance):
+    """Changing a caller's chargeback attributes today and rebuilding last month leaves last month's export
+    byte-identical: the attributes were fixed when the calls settled."""
+    gateway, _, callers, _, _ = finance
+    _rebuild(gateway)
+
+    def exports() -> list[str]:
+        return [
+            httpx.get(f"{gateway.api}/usage", params={"month": LAST_MONTH, "format": f, "group_by": g}).text
+            for f, g in (("focus", ""), ("csv", "cost_center"), ("csv", "caller,deployment,day"))
+        ]
+
+    before = exports()
+    moved = {**CHARGEBACK["alice"], "cost_center": "CC-999", "department": "Elsewhere"}
+    assert httpx.put(f"{gateway.api}/manage/policies/{callers['alice']}", json=moved).status_code == 200
+    try:
+        _rebuild(gateway)
+        assert exports() == before and "CC-999" not in "".join(before)
+    finally:
+        httpx.put(f"{gateway.api}/manage/policies/{callers['alice']}", json=CHARGEBACK["alice"])
 
 
 def test_rebuilding_twice_gives_identical_rows(finance):
@@ -579,6 +653,90 @@ def _chromium(url: str, *extra: str, profile: Path) -> str:
     return result.stdout
 
 
+def _pipe_fds(commands: int, events: int) -> None:
+    """In the child: the DevTools pipe on fds 3 (commands in) and 4 (events out), whatever fds they had."""
+    commands, events = os.dup(commands), os.dup(events)  # above 4 now, so neither dup2 below clobbers the other
+    os.dup2(commands, 3)
+    os.dup2(events, 4)
+
+
+def _browse(url: str, width: int, height: int, profile: Path) -> tuple[str, bytes]:
+    """The rendered page (DOM once the script has loaded it) and a screenshot, at a viewport of ``width`` CSS pixels.
+    Headless Chromium's window is at least 500 px wide, so a phone is emulated over the DevTools protocol
+    (``--remote-debugging-pipe``: NUL-terminated JSON on fds 3 and 4), as DevTools' device mode does."""
+    commands_r, commands_w = os.pipe()
+    events_r, events_w = os.pipe()
+    chromium = subprocess.Popen(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-proxy-server",
+            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+            f"--user-data-dir={profile}",
+            "--remote-debugging-pipe",
+            "about:blank",
+        ],
+        close_fds=False,  # closing runs after preexec_fn: it would close fds 3 and 4 again
+        preexec_fn=lambda: _pipe_fds(commands_r, events_w),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    os.close(commands_r)
+    os.close(events_w)
+    sink, source, buffer, ids = os.fdopen(commands_w, "wb"), os.fdopen(events_r, "rb"), b"", iter(range(1, 10_000))
+
+    def call(method: str, session: str | None = None, **params: object) -> dict:
+        nonlocal buffer
+        number = next(ids)
+        message = {"id": number, "method": method, "params": params, **({"sessionId": session} if session else {})}
+        sink.write(json.dumps(message).encode() + b"\0")
+        sink.flush()
+        while True:
+            while b"\0" not in buffer:
+                chunk = source.read1(65536)
+                assert chunk, "chromium closed the DevTools pipe"
+                buffer += chunk
+            line, buffer = buffer.split(b"\0", 1)
+            answer = json.loads(line)
+            if answer.get("id") == number:
+                assert "error" not in answer, answer
+                return answer["result"]
+
+    try:
+        target = call("Target.createTarget", url="about:blank")["targetId"]
+        session = call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        call(
+            "Emulation.setDeviceMetricsOverride",
+            session,
+            width=width,
+            height=height,
+            deviceScaleFactor=2 if width < 500 else 1,
+            mobile=width < 500,
+        )
+        call("Page.navigate", session, url=url)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            state = call("Runtime.evaluate", session, expression="document.body && document.body.dataset.width")
+            if state["result"].get("value"):
+                break
+            time.sleep(0.2)
+        dom = call("Runtime.evaluate", session, expression="document.documentElement.outerHTML")["result"]["value"]
+        shot = call("Page.captureScreenshot", session, format="png", captureBeyondViewport=True)["data"]
+        return dom, base64.b64decode(shot)
+    finally:
+        chromium.kill()
+        chromium.wait(timeout=30)
+        sink.close()
+        source.close()
+
+
 def _figures(dom: str) -> dict[str, list[tuple[str, str | None]]]:
     parser = Figures()
     parser.feed(dom)
@@ -586,40 +744,67 @@ def _figures(dom: str) -> dict[str, list[tuple[str, str | None]]]:
     return parser.figures
 
 
+def _money(cost: str) -> str:
+    """What the dashboard shows for an exact cost: cents, thousands separators, the currency, never a tiny 0."""
+    value = Decimal(float(cost))  # the page rounds the double JavaScript holds, half away from zero
+    if 0 < value < Decimal("0.005"):
+        return "USD <0.01"
+    return f"USD {value.quantize(Decimal('0.01'), ROUND_HALF_UP):,.2f}"
+
+
+@pytest.mark.parametrize("width", [1280, 390])
 @pytest.mark.parametrize("month", [None, LAST_MONTH])
-def test_the_dashboard_shows_the_figures_of_api_usage(finance, month, tmp_path):
+def test_the_dashboard_shows_the_figures_of_api_usage(finance, month, width, tmp_path):
     if CHROMIUM is None:
         pytest.skip(NO_CHROMIUM)
     gateway, *_ = finance
     _rebuild(gateway)
     api = gateway.api
     url = f"{api}/dashboard" + (f"?month={month}" if month else "")
-    figures = _figures(_chromium(url, "--dump-dom", profile=tmp_path / "profile"))
+    dom, png = _browse(url, width, 900, tmp_path / "profile")
+    figures = _figures(dom)
     shown_month = month or NOW.strftime("%Y-%m")
+    assert int(re.search(r'data-width="(\d+)"', dom).group(1)) <= width  # nothing wider than the screen
 
     totals = httpx.get(f"{api}/usage", params={"month": shown_month, "group_by": ""}).json()["totals"]
-    assert figures["month-cost"] == [(f"USD {totals['cost']}", totals["cost"])]
+    [(text, value)] = figures["month-cost"]
+    assert value == totals["cost"] and text.startswith(_money(totals["cost"]))  # exact in data-value and on hover
     assert figures["month-tokens"] == [(f"{totals['total_tokens']:,}", str(totals["total_tokens"]))]
     assert figures["month-requests"][0][1] == str(totals["requests"])
-    today = NOW.date().isoformat()
-    today_totals = httpx.get(f"{api}/usage", params={"from": today, "to": today, "group_by": ""}).json()["totals"]
-    assert figures["today-cost"] == [(f"USD {today_totals['cost']}", today_totals["cost"])]
-    assert Decimal(today_totals["cost"]) > 0
+    assert f"Cost in {shown_month}" in dom
+    day = NOW.date().isoformat() if month is None else _last_day(shown_month)
+    day_totals = httpx.get(f"{api}/usage", params={"from": day, "to": day, "group_by": ""}).json()["totals"]
+    assert figures["today-cost"][0][1] == day_totals["cost"]  # the selected month's day, not today
+    assert ("Today so far" in dom) == (month is None)
 
     callers = httpx.get(f"{api}/usage", params={"month": shown_month, "group_by": "caller"}).json()["data"]
     ranked = sorted(callers, key=lambda r: Decimal(r["cost"]), reverse=True)
     assert [t for t, _ in figures["spender-name"]] == [r["caller_name"] for r in ranked]
-    assert [t for t, _ in figures["spender-cost"]] == [r["cost"] for r in ranked]
+    assert [v for _, v in figures["spender-cost"]] == [r["cost"] for r in ranked]
+    assert [t for t, _ in figures["spender-cost"]] == [
+        _money(r["cost"]) + (" unpriced" if r["unpriced_requests"] else "") for r in ranked
+    ]
     assert [t for t, _ in figures["spender-tokens"]] == [f"{r['total_tokens']:,}" for r in ranked]
     centers = httpx.get(f"{api}/usage", params={"month": shown_month, "group_by": "cost_center"}).json()["data"]
     assert {t for t, _ in figures["cost-center-name"]} == {"CC-100", "CC-200"}
-    assert [t for t, _ in figures["cost-center-cost"]] == [r["cost"] for r in centers]
-    assert len(figures["burn"]) == 3  # one cost budget per caller
+    assert [v for _, v in figures["cost-center-cost"]] == [r["cost"] for r in centers]
+    shown_deployments = {t for t, _ in figures["deployment-name"]}
+    assert TYPO not in shown_deployments and "gpt-4o-mini" in shown_deployments  # no cost line for a typo
+    assert len(figures["burn"]) == 3  # one cost budget per caller, the selected month's use
+    budgets = httpx.get(f"{api}/usage/budgets", params={"month": shown_month}).json()["data"]
+    assert sorted(float(v or 0) for _, v in figures["burn"]) == sorted(
+        b["limits"]["cost_usd_per_month"]["percent"] for b in budgets
+    )
+    assert 'id="export-focus" href="usage?month=' in dom and "format=focus" in dom
 
-    if month:  # a month with a chart worth looking at
-        shot = SCREENSHOT_DIR / "finance-dashboard.png"
-        _chromium(url, f"--screenshot={shot}", "--window-size=1280,1400", profile=tmp_path / "profile2")
-        assert shot.stat().st_size > 10_000
+    shot = SCREENSHOT_DIR / f"finance-dashboard-{shown_month}-{width}.png"
+    shot.write_bytes(png)
+    assert len(png) > 10_000
+
+
+def _last_day(month: str) -> str:
+    first = datetime.strptime(f"{month}-01", "%Y-%m-%d").date()
+    return ((first + timedelta(days=32)).replace(day=1) - timedelta(days=1)).isoformat()
 
 
 def test_the_dashboard_needs_usage_read_and_its_assets_are_local(finance):
