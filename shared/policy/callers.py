@@ -155,6 +155,9 @@ class CallerPolicyStore:
         cached = self._cache.get(caller_id)
         if cached and time.monotonic() - cached[0] < self._cache_seconds:
             return cached[1]
+        # The entry's age counts from when the read began: a read that raced a change may return the old policy,
+        # and must not keep it past the cache time after the change (the bound on how soon a change applies).
+        began = time.monotonic()
         try:
             entity = await self._table.get_entity(POLICY_PARTITION, table_key(caller_id))
         except ResourceNotFoundError:
@@ -179,7 +182,7 @@ class CallerPolicyStore:
                 department=entity.get("Department", ""),
                 tags=json.loads(entity.get("Tags") or "{}"),
             )
-        self._cache[caller_id] = (time.monotonic(), policy)
+        self._cache[caller_id] = (began, policy)
         return policy
 
     async def chargeback_all(self) -> dict[str, CallerPolicy]:
