@@ -19,28 +19,33 @@ _REMOVED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
 
 def well_formed(value: Any) -> Any:
-    """``value`` with every lone surrogate in its strings (dict keys and values, list items) replaced by U+FFFD.
+    """``value`` with every lone surrogate in its strings (dict keys and values, list items) replaced by U+FFFD;
+    anything else (numbers, times, a storage SDK's typed values) as it is.
 
     A surrogate pair split across two code points (as JSON escapes write astral characters) is joined back."""
     if isinstance(value, str):
-        if value.isascii():
-            return value
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
-        return value
+        return _well_formed_text(value)
     if isinstance(value, dict):
         return {well_formed(k): well_formed(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, list):
         return [well_formed(v) for v in value]
+    return value
+
+
+def _well_formed_text(value: str) -> str:
+    if value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
     return value
 
 
 def display_text(value: str, limit: int) -> str:
     """One line of at most ``limit`` characters: lone surrogates replaced by U+FFFD, line breaks and tabs made
     spaces, other control and format characters removed, surrounding space stripped."""
-    text = well_formed(value)
+    text = _well_formed_text(value)
     if not text.isprintable():
         text = "".join(
             " " if ch in _LINE_BREAKING else ch

@@ -24,6 +24,7 @@ from shared.accounting.prices import money_text
 from shared.auth.identity import canonical_caller_id
 from shared.errors import bad_request
 from shared.finance.daily import Totals, daily_totals
+from shared.text import well_formed
 
 MAX_QUERY_DAYS = 366
 GROUPINGS = ("caller", "deployment", "day", "month", "cost_center")
@@ -126,7 +127,10 @@ def parse_grouping(value: str | None) -> tuple[str, ...]:
 
 
 async def daily_rows(table: TableClient, query: UsageQuery) -> AsyncIterator[dict[str, Any]]:
-    """The daily table's rows for the query's days and filters (filtered by the service, read page by page)."""
+    """The daily table's rows for the query's days and filters (filtered by the service, read page by page).
+
+    Strings are made well-formed as they are read: a name stored with a lone surrogate (before names were cleaned
+    where they enter) would otherwise break the JSON and CSV encoders of every view that shows the row."""
     text = "PartitionKey ge @first and PartitionKey le @last"
     parameters: dict[str, Any] = {"first": day_partition(query.first), "last": day_partition(query.last)}
     for name, column, value in (
@@ -138,7 +142,7 @@ async def daily_rows(table: TableClient, query: UsageQuery) -> AsyncIterator[dic
             text += f" and {column} eq @{name}"
             parameters[name] = value
     async for entity in table.query_entities(text, parameters=parameters, results_per_page=1000):
-        yield dict(entity)
+        yield well_formed(dict(entity))
 
 
 def chargeback(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -150,7 +154,7 @@ def chargeback(row: Mapping[str, Any]) -> dict[str, Any]:
         "cost_center": row.get("CostCenter", ""),
         "owner": row.get("Owner", ""),
         "department": row.get("Department", ""),
-        "tags": tags if isinstance(tags, dict) else {},
+        "tags": well_formed(tags) if isinstance(tags, dict) else {},  # JSON text may escape a lone surrogate
     }
 
 
@@ -221,6 +225,7 @@ def csv_field(value: object) -> str:
         text = json.dumps(value, ensure_ascii=False, sort_keys=True)
     else:
         text = str(value)
+    text = well_formed(text)  # a lone surrogate would abort the UTF-8 stream mid-way
     # The same rule as the hardening work's csv_cell: control characters and Unicode line/paragraph separators
     # become spaces (a field stays one line), and a formula start counts after leading spaces.
     text = "".join(" " if unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch for ch in text)

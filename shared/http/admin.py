@@ -23,7 +23,7 @@ from shared.http.handling import authenticated, json_body, new_blueprint
 from shared.policy.authorization import require_role
 from shared.policy.callers import CallerPolicy
 from shared.runtime import Runtime, Services
-from shared.text import is_display_text
+from shared.text import is_display_text, well_formed
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def blueprint(runtime: Runtime) -> func.Blueprint:
     async def manage_get_policy(req: Request) -> Response:
         async def action(services: Services, caller: Caller) -> Response:
             require_role(caller, ROLE_ADMIN)
-            return JSONResponse((await services.policies.get(_policy_caller_id(req))).to_json())
+            return JSONResponse(well_formed((await services.policies.get(_policy_caller_id(req))).to_json()))
 
         return await authenticated(runtime, req, action)
 
@@ -203,9 +203,9 @@ def _policy_caller_id(request: Request) -> str:
 
 
 def _jsonable(value: Any) -> Any:
-    """Dataclasses / dicts from the key store as JSON (datetimes as ISO 8601)."""
+    """Dataclasses / dicts from the key store as JSON (datetimes as ISO 8601), encodable whatever was stored."""
     if hasattr(value, "to_json"):
-        return value.to_json()
+        return well_formed(value.to_json())
     if is_dataclass(value) and not isinstance(value, type):
         value = asdict(value)
     return json.loads(json.dumps(value, default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v)))
