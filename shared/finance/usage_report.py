@@ -27,6 +27,9 @@ from shared.finance.daily import Totals, daily_totals
 from shared.text import well_formed
 
 MAX_QUERY_DAYS = 366
+# Days a query or a rebuild may name: far enough either way for any real question, and far from date.min/max so
+# date arithmetic (the month's last day, a range's length) cannot overflow.
+EARLIEST_DAY, LATEST_DAY = date(1970, 1, 1), date(8999, 12, 31)
 GROUPINGS = ("caller", "deployment", "day", "month", "cost_center")
 DEFAULT_GROUPING = ("caller", "deployment")
 CHARGEBACK_COLUMNS = ("cost_center", "owner", "department", "tags")
@@ -93,14 +96,20 @@ def parse_range(start: str | None, end: str | None, month: str | None = None) ->
             first = date.fromisoformat(f"{month}-01") if len(month) == 7 else None
         except ValueError:
             first = None
-        if first is None:
-            raise bad_request("'month' must be a month like 2026-11.", code="invalid_date", param="month")
+        if first is None or not EARLIEST_DAY <= first <= LATEST_DAY:
+            raise bad_request(
+                f"'month' must be a month like 2026-11, from {EARLIEST_DAY:%Y-%m} to {LATEST_DAY:%Y-%m}.",
+                code="invalid_date",
+                param="month",
+            )
         return first, (first + timedelta(days=32)).replace(day=1) - timedelta(days=1)
     try:
         last = _day(end) if end else today
         first = _day(start) if start else last.replace(day=1)
     except ValueError:
-        raise bad_request("'from' and 'to' must be dates like 2026-11-01.", code="invalid_date") from None
+        raise bad_request(
+            f"'from' and 'to' must be dates like 2026-11-01, from {EARLIEST_DAY} to {LATEST_DAY}.", code="invalid_date"
+        ) from None
     if first > last:
         raise bad_request("'from' must not be after 'to'.", code="invalid_date")
     if (last - first) > timedelta(days=MAX_QUERY_DAYS - 1):
@@ -111,7 +120,10 @@ def parse_range(start: str | None, end: str | None, month: str | None = None) ->
 def _day(text: str) -> date:
     if len(text) != 10:  # date.fromisoformat also takes 20261101 and week dates
         raise ValueError(text)
-    return date.fromisoformat(text)
+    day = date.fromisoformat(text)
+    if not EARLIEST_DAY <= day <= LATEST_DAY:
+        raise ValueError(text)
+    return day
 
 
 def parse_grouping(value: str | None) -> tuple[str, ...]:

@@ -173,9 +173,10 @@ async def authenticated(runtime: Runtime, request: Request, action: Action) -> R
             raise storage_unavailable() from None
         status = storage_refusal_status(exc)
         if status is not None:  # validation should have refused it first; still the request's problem, not a 500
-            code = getattr(exc, "error_code", None) or "unknown"
+            code = getattr(exc, "error_code", None)
+            code = str(getattr(code, "value", code) or "unknown")  # the SDK gives a TableErrorCode or a string
             log.warning("Table Storage refused a request: %s %s", getattr(exc, "status_code", None), code)
-            raise storage_refused(status, str(code)) from None
+            raise storage_refused(status, code) from None
         raise
 
 
