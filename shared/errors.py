@@ -113,6 +113,17 @@ def storage_unavailable() -> GatewayError:
     )
 
 
+def storage_refused(status: int, storage_code: str) -> GatewayError:
+    """Table Storage refused what the request would store or change (status 400, 404 or 409, see
+    :func:`shared.storage.tables.storage_refusal_status`); ``storage_code`` is the service's error code."""
+    messages = {
+        400: "Table Storage refused to store this (e.g. a value too large); send less.",
+        404: "What this request refers to is not in the gateway's storage.",
+        409: "What this request changes was changed at the same time; retry.",
+    }
+    return GatewayError(status, f"{messages[status]} (storage error {storage_code})", code="storage_refused")
+
+
 def gateway_unavailable() -> GatewayError:
     """The gateway's services could not be built (storage or upstream client set-up failed)."""
     return GatewayError(

@@ -2,7 +2,7 @@
 
 function_app -> http -> runtime -> pipeline -> capabilities -> protocol, errors
 capabilities: auth, policy, quotas, upstream, accounting, finance (finance reads accounting, never the reverse)
-leaves read by everything: settings, storage, telemetry, hosting, json_body
+leaves read by everything: settings, storage, telemetry, hosting, json_body, text
 local (dev host, simulator) is never imported by what Azure runs, except the runtime's lazy embedded simulator
 """
 
@@ -82,7 +82,7 @@ def test_local_only_code_is_not_imported_by_what_azure_runs():
 
 
 def test_leaves_do_not_import_capabilities_except_the_pure_values_settings_parse():
-    leaves = ("settings", "storage", "telemetry", "hosting", "json_body")
+    leaves = ("settings", "storage", "telemetry", "hosting", "json_body", "text")
     values = {"shared.accounting.prices", "shared.quotas.limits"}  # prices and limits are settings' value types
     bad = [(a, b) for a, b in EDGES if _area(a) in leaves and _area(b) in (*CAPABILITIES, *EDGE) and b not in values]
     assert not bad

@@ -12,9 +12,16 @@ A key acts as its owner with a snapshot of the owner's roles taken at issue time
 (keys never administer), so a key never grants more than its owner had. The snapshot does not follow later
 role removals in Entra: revoke the owner's keys when their access ends (expiry bounds the exposure).
 
+Every key expires: at most ``MAX_KEY_LIFETIME`` (365 days) after it is issued, ``DEFAULT_KEY_LIFETIME`` (90 days)
+when no expiry is given. A row written before expiry was required is read as expiring ``MAX_KEY_LIFETIME`` after
+its creation, and a rotation writes that expiry into the row.
+
 Verified keys are remembered per instance for ``cache_seconds`` (default 30 s): without that, every request
-pays a Table Storage read. Revoking or rotating drops the entry at once on the instance that did it; other
-instances stop accepting the old secret within ``cache_seconds``. ``cache_seconds=0`` turns the cache off.
+pays a Table Storage read. Revoking or rotating drops the entry at once on the instance that did it, and bumps
+the key's generation: a verification that read the row before the change (its read still in flight when the
+change landed) re-reads instead of caching what it saw, so nothing stale enters the cache after the change.
+Other instances stop accepting the old secret within ``cache_seconds`` of their last read of the row.
+``cache_seconds=0`` turns the cache off.
 
 Row layout: PartitionKey = key id, RowKey = ``"apikey"`` — one partition per key, so the per-request point
 reads spread across partitions. Listing scans the table (an admin action on a small table).
@@ -30,7 +37,7 @@ import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from azure.core import MatchConditions
@@ -38,8 +45,9 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
-from shared.auth.identity import ROLE_ADMIN, ROLE_USAGE_READ, ROLE_USE, Caller, canonical_caller_id
+from shared.auth.identity import MAX_NAME_CHARS, ROLE_ADMIN, ROLE_USAGE_READ, ROLE_USE, Caller, canonical_caller_id
 from shared.errors import GatewayError, bad_request, not_found, unauthorized
+from shared.text import display_text
 
 KEY_PREFIX = "gwk_"
 KEY_ROW = "apikey"
@@ -48,6 +56,11 @@ _KEY_ID_PATTERN = re.compile(r"[0-9a-f]{16}")
 _KEY_PATTERN = re.compile(r"gwk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
 _HASH_TAG = b"gateway-api-key-v1"
 _INVALID = "The API key is not valid."
+MAX_KEY_LIFETIME = timedelta(days=365)
+DEFAULT_KEY_LIFETIME = timedelta(days=90)
+MAX_KEY_NAME_CHARS = 100
+# A verification that keeps meeting concurrent changes of its key gives up (401) rather than loop.
+_MAX_VERIFY_READS = 3
 # Compared against when the key id is unknown, so both failures take the same path.
 _DUMMY_HASH = hashlib.sha256(b"unknown key").hexdigest()
 
@@ -65,7 +78,7 @@ class ApiKeyInfo:
     roles: tuple[str, ...]
     hint: str  # last 4 characters of the secret, to tell keys apart in a list
     created_at: datetime
-    expires_at: datetime | None
+    expires_at: datetime  # every key expires (rows without one: created_at + MAX_KEY_LIFETIME)
     revoked_at: datetime | None
     rotated_at: datetime | None
     issued_by: str | None = None  # the admin who issued the key (None for keys issued before this was recorded)
@@ -74,7 +87,7 @@ class ApiKeyInfo:
     def status(self) -> str:
         if self.revoked_at is not None:
             return "revoked"
-        if self.expires_at is not None and self.expires_at <= datetime.now(UTC):
+        if self.expires_at <= datetime.now(UTC):
             return "expired"
         return "active"
 
@@ -120,8 +133,8 @@ MAX_CACHED_KEYS = 10_000
 class _Verified:
     secret_hash: str
     caller: Caller
-    expires_at: datetime | None
-    until: float  # monotonic time after which the row must be read again
+    expires_at: datetime
+    until: float  # monotonic time after which the row must be read again (cache time after the read began)
 
 
 class ApiKeyStore:
@@ -129,11 +142,18 @@ class ApiKeyStore:
         self._table = table
         self._cache_seconds = cache_seconds
         self._verified: dict[str, _Verified] = {}
+        # Bumped by every rotation or revocation of a key on this instance (after its write, in the same step as
+        # the cache entry is dropped): a verification caches its answer only if the generation it started with is
+        # still current, so a read that raced the change cannot put the old state back into the cache.
+        self._generation: dict[str, int] = {}
+        self._epoch = 0  # bumped when the generations are forgotten (bounded memory): every read in flight re-reads
 
     async def issue(
         self, owner: Caller, name: str, expires_at: datetime | None, *, issued_by: str | None = None
     ) -> IssuedApiKey:
-        """A new key acting as ``owner`` (whose id must be canonical); ``issued_by`` is kept for audit."""
+        """A new key acting as ``owner`` (whose id must be canonical); ``issued_by`` is kept for audit.
+
+        ``expires_at`` ``None`` means the default lifetime; later than ``MAX_KEY_LIFETIME`` from now is refused."""
         roles = sorted(owner.roles & GRANTABLE_ROLES)
         if not roles:
             raise bad_request(
@@ -141,9 +161,17 @@ class ApiKeyStore:
                 f"keys never carry {ROLE_ADMIN}), so the key could do nothing.",
                 param="roles",
             )
-        if expires_at is not None and (expires_at.tzinfo is None or expires_at <= datetime.now(UTC)):
-            raise bad_request("The expiry must be a timezone-aware time in the future.", param="expires_at")
         now = datetime.now(UTC)
+        if expires_at is None:
+            expires_at = now + DEFAULT_KEY_LIFETIME
+        if expires_at.tzinfo is None or expires_at <= now:
+            raise bad_request("The expiry must be a timezone-aware time in the future.", param="expires_at")
+        if expires_at > now + MAX_KEY_LIFETIME + timedelta(minutes=1):  # a minute's slack for the caller's clock
+            raise bad_request(
+                f"A key lives at most {MAX_KEY_LIFETIME.days} days; choose an earlier expiry.", param="expires_at"
+            )
+        name = _bounded(name, MAX_KEY_NAME_CHARS, "name")
+        owner_name = _bounded(owner.name, MAX_NAME_CHARS, "owner.name")
         for _ in range(3):  # a 64-bit key id collides only by astronomical bad luck; retry rather than fail
             key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
             entity = {
@@ -151,18 +179,17 @@ class ApiKeyStore:
                 "RowKey": KEY_ROW,
                 "Name": name,
                 "OwnerId": owner.id,
-                "OwnerName": owner.name,
+                "OwnerName": owner_name,
                 "OwnerTenant": owner.tenant or "",
                 "OwnerKind": owner.kind,
                 "Roles": json.dumps(roles),
                 "SecretHash": _hash(key_id, secret),
                 "Hint": secret[-4:],
                 "CreatedAt": now,
+                "ExpiresAt": expires_at,
             }
             if issued_by is not None:
                 entity["IssuedBy"] = issued_by
-            if expires_at is not None:
-                entity["ExpiresAt"] = expires_at
             try:
                 await self._table.create_entity(entity)
             except ResourceExistsError:
@@ -181,11 +208,20 @@ class ApiKeyStore:
         if (
             cached is not None
             and time.monotonic() < cached.until
-            and (cached.expires_at is None or cached.expires_at > datetime.now(UTC))
+            and cached.expires_at > datetime.now(UTC)
             and hmac.compare_digest(cached.secret_hash, presented_hash)
         ):
             return cached.caller
-        entity = await self._get(key_id)
+        for _ in range(_MAX_VERIFY_READS):
+            generation = self._generation_of(key_id)
+            read_at = time.monotonic()
+            entity = await self._get(key_id)
+            if self._generation_of(key_id) == generation:
+                break
+            # The key was rotated or revoked here while the row was being read: what was read may be the old
+            # state, which must be neither answered nor cached after the change. Read again.
+        else:
+            raise unauthorized(_INVALID)
         stored = entity.get("SecretHash", _DUMMY_HASH) if entity else _DUMMY_HASH
         if not hmac.compare_digest(stored, presented_hash) or entity is None:
             raise unauthorized(_INVALID)
@@ -197,7 +233,7 @@ class ApiKeyStore:
             raise unauthorized("This API key has expired. Ask a gateway administrator for a new key.")
         caller = Caller(
             id=info.owner_id,
-            name=info.owner_name,
+            name=display_text(info.owner_name, MAX_NAME_CHARS) or info.owner_id,
             tenant=info.owner_tenant,
             kind="app" if info.owner_kind == "app" else "user",
             roles=frozenset(info.roles),
@@ -207,7 +243,7 @@ class ApiKeyStore:
         if self._cache_seconds > 0:
             if len(self._verified) >= MAX_CACHED_KEYS:
                 self._verified.clear()
-            self._verified[key_id] = _Verified(stored, caller, info.expires_at, time.monotonic() + self._cache_seconds)
+            self._verified[key_id] = _Verified(stored, caller, info.expires_at, read_at + self._cache_seconds)
         return caller
 
     async def rotate(self, key_id: str) -> IssuedApiKey:
@@ -226,6 +262,7 @@ class ApiKeyStore:
             "SecretHash": _hash(key_id, secret),
             "Hint": secret[-4:],
             "RotatedAt": now,
+            "ExpiresAt": info.expires_at,  # the same bound (and, for a row from before expiry was required, written)
         }
         try:
             # If the key was revoked or rotated since we read it, do not hand out a secret for a stale state.
@@ -239,7 +276,8 @@ class ApiKeyStore:
             raise GatewayError(
                 409, f"API key {key_id} changed while it was being rotated; retry.", code="key_changed"
             ) from None
-        self._verified.pop(key_id, None)
+        finally:
+            self._changed(key_id)  # also when the write's outcome is unknown (a timeout may still have landed)
         return IssuedApiKey(_format(key_id, secret), _info({**entity, **change}))
 
     async def revoke(self, key_id: str) -> ApiKeyInfo:
@@ -258,11 +296,25 @@ class ApiKeyStore:
                 )
             except ResourceModifiedError:
                 continue
-            self._verified.pop(key_id, None)
+            finally:
+                self._changed(key_id)
             return _info({**entity, **change})
         raise GatewayError(
             409, f"API key {key_id} kept changing while it was being revoked; retry.", code="key_changed"
         )
+
+    def _changed(self, key_id: str) -> None:
+        """After a rotation or revocation: drop the cached answer and make every read in flight read again.
+
+        No await between the two, so no verification can run in between."""
+        self._verified.pop(key_id, None)
+        if len(self._generation) >= MAX_CACHED_KEYS:  # bounded memory; forgetting costs reads in flight a re-read
+            self._generation.clear()
+            self._epoch += 1
+        self._generation[key_id] = self._generation.get(key_id, 0) + 1
+
+    def _generation_of(self, key_id: str) -> tuple[int, int]:
+        return self._epoch, self._generation.get(key_id, 0)
 
     async def list_keys(self, owner_id: str | None = None) -> list[ApiKeyInfo]:
         if owner_id is None:
@@ -309,11 +361,19 @@ def _info(entity: dict[str, Any]) -> ApiKeyInfo:
         roles=tuple(_roles(entity["Roles"])),
         hint=entity["Hint"],
         created_at=entity["CreatedAt"],
-        expires_at=entity.get("ExpiresAt"),
+        # Keys issued before every key had to expire: the longest lifetime a key may have now, from its creation.
+        expires_at=entity.get("ExpiresAt") or entity["CreatedAt"] + MAX_KEY_LIFETIME,
         revoked_at=entity.get("RevokedAt"),
         rotated_at=entity.get("RotatedAt"),
         issued_by=entity.get("IssuedBy"),
     )
+
+
+def _bounded(text: str, limit: int, param: str) -> str:
+    """A name to store: one line of at most ``limit`` characters (the HTTP edge checks this first, and says so)."""
+    if display_text(text, limit) != text:
+        raise bad_request(f"'{param}' must be one line of at most {limit} printable characters.", param=param)
+    return text
 
 
 def _roles(stored: str) -> Iterable[str]:

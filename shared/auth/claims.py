@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from shared.auth.identity import AuthMethod, Caller, CallerKind, canonical_caller_id
+from shared.auth.identity import MAX_NAME_CHARS, AuthMethod, Caller, CallerKind, canonical_caller_id
 from shared.errors import unauthorized
+from shared.text import display_text
 
 OID = ("oid", "http://schemas.microsoft.com/identity/claims/objectidentifier")
 TID = ("tid", "http://schemas.microsoft.com/identity/claims/tenantid")
@@ -82,7 +83,8 @@ def entra_caller(
     caller_id = canonical_caller_id(f"{tid}/{oid}")
     if caller_id is None:
         raise unauthorized(f"The {source} has a tenant id or object id that is not an identifier.")
-    name = claims.first(*name_types, *NAME) or oid
+    # The name goes into usage rows, exports and logs: one line, well-formed, bounded (any claim, any source).
+    name = display_text(claims.first(*name_types, *NAME) or "", MAX_NAME_CHARS) or oid
     return Caller(
         id=caller_id,
         name=name,

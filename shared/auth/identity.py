@@ -11,6 +11,10 @@ ROLE_USE = "Gateway.Use"  # call models
 ROLE_USAGE_READ = "Usage.Read"  # finance: read usage and cost tables
 ROLE_ADMIN = "Gateway.Admin"  # manage API keys and caller policies
 
+# A caller's display name, however it arrived (token claim, Easy Auth principal, key owner record): one line of at
+# most this many characters (shared.text.display_text), made so once where the caller is built.
+MAX_NAME_CHARS = 200
+
 CallerKind = Literal["user", "app"]
 AuthMethod = Literal["easy-auth", "entra-token", "api-key", "local-dev"]
 

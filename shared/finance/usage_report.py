@@ -25,8 +25,12 @@ from shared.accounting.prices import money_text
 from shared.auth.identity import canonical_caller_id
 from shared.errors import bad_request
 from shared.finance.daily import Totals, daily_totals
+from shared.text import well_formed
 
 MAX_QUERY_DAYS = 366
+# Days a query or a rebuild may name: far enough either way for any real question, and far from date.min/max so
+# date arithmetic (the month's last day, a range's length) cannot overflow.
+EARLIEST_DAY, LATEST_DAY = date(1970, 1, 1), date(8999, 12, 31)
 GROUPINGS = ("caller", "deployment", "day", "month", "cost_center", "department", "owner")
 TAG_GROUP = "tag:"  # group_by=tag:<name>: by the value of one of the callers' tags
 _TAG_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")  # as caller policies allow (shared.policy.callers)
@@ -154,14 +158,20 @@ def parse_range(start: str | None, end: str | None, month: str | None = None) ->
             first = date.fromisoformat(f"{month}-01") if len(month) == 7 else None
         except ValueError:
             first = None
-        if first is None:
-            raise bad_request("'month' must be a month like 2026-11.", code="invalid_date", param="month")
+        if first is None or not EARLIEST_DAY <= first <= LATEST_DAY:
+            raise bad_request(
+                f"'month' must be a month like 2026-11, from {EARLIEST_DAY:%Y-%m} to {LATEST_DAY:%Y-%m}.",
+                code="invalid_date",
+                param="month",
+            )
         return first, (first + timedelta(days=32)).replace(day=1) - timedelta(days=1)
     try:
         last = _day(end) if end else today
         first = _day(start) if start else last.replace(day=1)
     except ValueError:
-        raise bad_request("'from' and 'to' must be dates like 2026-11-01.", code="invalid_date") from None
+        raise bad_request(
+            f"'from' and 'to' must be dates like 2026-11-01, from {EARLIEST_DAY} to {LATEST_DAY}.", code="invalid_date"
+        ) from None
     if first > last:
         raise bad_request("'from' must not be after 'to'.", code="invalid_date")
     if (last - first) > timedelta(days=MAX_QUERY_DAYS - 1):
@@ -172,7 +182,10 @@ def parse_range(start: str | None, end: str | None, month: str | None = None) ->
 def _day(text: str) -> date:
     if len(text) != 10:  # date.fromisoformat also takes 20261101 and week dates
         raise ValueError(text)
-    return date.fromisoformat(text)
+    day = date.fromisoformat(text)
+    if not EARLIEST_DAY <= day <= LATEST_DAY:
+        raise ValueError(text)
+    return day
 
 
 def parse_grouping(value: str | None) -> tuple[str, ...]:
@@ -192,7 +205,10 @@ def parse_grouping(value: str | None) -> tuple[str, ...]:
 
 
 async def daily_rows(table: TableClient, query: UsageQuery) -> AsyncIterator[dict[str, Any]]:
-    """The daily table's rows for the query's days and filters (filtered by the service, read page by page)."""
+    """The daily table's rows for the query's days and filters (filtered by the service, read page by page).
+
+    Strings are made well-formed as they are read: a name stored with a lone surrogate (before names were cleaned
+    where they enter) would otherwise break the JSON and CSV encoders of every view that shows the row."""
     text = "PartitionKey ge @first and PartitionKey le @last"
     parameters: dict[str, Any] = {"first": day_partition(query.first), "last": day_partition(query.last)}
     for name, column, value in (
@@ -207,7 +223,7 @@ async def daily_rows(table: TableClient, query: UsageQuery) -> AsyncIterator[dic
             parameters[name] = value
     async for entity in table.query_entities(text, parameters=parameters, results_per_page=1000):
         if query.tag is None or _tags(entity).get(query.tag[0]) == query.tag[1]:
-            yield dict(entity)
+            yield well_formed(dict(entity))
 
 
 def _tags(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -215,7 +231,7 @@ def _tags(row: Mapping[str, Any]) -> dict[str, Any]:
         tags = json.loads(row.get("Tags") or "{}")
     except ValueError:
         return {}
-    return tags if isinstance(tags, dict) else {}
+    return well_formed(tags) if isinstance(tags, dict) else {}  # JSON text may escape a lone surrogate
 
 
 def chargeback(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -302,6 +318,7 @@ def csv_field(value: object) -> str:
         text = json.dumps(value, ensure_ascii=False, sort_keys=True)
     else:
         text = str(value)
+    text = well_formed(text)  # a lone surrogate would abort the UTF-8 stream mid-way
     # The same rule as the hardening work's csv_cell: control characters and Unicode line/paragraph separators
     # become spaces (a field stays one line), and a formula start counts after leading spaces.
     text = "".join(" " if unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch for ch in text)

@@ -9,7 +9,6 @@ No ``from __future__ import annotations`` here: the Functions worker reads the h
 
 import json
 import logging
-import unicodedata
 from dataclasses import asdict, is_dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,18 +16,20 @@ from typing import Any
 import azure.functions as func
 from azurefunctions.extensions.http.fastapi import JSONResponse, Request, Response
 
-from shared.auth.apikeys import ApiKeyStore
-from shared.auth.identity import ROLE_ADMIN, ROLE_USAGE_READ, ROLE_USE, Caller, canonical_caller_id
+from shared.auth.apikeys import DEFAULT_KEY_LIFETIME, MAX_KEY_LIFETIME, MAX_KEY_NAME_CHARS, ApiKeyStore
+from shared.auth.identity import MAX_NAME_CHARS, ROLE_ADMIN, ROLE_USAGE_READ, ROLE_USE, Caller, canonical_caller_id
 from shared.errors import bad_request, not_found
 from shared.http.handling import authenticated, json_body, new_blueprint
 from shared.policy.authorization import require_role
 from shared.policy.callers import CallerPolicy
 from shared.runtime import Runtime, Services
+from shared.text import is_display_text, well_formed
 
 log = logging.getLogger(__name__)
 
 KEY_ROLES = frozenset({ROLE_USE, ROLE_USAGE_READ})
-MAX_KEY_DAYS = 365
+MAX_KEY_DAYS = MAX_KEY_LIFETIME.days
+DEFAULT_KEY_DAYS = DEFAULT_KEY_LIFETIME.days
 
 
 def blueprint(runtime: Runtime) -> func.Blueprint:
@@ -42,14 +43,16 @@ def blueprint(runtime: Runtime) -> func.Blueprint:
             require_role(caller, ROLE_ADMIN)
             body = await json_body(req)
             name = body.get("name")
-            if not isinstance(name, str) or not 1 <= len(name.strip()) <= 100 or _has_control_chars(name):
+            if isinstance(name, str):
+                name = name.strip()
+            if not name or not is_display_text(name, MAX_KEY_NAME_CHARS):
                 raise bad_request(
-                    "'name' is required (1 to 100 characters, no control characters), e.g. the tool that will use "
-                    "the key.",
+                    f"'name' is required (1 to {MAX_KEY_NAME_CHARS} characters on one line, no control or format "
+                    "characters), e.g. the tool that will use the key.",
                     param="name",
                 )
             owner = _key_owner(caller, body)
-            issued = await _key_store(services).issue(owner, name.strip(), _expiry(body), issued_by=caller.id)
+            issued = await _key_store(services).issue(owner, name, _expiry(body), issued_by=caller.id)
             log.info(
                 "API key issued",
                 extra={"gateway_key_id": issued.info.key_id, "gateway_key_owner": owner.id, "gateway_admin": caller.id},
@@ -94,7 +97,7 @@ def blueprint(runtime: Runtime) -> func.Blueprint:
     async def manage_get_policy(req: Request) -> Response:
         async def action(services: Services, caller: Caller) -> Response:
             require_role(caller, ROLE_ADMIN)
-            return JSONResponse((await services.policies.get(_policy_caller_id(req))).to_json())
+            return JSONResponse(well_formed((await services.policies.get(_policy_caller_id(req))).to_json()))
 
         return await authenticated(runtime, req, action)
 
@@ -156,9 +159,11 @@ def _key_owner(admin: Caller, body: dict[str, Any]) -> Caller:
     if kind not in ("user", "app"):
         raise bad_request("'owner.kind' must be 'user' or 'app'.", param="owner.kind")
     name = owner.get("name") or owner_id
-    if not isinstance(name, str) or len(name) > 200 or _has_control_chars(name):
+    if not is_display_text(name, MAX_NAME_CHARS):
         raise bad_request(
-            "'owner.name' must be a string of at most 200 characters without control characters.", param="owner.name"
+            f"'owner.name' must be one line of at most {MAX_NAME_CHARS} characters without control or format "
+            "characters or surrounding spaces.",
+            param="owner.name",
         )
     return Caller(owner_id, name, tenant, kind, frozenset(roles), "api-key")
 
@@ -181,17 +186,14 @@ def _key_id(request: Request) -> str:
     return str(request.path_params["key_id"]).lower()
 
 
-def _has_control_chars(text: str) -> bool:
-    return any(unicodedata.category(ch) == "Cc" for ch in text)
-
-
-def _expiry(body: dict[str, Any]) -> datetime | None:
-    days = body.get("expires_in_days", 90)
-    if days is None:
-        return None
+def _expiry(body: dict[str, Any]) -> datetime:
+    """Every key expires (D9): ``expires_in_days`` 1 to 365, 90 when left out; ``null`` ("never") is refused."""
+    days = body.get("expires_in_days", DEFAULT_KEY_DAYS)
     if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_KEY_DAYS:
         raise bad_request(
-            f"'expires_in_days' must be a whole number from 1 to {MAX_KEY_DAYS}, or null.", param="expires_in_days"
+            f"'expires_in_days' must be a whole number from 1 to {MAX_KEY_DAYS} (default {DEFAULT_KEY_DAYS}): "
+            "every key expires.",
+            param="expires_in_days",
         )
     return datetime.now(UTC) + timedelta(days=days)
 
@@ -201,9 +203,9 @@ def _policy_caller_id(request: Request) -> str:
 
 
 def _jsonable(value: Any) -> Any:
-    """Dataclasses / dicts from the key store as JSON (datetimes as ISO 8601)."""
+    """Dataclasses / dicts from the key store as JSON (datetimes as ISO 8601), encodable whatever was stored."""
     if hasattr(value, "to_json"):
-        return value.to_json()
+        return well_formed(value.to_json())
     if is_dataclass(value) and not isinstance(value, type):
         value = asdict(value)
     return json.loads(json.dumps(value, default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v)))

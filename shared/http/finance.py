@@ -31,7 +31,14 @@ from urllib.parse import urlsplit
 import azure.functions as func
 from azurefunctions.extensions.http.fastapi import JSONResponse, Request, Response, StreamingResponse
 
-from shared.accounting.prices import PRICE_NOTICE_SECONDS, PriceError, PriceVersion, parse_price, version_id
+from shared.accounting.prices import (
+    BEGINNING,
+    PRICE_NOTICE_SECONDS,
+    PriceError,
+    PriceVersion,
+    parse_price,
+    version_id,
+)
 from shared.auth.identity import ROLE_ADMIN, ROLE_USAGE_READ, Caller
 from shared.errors import GatewayError, bad_request, error_response, forbidden, not_found
 from shared.finance.budgets import LIMITS_IN_FORCE, caller_limits, month_budgets
@@ -61,6 +68,7 @@ UNPRICED_HEADER = "x-gateway-unpriced-requests"  # JSON and CSV answers: request
 REBUILD_WAIT_SECONDS = 20.0
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
 _BACKGROUND: set[asyncio.Task[Any]] = set()
+LATEST_EFFECTIVE_FROM = datetime(9000, 1, 1, tzinfo=UTC)  # any time input is range-checked after conversion to UTC
 MAX_REBUILD_DAYS = 92
 
 
@@ -334,7 +342,15 @@ def _effective_from(value: object, earliest: datetime) -> datetime:
         raise bad_request(
             "'effective_from' must be a time with a zone, like 2026-12-01T00:00:00Z.", param="effective_from"
         )
-    when = when.astimezone(UTC)
+    try:
+        when = when.astimezone(UTC)  # 0001-01-01T00:00+14:00 and 9999-12-31T23:59-12:00 overflow here
+    except OverflowError:
+        when = None
+    if when is None or not BEGINNING <= when < LATEST_EFFECTIVE_FROM:
+        raise bad_request(
+            f"'effective_from' must be in UTC between {BEGINNING:%Y-%m-%d} and {LATEST_EFFECTIVE_FROM:%Y-%m-%d}.",
+            param="effective_from",
+        )
     if when.microsecond:
         raise bad_request("'effective_from' is to the second.", param="effective_from")
     if when < earliest:

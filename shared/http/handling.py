@@ -34,11 +34,12 @@ from shared.errors import (
     gateway_unavailable,
     internal_error_response,
     new_request_id,
+    storage_refused,
     storage_unavailable,
 )
 from shared.json_body import parse_json_object, read_body
 from shared.runtime import Runtime, Services
-from shared.storage.tables import is_storage_outage
+from shared.storage.tables import is_storage_outage, storage_refusal_status
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +171,12 @@ async def authenticated(runtime: Runtime, request: Request, action: Action) -> R
         if is_storage_outage(exc):
             log.warning("Table Storage failed: %s", type(exc).__name__)
             raise storage_unavailable() from None
+        status = storage_refusal_status(exc)
+        if status is not None:  # validation should have refused it first; still the request's problem, not a 500
+            code = getattr(exc, "error_code", None)
+            code = str(getattr(code, "value", code) or "unknown")  # the SDK gives a TableErrorCode or a string
+            log.warning("Table Storage refused a request: %s %s", getattr(exc, "status_code", None), code)
+            raise storage_refused(status, code) from None
         raise
 
 

@@ -9,6 +9,7 @@ from azurefunctions.extensions.http.fastapi import JSONResponse, Request, Respon
 from shared.auth.identity import ROLE_USE, Caller
 from shared.http.handling import authenticated, new_blueprint
 from shared.runtime import Runtime, Services
+from shared.text import well_formed
 
 
 def blueprint(runtime: Runtime) -> func.Blueprint:
@@ -27,24 +28,26 @@ def blueprint(runtime: Runtime) -> func.Blueprint:
             else:
                 allowed = sorted(policy.allowed_deployments & guardrails.allowed_deployments)
             return JSONResponse(
-                {
-                    "id": caller.id,
-                    "name": caller.name,
-                    "tenant": caller.tenant,
-                    "kind": caller.kind,
-                    "roles": sorted(caller.roles),
-                    "auth_method": caller.auth_method,
-                    "key_id": caller.key_id,
-                    "can_call_models": caller.has_role(ROLE_USE),
-                    "allowed_deployments": allowed,  # null: every deployment the gateway serves
-                    "limits": {
-                        "max_request_bytes": guardrails.max_request_bytes,
-                        "max_prompt_tokens": guardrails.max_prompt_tokens,
-                        "max_output_tokens": guardrails.max_output_tokens,
-                    },
-                    # Per-caller quotas in their current UTC windows: limit, used, remaining, resets_at.
-                    "quotas": await services.quotas.status(caller),
-                }
+                well_formed(
+                    {
+                        "id": caller.id,
+                        "name": caller.name,
+                        "tenant": caller.tenant,
+                        "kind": caller.kind,
+                        "roles": sorted(caller.roles),
+                        "auth_method": caller.auth_method,
+                        "key_id": caller.key_id,
+                        "can_call_models": caller.has_role(ROLE_USE),
+                        "allowed_deployments": allowed,  # null: every deployment the gateway serves
+                        "limits": {
+                            "max_request_bytes": guardrails.max_request_bytes,
+                            "max_prompt_tokens": guardrails.max_prompt_tokens,
+                            "max_output_tokens": guardrails.max_output_tokens,
+                        },
+                        # Per-caller quotas in their current UTC windows: limit, used, remaining, resets_at.
+                        "quotas": await services.quotas.status(caller),
+                    }
+                )  # whatever was stored before names were cleaned, the answer encodes
             )
 
         return await authenticated(runtime, req, action)

@@ -17,7 +17,7 @@ from azure.data.tables.aio import TableClient
 from shared.errors import bad_request
 from shared.protocol.deployments import is_deployment_name
 from shared.quotas.limits import LimitError, LimitOverrides
-from shared.storage.tables import table_key
+from shared.storage.tables import StorageLimitError, check_entity, table_key
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,52 @@ class CallerPolicy:
         if not isinstance(note, str) or len(note) > 500:
             raise bad_request("'note' must be a string of at most 500 characters.", param="note")
         attributes = {name: _attribute(body.get(name, ""), name) for name in ("cost_center", "owner", "department")}
-        return cls(caller_id, allowed, note, limits, deployment_limits, **attributes, tags=_tags(body.get("tags")))
+        policy = cls(caller_id, allowed, note, limits, deployment_limits, **attributes, tags=_tags(body.get("tags")))
+        try:
+            check_entity(_entity(policy))  # what Table Storage would refuse is refused here, naming the field
+        except StorageLimitError as exc:
+            field_name = _PROPERTY_FIELDS.get(exc.prop or "")
+            raise bad_request(
+                f"The policy is too large to store: {f'{field_name!r} has ' if field_name else ''}{exc.message}",
+                code="policy_too_large",
+                param=field_name,
+            ) from None
+        return policy
+
+
+# Stored property -> the policy field it holds (a storage limit names the field the admin sent).
+_PROPERTY_FIELDS = {
+    "AllowedDeployments": "allowed_deployments",
+    "Note": "note",
+    "Limits": "limits",
+    "DeploymentLimits": "deployment_limits",
+    "CostCenter": "cost_center",
+    "Owner": "owner",
+    "Department": "department",
+    "Tags": "tags",
+}
+
+
+def _entity(policy: CallerPolicy) -> dict[str, Any]:
+    entity = {
+        "PartitionKey": POLICY_PARTITION,
+        "RowKey": table_key(policy.caller_id),
+        "CallerId": policy.caller_id,
+        "Note": policy.note,
+        "CostCenter": policy.cost_center,
+        "Owner": policy.owner,
+        "Department": policy.department,
+        "Tags": json.dumps(dict(policy.tags), sort_keys=True),
+    }
+    if policy.allowed_deployments is not None:
+        entity["AllowedDeployments"] = json.dumps(sorted(policy.allowed_deployments))
+    if not policy.limits.empty:
+        entity["Limits"] = json.dumps(policy.limits.to_json(decimal_as_text=True))
+    if policy.deployment_limits:
+        entity["DeploymentLimits"] = json.dumps(
+            {name: limits.to_json(decimal_as_text=True) for name, limits in policy.deployment_limits.items()}
+        )
+    return entity
 
 
 def _attribute(value: object, name: str) -> str:
@@ -202,23 +247,5 @@ class CallerPolicyStore:
         return result
 
     async def put(self, policy: CallerPolicy) -> None:
-        entity = {
-            "PartitionKey": POLICY_PARTITION,
-            "RowKey": table_key(policy.caller_id),
-            "CallerId": policy.caller_id,
-            "Note": policy.note,
-            "CostCenter": policy.cost_center,
-            "Owner": policy.owner,
-            "Department": policy.department,
-            "Tags": json.dumps(dict(policy.tags), sort_keys=True),
-        }
-        if policy.allowed_deployments is not None:
-            entity["AllowedDeployments"] = json.dumps(sorted(policy.allowed_deployments))
-        if not policy.limits.empty:
-            entity["Limits"] = json.dumps(policy.limits.to_json(decimal_as_text=True))
-        if policy.deployment_limits:
-            entity["DeploymentLimits"] = json.dumps(
-                {name: limits.to_json(decimal_as_text=True) for name, limits in policy.deployment_limits.items()}
-            )
-        await self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+        await self._table.upsert_entity(_entity(policy), mode=UpdateMode.REPLACE)
         self._cache.pop(policy.caller_id, None)

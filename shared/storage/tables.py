@@ -193,6 +193,75 @@ def is_storage_outage(error: BaseException) -> bool:
     return False
 
 
+# --- what Table Storage accepts, checked before a write (learn.microsoft.com/rest/api/storageservices/
+# understanding-the-table-service-data-model): a string property holds at most 32K characters (UTF-16 code units,
+# 64 KiB), an entity at most 1 MiB in at most 255 properties (PartitionKey, RowKey and Timestamp included).
+# The gateway's bounds sit below those, so a value refused here is refused with a 400 naming its field, never
+# sent to be refused by the service (which would answer PropertyValueTooLarge / EntityTooLarge).
+
+MAX_STRING_UNITS = 32_000  # of the service's 32,768
+MAX_ENTITY_BYTES = 1_000_000  # of the service's 1,048,576, by the service's own size formula
+MAX_PROPERTIES = 250  # of the service's 255, three of which are the system properties
+
+
+class StorageLimitError(ValueError):
+    """A value the gateway will not send to Table Storage; ``prop`` is the property (None: the whole entity)."""
+
+    def __init__(self, prop: str | None, message: str) -> None:
+        super().__init__(message)
+        self.prop = prop
+        self.message = message
+
+
+def utf16_units(text: str) -> int:
+    """How Table Storage counts a string's characters: UTF-16 code units (an emoji is two)."""
+    return len(text) + sum(1 for ch in text if ord(ch) > 0xFFFF)
+
+
+def check_entity(entity: dict[str, Any]) -> None:
+    """Raise :class:`StorageLimitError` if ``entity`` would exceed what the gateway lets a stored entity hold.
+
+    The size follows the service's formula: 4 + 2 x (key lengths) + for each property 8 + 2 x name + its value
+    (a string 4 + 2 x its UTF-16 length, binary 4 + its length, a GUID 16, a bool 1, anything else 8)."""
+    if len(entity) > MAX_PROPERTIES:
+        raise StorageLimitError(None, f"{len(entity)} properties; at most {MAX_PROPERTIES} can be stored.")
+    size = 4
+    for name, value in entity.items():
+        if name in ("PartitionKey", "RowKey"):
+            size += 2 * utf16_units(str(value))
+            continue
+        size += 8 + 2 * utf16_units(name)
+        if isinstance(value, str):
+            units = utf16_units(value)
+            if units > MAX_STRING_UNITS:
+                raise StorageLimitError(
+                    name, f"{units} characters (UTF-16 code units) to store; at most {MAX_STRING_UNITS} fit."
+                )
+            size += 4 + 2 * units
+        elif isinstance(value, bytes):
+            size += 4 + len(value)
+        else:
+            size += 1 if isinstance(value, bool) else 8
+    if size > MAX_ENTITY_BYTES:
+        raise StorageLimitError(None, f"about {size} bytes to store; at most {MAX_ENTITY_BYTES} fit in one entity.")
+
+
+def storage_refusal_status(error: BaseException) -> int | None:
+    """The 4xx to answer when Table Storage refused a request in a way nothing above handled, else ``None``.
+
+    Outages (:func:`is_storage_outage`) are 503s. What is left of 4xx is about the request: 400 for what cannot be
+    stored (PropertyValueTooLarge, EntityTooLarge, InvalidInput, …), 409 for a conflict or a stale ETag (retry),
+    404 for something that is not there."""
+    if not isinstance(error, HttpResponseError) or is_storage_outage(error):
+        return None
+    status = error.status_code or 0
+    if not 400 <= status < 500:
+        return None
+    if status in (409, 412):
+        return 409
+    return 404 if status == 404 else 400
+
+
 _FORBIDDEN_KEY_CHARS = set("/\\#?%")
 MAX_KEY_CHARS = 1024  # a PartitionKey or RowKey holds at most 1 KiB
 

@@ -6,9 +6,10 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from azure.data.tables import UpdateMode
 
-from shared.auth.apikeys import ApiKeyStore
-from shared.auth.identity import ROLE_ADMIN, ROLE_USAGE_READ, ROLE_USE, Caller
+from shared.auth.apikeys import DEFAULT_KEY_LIFETIME, MAX_KEY_LIFETIME, ApiKeyStore
+from shared.auth.identity import MAX_NAME_CHARS, ROLE_ADMIN, ROLE_USAGE_READ, ROLE_USE, Caller
 from shared.errors import GatewayError
 from tests.identity_provider import TENANT, USER_OID
 
@@ -86,6 +87,49 @@ async def test_an_expired_key_is_refused(store, table):
         {"PartitionKey": issued.info.key_id, "RowKey": "apikey", "ExpiresAt": datetime.now(UTC) - timedelta(seconds=1)}
     )
     assert await rejected(store, issued.key) == "This API key has expired. Ask a gateway administrator for a new key."
+
+
+# --- every key expires --------------------------------------------------------------------------------------------
+
+
+async def test_a_key_issued_without_an_expiry_gets_the_default_lifetime_and_none_lives_past_the_maximum(store, table):
+    issued = await store.issue(OWNER, "defaulted", None)
+    stored = await table.get_entity(issued.info.key_id, "apikey")
+    assert stored["ExpiresAt"] == issued.info.expires_at
+    assert timedelta(days=89) < issued.info.expires_at - datetime.now(UTC) <= DEFAULT_KEY_LIFETIME
+    with pytest.raises(GatewayError) as raised:
+        await store.issue(OWNER, "forever", datetime.now(UTC) + MAX_KEY_LIFETIME + timedelta(days=1))
+    assert (raised.value.status, raised.value.param) == (400, "expires_at")
+
+
+async def test_a_key_stored_without_an_expiry_expires_a_year_after_it_was_created(store, table):
+    """Keys issued before expiry was required: read as created + 365 days; a rotation writes that expiry."""
+    old = await store.issue(OWNER, "from last year", None)
+    recent = await store.issue(OWNER, "from last month", None)
+    for issued, age in ((old, 366), (recent, 30)):
+        entity = dict(await table.get_entity(issued.info.key_id, "apikey"))
+        del entity["ExpiresAt"]
+        entity["CreatedAt"] = datetime.now(UTC) - timedelta(days=age)
+        await table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+
+    assert "expired" in await rejected(store, old.key)
+    assert (await store.verify(recent.key)).key_id == recent.info.key_id
+    listed = {k.key_id: k for k in await store.list_keys()}
+    assert listed[old.info.key_id].status == "expired"
+    assert listed[recent.info.key_id].expires_at == listed[recent.info.key_id].created_at + MAX_KEY_LIFETIME
+    rotated = await store.rotate(recent.info.key_id)
+    assert (await table.get_entity(recent.info.key_id, "apikey"))["ExpiresAt"] == rotated.info.expires_at
+    assert rotated.info.expires_at == listed[recent.info.key_id].expires_at  # rotation keeps the bound
+
+
+async def test_a_key_owner_name_stored_before_names_were_cleaned_is_cleaned_when_the_key_is_used(store, table):
+    issued = await store.issue(OWNER, "legacy", None)
+    await table.update_entity(
+        {"PartitionKey": issued.info.key_id, "RowKey": "apikey", "OwnerName": "Eve\u202e\ud800\n" + "x" * 500}
+    )
+    caller = await store.verify(issued.key)
+    assert caller.name == "Eve\ufffd " + "x" * (MAX_NAME_CHARS - 5)
+    caller.name.encode("utf-8")
 
 
 async def test_a_revoked_key_is_refused(store):

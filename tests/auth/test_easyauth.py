@@ -147,3 +147,18 @@ def test_a_principal_without_oid_is_a_401():
 
 def test_a_principal_without_tid_is_a_401():
     assert "no tenant id ('tid')" in rejected(principal([("oid", USER_OID)]))
+
+
+@pytest.mark.parametrize(
+    "raw, shown",
+    [
+        ("Eve\u202eAdmin", "EveAdmin"),  # a bidi override
+        ("Eve\u2028Admin\r\n", "Eve Admin"),  # line breaks
+        ("\u200b\u2066 Bob \u2069", "Bob"),  # zero-width space, an isolate
+        ("\u0000", USER_OID),  # nothing left: the object id names the caller
+        ("é" * 500, "é" * 200),
+    ],
+)
+def test_a_principal_name_is_one_printable_line_of_at_most_200_characters(raw, shown):
+    caller = caller_from_client_principal(principal([(OID_URI, USER_OID), (TID_URI, TENANT), (NAME_URI, raw)]))
+    assert caller.name == shown

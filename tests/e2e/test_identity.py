@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 
 import httpx
 import openai
 import pytest
+from azure.data.tables import TableClient
 
+from shared.storage.tables import USAGE_TABLE
 from tests.identity_provider import APP_OID, CALLING_APP, CLIENT_ID, TENANT, USER_OID
 
 API_VERSION = "2024-10-21"
@@ -289,3 +292,26 @@ def test_no_token_key_principal_or_prompt_reaches_the_logs(secured, issuer):
     assert "Loaded 1 Microsoft Entra signing keys" in log  # logging is on (DEBUG), so absence below means something
     for secret in (token, token.split(".")[1], issued, issued.split("_")[-1], spoof, SECRET_PROMPT, "zebra-quartz"):
         assert secret not in log
+
+
+def test_a_display_name_claim_is_cleaned_once_where_the_token_enters(secured, issuer, storage_connection_string):
+    """A lone surrogate, a bidi override and a line break in the ``name`` claim: the caller is accepted under a name
+    every encoder can write (it reaches /api/me, the ledger, the daily table and every export)."""
+    oid = "eeeeeeee-0000-4000-8000-00000000e5e5"
+    token = user_token(issuer, oid=oid, name="\ud800Eve\u202e\nAdmin" + "x" * 300)
+    me = httpx.get(f"{secured.api}/me", headers=bearer(token))
+    assert me.status_code == 200, me.text
+    name = me.json()["name"]
+    assert name == "\ufffdEve Admin" + "x" * (200 - 10) and len(name) == 200
+    client = openai.AzureOpenAI(
+        azure_endpoint=secured.api, azure_ad_token=token, api_version=API_VERSION, max_retries=0
+    )
+    call = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=HELLO)
+    request_id = call.headers["x-gateway-request-id"]
+    with TableClient.from_connection_string(storage_connection_string, USAGE_TABLE) as ledger:
+        for _ in range(100):  # the ledger writes in the background, within its flush interval
+            rows = list(ledger.query_entities("RowKey eq @id", parameters={"id": request_id}))
+            if rows:
+                break
+            time.sleep(0.1)
+    assert [row["CallerName"] for row in rows] == [name]

@@ -27,7 +27,7 @@ from shared.pipeline import Gateway
 from shared.policy.authorization import Authorizer
 from shared.policy.callers import CallerPolicyStore
 from shared.runtime import Runtime, Services
-from shared.storage.tables import is_storage_outage
+from shared.storage.tables import is_storage_outage, storage_refusal_status
 from tests.azurite import DEV_ACCOUNT, DEV_KEY, free_port
 from tests.http.conftest import assert_openai_error
 
@@ -141,3 +141,31 @@ def _http_error(status: int) -> HttpResponseError:
 )
 def test_what_counts_as_a_storage_outage(error, outage):
     assert is_storage_outage(error) is outage
+
+
+class UncheckedPolicyStore(CallerPolicyStore):
+    """A store that writes a note larger than Table Storage takes, as if a field had no bound in validation."""
+
+    async def put(self, policy) -> None:
+        await self._table.upsert_entity(
+            {"PartitionKey": "policy", "RowKey": "unchecked", "CallerId": policy.caller_id, "Note": "n" * 40_000}
+        )
+
+
+async def test_a_storage_refusal_nothing_handled_is_a_4xx_not_a_500(env):
+    """Table Storage (Azurite) answers 400 PropertyValueTooLarge; the edge answers 400 naming the storage error."""
+    runtime = Runtime(env)
+    services = await runtime.services()
+    try:
+        runtime._services = dataclasses.replace(services, policies=UncheckedPolicyStore(services.policies._table))
+        async with asgi_client(runtime) as client:
+            response = await client.put("/api/manage/policies/local/developer", json={"note": "x"})
+        error = assert_openai_error(response, 400, "storage_refused")
+        assert "PropertyValueTooLarge" in error["message"]
+    finally:
+        await runtime.aclose()
+
+
+@pytest.mark.parametrize("status, answer", [(400, 400), (413, 400), (404, 404), (409, 409), (412, 409), (503, None)])
+def test_storage_refusals_map_to_a_4xx(status, answer):
+    assert storage_refusal_status(_http_error(status)) == answer
