@@ -66,7 +66,8 @@ def build_site_packages(root: Path, python_version: str, requirements: Path, cac
         command = [
             sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-compile",
             "--requirement", str(requirements), "--target", str(target),
-            *(arg for platform in PLATFORMS for arg in ("--platform", platform)), "--implementation", "cp", "--python-version", python_version,
+            *(arg for platform in PLATFORMS for arg in ("--platform", platform)),
+            "--implementation", "cp", "--python-version", python_version,
             "--only-binary=:all:",
         ]  # fmt: skip
         print(f"build: pip install -r {requirements.name} for Python {python_version} (manylinux wheels only)")

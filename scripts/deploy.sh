@@ -35,6 +35,14 @@ done
 [ -n "$RG" ] || { echo "--resource-group is required" >&2; usage >&2; exit 2; }
 command -v az >/dev/null || { echo "az CLI not found" >&2; exit 1; }
 az account show --query id -o tsv >/dev/null || { echo "run 'az login' first" >&2; exit 1; }
+export AZURE_RESOURCE_GROUP="$RG"
+# SCM_ALLOW_DEPLOYER_IP=true (consent): this machine's public address becomes the SCM site's allowed range.
+if [ "$(echo "${SCM_ALLOW_DEPLOYER_IP:-false}" | tr '[:upper:]' '[:lower:]')" = "true" ] && [ -z "${SCM_ALLOWED_IP_RANGES:-}" ] \
+  && [ "$(echo "${ENABLE_PRIVATE_INBOUND:-false}" | tr '[:upper:]' '[:lower:]')" != "true" ]; then
+  SCM_ALLOWED_IP_RANGES="$(python3 tools/preflight.py deployer-ip)" || { echo "could not read this machine's public address" >&2; exit 1; }
+  export SCM_ALLOWED_IP_RANGES
+  echo "SCM_ALLOW_DEPLOYER_IP=true: SCM_ALLOWED_IP_RANGES=$SCM_ALLOWED_IP_RANGES"
+fi
 
 # 1. Infrastructure ------------------------------------------------------------------------------------------
 if [ "$SKIP_INFRA" -eq 0 ]; then
@@ -59,7 +67,7 @@ output() { az deployment group show -g "$RG" -n "$DEPLOYMENT_NAME" --query "prop
 APP="$(output AZURE_FUNCTION_APP_NAME)"
 GATEWAY_URL="$(output GATEWAY_URL)"
 [ -n "$APP" ] || { echo "no AZURE_FUNCTION_APP_NAME output in deployment $DEPLOYMENT_NAME" >&2; exit 1; }
-export AZURE_RESOURCE_GROUP="$RG" AZURE_FUNCTION_APP_NAME="$APP"
+export AZURE_FUNCTION_APP_NAME="$APP"
 
 if [ "$SKIP_INFRA" -eq 0 ]; then
   echo "== Key Vault references"
