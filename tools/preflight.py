@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import os
 import re
 import socket
 import sys
@@ -31,7 +32,8 @@ from typing import Any
 # A model whose deployments stop within this window gets a warning: less than a planning cycle to move.
 DEPRECATION_WARNING = timedelta(days=183)
 CLOSED_STATUSES = ("deprecated", "deprecating", "retired", "legacy")
-# Where the deployer's public address is looked up (only with SCM_ALLOW_DEPLOYER_IP=true, the operator's consent).
+# Where the deployer's public address is looked up (only with SCM_ALLOW_DEPLOYER_IP=true, the operator's consent;
+# DEPLOYER_IP set: that address instead, no lookup).
 PUBLIC_IP_URL = "https://api.ipify.org"
 
 
@@ -518,8 +520,9 @@ def main(argv: Sequence[str] | None = None, stdin: Iterable[str] | None = None) 
     if args.check == "kv-references":
         answer = _load(args.references)
         return report(check_kv_references(answer if isinstance(answer, dict) else {}))
+    known = os.environ.get("DEPLOYER_IP", "").strip()  # the operator's own answer (e.g. behind a known NAT)
     try:
-        print(f"{deployer_ip()}/32")
+        print(f"{deployer_ip((lambda url: known) if known else None)}/32")
     except (OSError, ValueError) as exc:
         print(f"error: could not read this machine's public address from {PUBLIC_IP_URL}: {exc}", file=sys.stderr)
         return 1
