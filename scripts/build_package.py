@@ -32,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from package_files import ROOT, package_files  # noqa: E402
 
 # The wheel platforms the Functions Linux host runs: manylinux2014 (glibc 2.17) and manylinux_2_28 (glibc 2.28; some
-# requirements, e.g. tiktoken 0.14, publish only these). The Python 3.11 host image is Debian 12 (glibc 2.36).
+# requirements, e.g. tiktoken 0.14, publish only these). The Python 3.11 host is Debian 11 with glibc 2.31
+# (Azure/azure-functions-python-worker#1651), so a wheel needing a newer glibc (manylinux_2_34 ...) is never taken.
 PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_28_x86_64")
 SITE_PACKAGES = Path(".python_packages") / "lib" / "site-packages"
 CACHE = ".package-cache"

@@ -46,7 +46,13 @@ print(len(functions), " ".join(sorted(f.get_function_name() for f in functions))
 
 def tracked_checkout(target: Path) -> Path:
     """The project as a fresh clone has it (what git tracks or would track, as in the working tree)."""
-    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     for relative in out.splitlines():
         source = ROOT / relative
         if source.is_file():
@@ -86,13 +92,15 @@ def app(tmp_path_factory) -> Path:
     unpacked = tmp_path_factory.mktemp("wwwroot")
     assert not any(unpacked.iterdir())
     with zipfile.ZipFile(zip_path) as archive:
-        archive.extractall(unpacked)
+        archive.extractall(unpacked)  # noqa: S202 - the zip this test just built
     return unpacked
 
 
 def probe(app: Path) -> subprocess.CompletedProcess:
     env = isolated_env(app) | {"AzureWebJobsStorage": "UseDevelopmentStorage=true"}
-    return subprocess.run(isolated(app, "-c", PROBE, str(app)), cwd=app, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        isolated(app, "-c", PROBE, str(app)), cwd=app, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_the_zip_holds_the_app_and_its_linux_wheels_and_nothing_of_the_project_tooling(app):
