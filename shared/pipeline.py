@@ -18,7 +18,7 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from shared.accounting.settlement import Accounting, Reservation
+from shared.accounting.settlement import Accounting, AttemptFailure, Reservation
 from shared.auth.identity import Caller
 from shared.errors import (
     REQUEST_ID_HEADER,
@@ -30,15 +30,22 @@ from shared.errors import (
 from shared.policy.guard import guard
 from shared.protocol.api_versions import version_date
 from shared.protocol.calls import ModelCall
+from shared.protocol.models import is_reasoning_model
 from shared.protocol.operations import Operation, OperationKind
 from shared.protocol.usage import Usage, usage_from_body
 from shared.quotas.enforcer import with_quota_headers
 from shared.settings import GuardrailSettings
 from shared.telemetry import Observation, observe_request
+from shared.upstream.client import UpstreamUnavailable
 from shared.upstream.pool import Upstream
 from shared.upstream.relay import StreamRelay
 
 log = logging.getLogger(__name__)
+
+# Says that the gateway sent this output limit upstream for a budgeted call that set none (docs/quotas.md).
+OUTPUT_CAP_HEADER = "x-gateway-max-output-tokens"
+# From this api-version on, chat takes ``max_completion_tokens`` (reasoning models take nothing else).
+MAX_COMPLETION_TOKENS_SINCE = "2024-09-01-preview"
 
 STORAGE_UNAVAILABLE = GatewayError(
     503,
@@ -104,21 +111,31 @@ class Gateway:
         self, reservation: Reservation, request_id: str, observation: Observation
     ) -> Response:
         call = reservation.call
-        body, injected_usage = self.forward_body(call)
+        output_cap = reservation.quota.output_cap
+        body, injected_usage = self.forward_body(call, output_cap)
+
+        async def another_attempt(failed: UpstreamUnavailable, backend: str) -> bool:
+            return await self.accounting.another_attempt(reservation, AttemptFailure(backend, failed.status))
+
         try:
             with observation.upstream():
-                upstream = await self.upstream.send(call, body, request_id)
+                upstream = await self.upstream.send(call, body, request_id, another_attempt)
         except GatewayError as error:
-            await self.accounting.settle(reservation, None, error.status, outcome="upstream_unavailable")
+            # No answer: if the request may have run upstream, it is charged as if it used all it reserved.
+            may_have_run = isinstance(error, UpstreamUnavailable) and error.may_have_run
+            usage = reservation.conservative() if may_have_run else None
+            await self.accounting.settle(reservation, usage, error.status, outcome="upstream_unavailable")
             return error_response(error, request_id)
         except Exception:
             log.exception("request %s failed while forwarding", request_id)
-            await self.accounting.settle(reservation, None, 500, outcome="gateway_error")
+            await self.accounting.settle(reservation, reservation.conservative(), 500, outcome="gateway_error")
             return internal_error_response(request_id)
         reservation.backend = upstream.backend
         if upstream.backend is not None:
             observation.backend(upstream.backend)
         headers = {**with_quota_headers(upstream.headers, reservation.quota.headers), REQUEST_ID_HEADER: request_id}
+        if output_cap is not None:
+            headers[OUTPUT_CAP_HEADER] = str(output_cap)
         if not upstream.ok:
             content = await upstream.read()
             await self.accounting.settle(reservation, None, upstream.status, outcome="upstream_error")
@@ -135,12 +152,16 @@ class Gateway:
             )
         try:
             content = await upstream.read()
-        except GatewayError as error:
-            await self.accounting.settle(reservation, None, error.status, outcome="upstream_incomplete")
+        except GatewayError as error:  # the answer broke off: the call ran, its usage is lost with the body
+            await self.accounting.settle(
+                reservation, reservation.conservative(), error.status, outcome="upstream_incomplete"
+            )
             return error_response(error, request_id)
         # Settled before the caller has the answer: the row is journaled (no storage wait, docs/durability.md), so
-        # an instance killed right after sending it cannot lose a call it served.
-        await self.accounting.settle(reservation, _usage_of(content, observation), upstream.status, outcome="completed")
+        # an instance killed right after sending it cannot lose a call it served. An answer without a readable
+        # ``usage`` still ran: it is charged conservatively.
+        usage = _usage_of(content, observation) or reservation.conservative()
+        await self.accounting.settle(reservation, usage, upstream.status, outcome="completed")
         return Response(content, status_code=upstream.status, headers=headers, media_type=upstream.content_type)
 
     async def _relay(self, relay: StreamRelay, reservation: Reservation) -> AsyncIterator[bytes]:
@@ -151,7 +172,8 @@ class Gateway:
                 if relay.finished and reservation.claim():
                     # The final event: settle (journal the row) before the caller has it, as for JSON answers.
                     reservation.observation.streamed(relay.first_token_at, relay.response_model)
-                    await self.accounting.record(reservation, relay.usage, 200, outcome=relay.outcome)
+                    usage = _stream_usage(relay, reservation)
+                    await self.accounting.record(reservation, usage, 200, outcome=relay.outcome)
                 yield events
         finally:
             # No await here: when the caller hangs up, this runs inside a cancelled task, so the ledger write goes
@@ -168,7 +190,7 @@ class Gateway:
         if reservation.claim():
             reservation.observation.streamed(relay.first_token_at, relay.response_model)
             task = asyncio.get_running_loop().create_task(
-                self.accounting.record(reservation, relay.usage, 200, outcome=relay.outcome)
+                self.accounting.record(reservation, _stream_usage(relay, reservation), 200, outcome=relay.outcome)
             )
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
@@ -178,22 +200,52 @@ class Gateway:
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
 
-    def forward_body(self, call: ModelCall) -> tuple[dict[str, Any], bool]:
-        """The body to send upstream, and whether the gateway added ``include_usage`` for its own accounting."""
+    def forward_body(self, call: ModelCall, output_cap: int | None = None) -> tuple[dict[str, Any], bool]:
+        """The body to send upstream, and whether the gateway added ``include_usage`` for its own accounting.
+
+        ``output_cap``: the output limit a budgeted call that set none must carry, so that the upstream enforces
+        what its quota reservation holds (D68).
+        """
+        body = call.body
+        if output_cap is not None:
+            body = {**body, self._output_limit_field(call): output_cap}
         if (
             call.stream
             and call.operation.kind is OperationKind.CHAT
             and not call.client_wants_stream_usage
             and self._stream_usage_supported(call.api_version)
         ):
-            options = {**(call.body.get("stream_options") or {}), "include_usage": True}
-            return {**call.body, "stream_options": options}, True
-        return call.body, False
+            options = {**(body.get("stream_options") or {}), "include_usage": True}
+            return {**body, "stream_options": options}, True
+        return body, False
 
     def _stream_usage_supported(self, api_version: str | None) -> bool:
         if api_version is None:  # the v1 API
             return True
         return version_date(api_version) >= version_date(self.stream_usage_min_api_version)
+
+    @staticmethod
+    def _output_limit_field(call: ModelCall) -> str:
+        kind = call.operation.kind
+        if kind is OperationKind.RESPONSES:
+            return "max_output_tokens"
+        if kind is OperationKind.CHAT and (
+            call.api_version is None or version_date(call.api_version) >= version_date(MAX_COMPLETION_TOKENS_SINCE)
+        ):
+            return "max_completion_tokens"  # the only one reasoning models accept
+        return "max_tokens"
+
+
+def _stream_usage(relay: StreamRelay, reservation: Reservation) -> Usage:
+    """What a stream is charged: the usage the upstream reported; without it, what the stream showed, unless the
+    stream broke off upstream or the model reasons (its reasoning tokens never show in a delta), in which case it
+    is charged as if it used all it reserved (docs/quotas.md)."""
+    observed = relay.usage
+    if not observed.estimated:
+        return observed
+    if relay.broken or is_reasoning_model(reservation.call.model_name):
+        return reservation.conservative(observed)
+    return observed
 
 
 def _usage_of(content: bytes, observation: Observation) -> Usage | None:

@@ -1,12 +1,13 @@
-"""Versioned prices per deployment, to turn token counts into money at the moment a call settles.
+"""Versioned prices per deployment, to turn token counts into money for the calls admitted while each is in force.
 
 ``GATEWAY_PRICES`` is the seed: JSON ``{"<deployment>": {"input": 0.15, "cached_input": 0.075, "output": 0.60,
 "currency": "USD"}}`` per million tokens (``cached_input`` defaults to ``input``, ``currency`` to USD), in force
 from the beginning of time. An admin adds versions (``POST /api/manage/prices``) to the ``gatewayPrices`` table,
-each in force from its ``effective_from`` until the deployment's next version. A call is priced at settle time
-with the version in force then, and that version's id is stored on its ledger row, so a later change never
-re-prices history. Money is :class:`~decimal.Decimal` throughout: a cost is exact (tokens x price / 10^6), never
-a float. Deployments without a price are recorded with no cost (``null``), not with zero.
+each in force from its ``effective_from`` until the deployment's next version. A call is priced with the version
+in force when it was admitted (its cost budget is charged at the same price), and that version's id is stored on its
+ledger row, so a later change never re-prices history. Money is :class:`~decimal.Decimal` throughout: a cost is
+exact (tokens x price / 10^6), never a float. Deployments without a price are recorded with no cost (``null``),
+not with zero.
 
 :class:`PriceBook` is also a ``Mapping[str, Price]`` of the prices in force *now*, which is what the quota
 enforcer's cost budgets need (``book.current(deployment)`` or ``book.get(deployment)``).
@@ -34,7 +35,11 @@ from shared.protocol.usage import Usage
 
 PER_TOKENS = 1_000_000
 DEFAULT_CURRENCY = "USD"
-PRICE_CACHE_SECONDS = 30.0
+PRICE_CACHE_SECONDS = 30.0  # a busy instance re-reads the price table this often, in the background
+# A new version must be added at least this long before it takes effect, so a book read less than this long ago
+# knows every version in force now; an instance whose book is older (idle for a while) re-reads it before pricing.
+PRICE_NOTICE_SECONDS = 60
+STALE_BOOK_SECONDS = 45.0  # below the notice, for clock differences between instances
 MAX_PRICE = Decimal(1_000_000)  # per million tokens: anything above is a typo
 MAX_PRICE_DECIMALS = 9
 BEGINNING = datetime(1970, 1, 1, tzinfo=UTC)
@@ -195,13 +200,19 @@ class PriceBook(Mapping[str, Price]):
     background: pricing a call never waits for storage). As a mapping: the prices in force now."""
 
     def __init__(
-        self, seed: Mapping[str, Price], table: TableClient | None = None, cache_seconds: float = PRICE_CACHE_SECONDS
+        self,
+        seed: Mapping[str, Price],
+        table: TableClient | None = None,
+        cache_seconds: float = PRICE_CACHE_SECONDS,
+        stale_seconds: float = STALE_BOOK_SECONDS,
     ) -> None:
         self._seed = dict(seed)
         self._table = table
         self._cache_seconds = cache_seconds
+        self._stale_seconds = stale_seconds
         self._versions: dict[str, list[PriceVersion]] = {}
-        self._loaded_at = -math.inf
+        self._loaded_at = -math.inf  # when a re-read was last started (successful or not)
+        self._read_at = -math.inf  # when the last successful re-read started
         self._refreshing: asyncio.Task[None] | None = None
         self._set_versions([])
 
@@ -254,6 +265,7 @@ class PriceBook(Mapping[str, Price]):
         """Re-read the table's versions now (raises if storage fails; the old versions stay in force)."""
         if self._table is None:
             return
+        started = time.monotonic()
         stored = []
         async for entity in self._table.query_entities("PartitionKey eq @p", parameters={"p": "price"}):
             try:
@@ -262,6 +274,18 @@ class PriceBook(Mapping[str, Price]):
                 log.error("price version %s in the price table is malformed; ignored", entity.get("RowKey"))
         self._set_versions(stored)
         self._loaded_at = time.monotonic()
+        self._read_at = started
+
+    async def ensure_current(self) -> None:
+        """Before a call is priced: a book read too long ago to know every version in force now (an instance that
+        was idle) is re-read first, so a new price takes effect on time on every instance. When storage cannot be
+        read, the versions read before stay in force (logged); the call is not refused for it."""
+        if self._table is None or time.monotonic() - self._read_at < self._stale_seconds:
+            return
+        if self._refreshing is None or self._refreshing.done():
+            self._loaded_at = time.monotonic()
+            self._refreshing = asyncio.get_running_loop().create_task(self._refresh_quietly())
+        await asyncio.shield(self._refreshing)
 
     async def add(self, version: PriceVersion) -> PriceVersion:
         """Store a new version (re-reading the table first, so the one-currency rule sees every version)."""

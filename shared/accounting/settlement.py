@@ -3,8 +3,16 @@
 ``reserve`` runs before a model call is forwarded and may refuse it (a 429/403 GatewayError); ``settle``
 runs exactly once after the call ended, however it ended (complete, upstream error, cut-off stream,
 caller gone), with the usage the upstream reported or an estimate flagged as such. Settling writes the
-call to the usage ledger (with its exact cost at the price version in force) and logs one line of counts and
-identifiers, never prompt or completion text.
+call to the usage ledger (with its exact cost at the price version in force when the call was admitted, the
+same price its cost budget was charged at) and logs one line of counts and identifiers, never prompt or
+completion text.
+
+A call that may have run upstream without reporting its usage (a timeout, a connection lost after sending, a
+body or stream that broke off) is charged conservatively (:meth:`Reservation.conservative`): its prompt plus
+everything it reserved for output, or what was observed when that is more, flagged ``estimated``. When the pool
+sends such a call again to another backend, the attempt that may have run is charged on a ledger row of its own
+and the new attempt holds quota of its own first (:meth:`Accounting.another_attempt`): every attempt that may
+have run is paid for, and none runs without its reservation (docs/quotas.md).
 """
 
 from __future__ import annotations
@@ -12,18 +20,32 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from shared.accounting.ledger import UsageLedger, UsageRecord
 from shared.accounting.prices import Price, PriceBook, money_text
 from shared.auth.identity import Caller
+from shared.errors import GatewayError
 from shared.protocol.calls import ModelCall
 from shared.protocol.usage import Usage
 from shared.quotas.enforcer import QuotaEnforcer, QuotaReservation
+from shared.quotas.output import output_bound
 from shared.telemetry import UNOBSERVED, Observation
 
 log = logging.getLogger("gateway.usage")
+
+# Ledger rows of earlier attempts of a call that the pool sent again: ``<request id>~1``, ``~2``, ...
+ATTEMPT_SEPARATOR = "~"
+DEFAULT_ALLOWANCE = 16_384  # without quotas (tests): the guardrails' default output ceiling
+
+
+@dataclass(frozen=True)
+class AttemptFailure:
+    """An upstream attempt that gave no answer but may have run: where, and the status it would have answered."""
+
+    backend: str | None
+    status: int
 
 
 @dataclass
@@ -32,10 +54,26 @@ class Reservation:
     caller: Caller
     call: ModelCall
     quota: QuotaReservation = field(default_factory=QuotaReservation)
+    output_tokens: int = 0  # output the call may be charged for, all generations together (shared.quotas.output)
     started: float = field(default_factory=time.monotonic)
     settled: bool = False
     backend: str | None = None  # the label of the upstream backend whose answer the caller got
     observation: Observation = UNOBSERVED  # the call's span and metrics (shared.telemetry)
+    attempts: int = 1  # upstream attempts that hold quota: earlier ones may have run and were charged
+
+    @property
+    def price(self) -> Price | None:
+        """The price version the call is charged at: the one in force when it was admitted."""
+        return self.quota.price
+
+    def conservative(self, observed: Usage | None = None) -> Usage:
+        """What to charge a call that may have run but reported no usage: the prompt plus all the output it
+        reserved, or what was observed when that is more; flagged as estimated."""
+        prompt = self.call.prompt_tokens_estimate
+        if observed is not None:
+            prompt = max(prompt, observed.prompt_tokens)
+        output = max(self.output_tokens, observed.completion_tokens if observed is not None else 0)
+        return Usage(prompt, output, estimated=True)
 
     def claim(self) -> bool:
         """Take the one right to settle this call (synchronous, so no await can race it)."""
@@ -55,8 +93,40 @@ class Accounting:
 
     async def reserve(self, caller: Caller, call: ModelCall, request_id: str) -> Reservation:
         """Hold the call's quota (refusing it with a 429/403/503 GatewayError), before anything is forwarded."""
-        quota = await self.quotas.reserve(caller, call) if self.quotas is not None else QuotaReservation()
-        return Reservation(request_id, caller, call, quota)
+        await self.prices.ensure_current()
+        price = self.prices.at(call.deployment, datetime.now(UTC))
+        quota = await self._hold(caller, call, price)
+        bound = self.quotas.output_bound(call) if self.quotas is not None else output_bound(call, DEFAULT_ALLOWANCE)
+        return Reservation(request_id, caller, call, quota, output_tokens=bound.tokens)
+
+    async def _hold(self, caller: Caller, call: ModelCall, price: Price | None) -> QuotaReservation:
+        if self.quotas is None:
+            return QuotaReservation(price=price)
+        return await self.quotas.reserve(caller, call, price)
+
+    async def another_attempt(self, reservation: Reservation, failed: AttemptFailure) -> bool:
+        """Before the pool sends a call again after an attempt that may have run: hold quota for the new attempt
+        (False, and no new attempt, if the caller's limits cannot cover it), then charge the failed attempt
+        conservatively on a ledger row of its own."""
+        try:
+            quota = await self._hold(reservation.caller, reservation.call, reservation.price)
+        except GatewayError as refusal:
+            log.info(
+                "request %s: no further attempt (%s): the attempt that may have run used the caller's quota",
+                reservation.request_id,
+                refusal.code,
+            )
+            return False
+        failed_attempt = replace(
+            reservation,
+            request_id=f"{reservation.request_id}{ATTEMPT_SEPARATOR}{reservation.attempts}",
+            backend=failed.backend,
+            observation=UNOBSERVED,
+        )
+        reservation.quota = quota
+        reservation.attempts += 1
+        await self._record(failed_attempt, failed_attempt.conservative(), failed.status, "upstream_unavailable")
+        return True
 
     async def settle(self, reservation: Reservation, usage: Usage | None, status: int, *, outcome: str) -> None:
         """Settle once: the first call records, any later one does nothing."""
@@ -75,7 +145,7 @@ class Accounting:
             self.quotas.settle(reservation.quota, usage)  # synchronous, before any await: nothing can skip it
         caller, call = reservation.caller, reservation.call
         at = datetime.now(UTC)
-        price = self.prices.at(call.deployment, at)  # the version in force now; its id goes on the row
+        price = reservation.price  # the version in force when the call was admitted; its id goes on the row
         cost = price.cost(usage) if price else None
         record = UsageRecord(
             request_id=reservation.request_id,

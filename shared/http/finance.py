@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import azure.functions as func
 from azurefunctions.extensions.http.fastapi import JSONResponse, Request, Response, StreamingResponse
 
-from shared.accounting.prices import PriceError, PriceVersion, parse_price, version_id
+from shared.accounting.prices import PRICE_NOTICE_SECONDS, PriceError, PriceVersion, parse_price, version_id
 from shared.auth.identity import ROLE_ADMIN, ROLE_USAGE_READ, Caller
 from shared.errors import GatewayError, bad_request, error_response, forbidden, not_found
 from shared.finance.daily import RollupPlan
@@ -50,9 +50,6 @@ DASHBOARD_HEADERS = {
 }
 MAX_BUDGET_CALLERS = 200
 MAX_REBUILD_DAYS = 92
-# A new price version takes effect no sooner than this: every instance re-reads prices within 30 s, so all of them
-# price a call with the same version.
-PRICE_NOTICE_SECONDS = 60
 
 
 def blueprint(runtime: Runtime) -> func.Blueprint:

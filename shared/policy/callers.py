@@ -19,7 +19,7 @@ from shared.quotas.limits import LimitError, LimitOverrides
 from shared.storage.tables import table_key
 
 POLICY_PARTITION = "policy"
-POLICY_CACHE_SECONDS = 30.0
+POLICY_CACHE_SECONDS = 5.0  # how soon every instance applies a changed policy (a lowered limit included)
 
 
 CHARGEBACK_FIELDS = ("cost_center", "owner", "department", "tags")

@@ -21,6 +21,8 @@ from shared.protocol.tokens import count_prompt, encoding_for_model
 from shared.settings import GuardrailSettings
 
 INLINE_COUNT_BYTES = 64 * 1024
+MAX_CHOICES = 128  # OpenAI's bound on ``n``
+MAX_BEST_OF = 20  # and on ``best_of`` (legacy completions)
 
 
 def _excerpt(value: object, limit: int = 40) -> str:
@@ -117,6 +119,54 @@ def _check_output_limit(body: dict[str, Any], operation: Operation, settings: Gu
     return limit
 
 
+def _positive_count(body: dict[str, Any], field: str, ceiling: int) -> int:
+    value = body.get(field)
+    if value is None:
+        return 1
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= ceiling:
+        raise bad_request(
+            f"'{field}' must be a whole number from 1 to {ceiling}; got {_excerpt(value)}.",
+            code="invalid_value",
+            param=field,
+        )
+    return value
+
+
+def _check_generations(body: dict[str, Any], operation: Operation) -> int:
+    """How many outputs the call asks the upstream to generate (each up to the output limit): ``n``, or
+    ``best_of`` when larger (legacy completions generate ``best_of`` candidates and return ``n``)."""
+    if operation.kind is OperationKind.CHAT:
+        return _positive_count(body, "n", MAX_CHOICES)
+    if operation.kind is OperationKind.COMPLETIONS:
+        n = _positive_count(body, "n", MAX_CHOICES)
+        best_of = _positive_count(body, "best_of", MAX_BEST_OF) if body.get("best_of") is not None else n
+        if best_of < n:
+            raise bad_request(
+                f"'best_of' ({best_of}) must be at least 'n' ({n}).", code="invalid_value", param="best_of"
+            )
+        return max(n, best_of)
+    return 1
+
+
+def _check_background(body: dict[str, Any], operation: Operation) -> None:
+    """Background responses run on after the call returns, so their usage is not known when the call is settled:
+    the gateway refuses them rather than let them run uncharged (docs/quotas.md)."""
+    if operation.kind is not OperationKind.RESPONSES or "background" not in body:
+        return
+    background = body["background"]
+    if background is None or background is False:
+        return
+    if not isinstance(background, bool):
+        raise bad_request("'background' must be true or false.", code="invalid_type", param="background")
+    raise bad_request(
+        "Background responses are not available through this gateway: their usage is only known after the call "
+        "returns, so they could not be charged to your quota. Send the request without 'background' (stream it for "
+        "long generations).",
+        code="background_not_supported",
+        param="background",
+    )
+
+
 async def count_prompt_tokens(
     body: dict[str, Any], operation: Operation, deployment: str, settings: GuardrailSettings, *, size: int
 ) -> int:
@@ -146,6 +196,8 @@ async def guard(
         deployment = check_deployment(body.get("model"), settings, param="model")
     _check_types(body, operation)
     max_output = _check_output_limit(body, operation, settings)
+    generations = _check_generations(body, operation)
+    _check_background(body, operation)
     prompt_tokens = await count_prompt_tokens(body, operation, deployment, settings, size=len(raw))
     if prompt_tokens > settings.max_prompt_tokens:
         raise bad_request(
@@ -163,4 +215,6 @@ async def guard(
         client_wants_stream_usage=wants_usage,
         prompt_tokens_estimate=prompt_tokens,
         max_output_tokens=max_output,
+        generations=generations,
+        model=settings.deployment_models.get(deployment, deployment),
     )

@@ -17,4 +17,12 @@ class ModelCall:
     stream: bool
     client_wants_stream_usage: bool
     prompt_tokens_estimate: int
-    max_output_tokens: int | None
+    max_output_tokens: int | None  # the output limit the caller set (per choice), if any
+    # How many outputs the upstream generates, each up to the output limit: ``n`` (chat, completions), or
+    # ``best_of`` when larger (completions generate best_of candidates and return n). ``usage`` counts them all.
+    generations: int = 1
+    model: str = ""  # the deployment's model (GATEWAY_DEPLOYMENT_MODELS), else the deployment name
+
+    @property
+    def model_name(self) -> str:
+        return self.model or self.deployment

@@ -123,6 +123,13 @@ class _Counter:
         response_format = body.get("response_format")
         if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
             total += SCHEMA_OVERHEAD + self.json(response_format.get("json_schema"))
+        # Predicted outputs: tokens of the prediction that the answer does not use are billed as completion tokens
+        # beyond the output limit, so the reservation counts the prediction with the prompt (docs/quotas.md).
+        prediction = body.get("prediction")
+        if isinstance(prediction, dict):
+            total += self.content(prediction.get("content"))
+        elif prediction is not None:
+            total += self.json(prediction)
         return total
 
     def message(self, message: Any) -> int:

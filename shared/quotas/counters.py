@@ -70,6 +70,16 @@ class Outcome:
         return max(0, self.limit - self.used - self.held_elsewhere - self.own)
 
 
+@dataclass(frozen=True)
+class FoldedCounter:
+    """A counter marked for reconciliation, as read: its ETag makes the correction conditional on this state."""
+
+    counter: CounterId
+    limit: int
+    used: int
+    etag: str
+
+
 class CounterBusy(Exception):
     """Too many concurrent changes to one counter: every attempt met a newer ETag."""
 
@@ -145,31 +155,34 @@ class CounterStore:
                 elsewhere += amount
         return Outcome(0, own, used, elsewhere, limit)
 
-    async def folded(self, now: datetime, quiet_seconds: float) -> list[tuple[CounterId, int, int]]:
+    async def folded(self, now: datetime, quiet_seconds: float) -> list[FoldedCounter]:
         """Counters of current windows where a dead instance's lease was counted as spent, nobody holds a lease
-        and nothing changed for ``quiet_seconds``: (counter, limit, used) to check against the ledger."""
+        and nothing changed for ``quiet_seconds``: each as it was read, to check against the ledger."""
         found = []
         async for entity in self._table.query_entities("Folded gt 0L and WindowEnd gt @now", parameters={"now": now}):
-            changed = entity.metadata.get("timestamp")
-            if _leases(dict(entity)) or changed is None or (now - changed).total_seconds() < quiet_seconds:
+            changed, etag = entity.metadata.get("timestamp"), entity.metadata.get("etag")
+            if (
+                _leases(dict(entity))
+                or changed is None
+                or etag is None
+                or (now - changed).total_seconds() < quiet_seconds
+            ):
                 continue
             counter = CounterId(entity["Scope"], Limit(entity["LimitName"]), entity["Window"])
-            found.append((counter, _int(entity["Limit"]), _used(dict(entity))))
+            found.append(FoldedCounter(counter, _int(entity["Limit"]), _used(dict(entity)), etag))
         return found
 
-    async def reconcile(self, counter: CounterId, limit: int, window_end: datetime, used: int) -> bool:
+    async def reconcile(self, folded: FoldedCounter, window_end: datetime, recorded: int) -> bool:
         """Set a quiet counter's use to what the ledger recorded, if that is less (the fold counted a dead
-        instance's unspent lease as used), and clear its mark. False if the counter changed meanwhile (it will be
-        looked at again next time)."""
-        entity, etag = await self._read(counter)
-        if entity is None or etag is None or _leases(entity):
-            return False
-        new = _entity(counter, limit, window_end, min(used, _used(entity)), {}, 0)
+        instance's unspent lease as used), and clear its mark: only if the counter is still exactly as it was read
+        before the ledger was summed (its ETag). Any change since (another instance committed use or took a lease)
+        means the ledger sum may miss that use, so nothing is written; the counter is looked at again next time."""
+        new = _entity(folded.counter, folded.limit, window_end, min(recorded, folded.used), {}, 0)
         try:
             await self._table.update_entity(
-                new, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
+                new, mode=UpdateMode.REPLACE, etag=folded.etag, match_condition=MatchConditions.IfNotModified
             )
-        except ResourceModifiedError:
+        except (ResourceModifiedError, ResourceNotFoundError):
             return False
         return True
 

@@ -27,7 +27,6 @@ from shared.auth.identity import Caller
 from shared.errors import GatewayError
 from shared.policy.callers import CallerPolicyStore
 from shared.protocol.calls import ModelCall
-from shared.protocol.operations import OperationKind
 from shared.protocol.usage import Usage
 from shared.quotas.counters import CounterId
 from shared.quotas.leases import (
@@ -38,6 +37,7 @@ from shared.quotas.leases import (
     QuotaStorageError,
 )
 from shared.quotas.limits import NANO_USD_PER_USD, Limit, Unit
+from shared.quotas.output import OutputBound, output_bound
 from shared.quotas.reconcile import LedgerTokens, reconcile_folded_counters
 from shared.quotas.windows import window_end, window_key
 from shared.settings import QuotaSettings
@@ -67,6 +67,7 @@ class Hold:
 class QuotaReservation:
     holds: list[Hold] = field(default_factory=list)
     price: Price | None = None
+    output_cap: int | None = None  # the output limit the gateway sends upstream for a budgeted call that set none
 
     @property
     def headers(self) -> dict[str, str]:
@@ -156,17 +157,20 @@ class QuotaEnforcer:
             "resets_at": window_end(counter.limit.window, now).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
 
-    def output_allowance(self, call: ModelCall) -> int:
-        if call.operation.kind is OperationKind.EMBEDDINGS:
-            return 0
-        return call.max_output_tokens if call.max_output_tokens is not None else self._allowance
+    def output_bound(self, call: ModelCall) -> OutputBound:
+        """What the call can generate, in all of its generations, and the cap to send when it set none."""
+        return output_bound(call, self._allowance)
 
-    async def reserve(self, caller: Caller, call: ModelCall) -> QuotaReservation:
+    async def reserve(self, caller: Caller, call: ModelCall, price: Price | None = None) -> QuotaReservation:
+        """Hold what the call can cost on every limit that applies; ``price`` is the version the call is charged at
+        (fixed when it is admitted, so the ledger row and the cost budget agree)."""
+        if price is None:
+            price = self._prices.get(call.deployment)
         plans = await self.limits_for(caller, call.deployment)
         if not plans:
-            return QuotaReservation()
-        tokens = call.prompt_tokens_estimate + self.output_allowance(call)
-        price = self._prices.get(call.deployment)
+            return QuotaReservation(price=price)
+        bound = self.output_bound(call)
+        tokens = call.prompt_tokens_estimate + bound.tokens
         needs = {Unit.REQUESTS: 1, Unit.TOKENS: tokens, Unit.NANO_USD: 0}
         if any(limit.unit is Unit.NANO_USD for _, limit, _ in plans):
             if price is None:
@@ -176,9 +180,11 @@ class QuotaEnforcer:
                     "budget; ask the gateway's administrator to add its price (GATEWAY_PRICES).",
                     code="cost_budget_unpriced",
                 )
-            needs[Unit.NANO_USD] = price.cost_nano_usd(call.prompt_tokens_estimate, self.output_allowance(call))
+            needs[Unit.NANO_USD] = price.cost_nano_usd(call.prompt_tokens_estimate, bound.tokens)
+        budgeted = any(limit.unit is not Unit.REQUESTS for _, limit, _ in plans)
         now = self._clock()
-        reservation = QuotaReservation(price=price)
+        # A budgeted call without an output limit gets the reserved one sent upstream, which then enforces it (D68).
+        reservation = QuotaReservation(price=price, output_cap=bound.cap if budgeted else None)
         leasing: list[Hold] = []  # limits whose local balance cannot cover the call: a storage change each
         try:
             for scope, limit, units in plans:
@@ -322,6 +328,10 @@ def _exhausted(limit: Limit, local: LocalCounter, now: datetime, *, held_elsewhe
     )
 
 
+def _per_generation(call: ModelCall) -> str:
+    return f" for {call.generations} generations" if call.generations > 1 else ""
+
+
 def _never_fits(limit: Limit, need: int, units: int, call: ModelCall, tokens: int) -> GatewayError:
     if limit.unit is Unit.REQUESTS:
         detail = f"your {limit.value.replace('_', ' ')} limit is {units}"
@@ -329,7 +339,8 @@ def _never_fits(limit: Limit, need: int, units: int, call: ModelCall, tokens: in
         allowance = tokens - call.prompt_tokens_estimate
         detail = (
             f"this call needs {_units_text(limit, need)} ({call.prompt_tokens_estimate} prompt tokens plus an output "
-            f"allowance of {allowance}), more than your whole {limit.value.replace('_', ' ')} limit of "
-            f"{_units_text(limit, units)}; lower max_tokens (or max_completion_tokens / max_output_tokens)"
+            f"allowance of {allowance}{_per_generation(call)}), more than your whole "
+            f"{limit.value.replace('_', ' ')} limit of {_units_text(limit, units)}; lower max_tokens (or "
+            "max_completion_tokens / max_output_tokens)"
         )
     return GatewayError(403, f"This call cannot fit your quota: {detail}.", code=f"{limit.value}_exceeded")

@@ -46,6 +46,7 @@ class LocalCounter:
     seen_free: int = 0  # budget nobody held, at the last storage change
     seen_used: int = 0
     storage_failed: bool = False  # the last lease attempt could not reach storage
+    voided: bool = False  # the limit was lowered and the smaller lease is not yet written
     window_total: int = 0  # everything this instance reserved in the window (fail-open's local limit)
     last_used: float = field(default_factory=time.monotonic)
     last_commit: float = field(default_factory=time.monotonic)
@@ -88,11 +89,16 @@ class QuotaLeases:
 
     def local(self, counter: CounterId, limit: int, window_end: datetime) -> LocalCounter:
         local = self._counters.get(counter)
-        if local is None or local.limit != limit:
-            if local is not None:  # the limit changed: keep what is held, judge it against the new limit
-                local.limit = limit
-            else:
-                local = self._counters[counter] = LocalCounter(counter, limit, window_end)
+        if local is None:
+            local = self._counters[counter] = LocalCounter(counter, limit, window_end)
+        elif local.limit != limit:
+            if limit < local.limit:
+                # A lowered limit: the unspent balance leased under the old one is void at once (calls already
+                # running keep what they hold), so the next call must lease against the new limit, and the keeper
+                # writes the smaller lease at its next turn.
+                local.granted = min(local.granted, local.spent + local.inflight)
+                local.voided = True
+            local.limit = limit
         return local
 
     def find(self, counter: CounterId) -> LocalCounter | None:
@@ -177,6 +183,7 @@ class QuotaLeases:
             raise QuotaStorageError(type(exc).__name__) from exc
         self.storage_changes += 1
         local.storage_failed = False
+        local.voided = False
         local.spent -= committing
         local.granted = outcome.own
         local.seen_free = outcome.free
@@ -209,7 +216,10 @@ class QuotaLeases:
                             del self._counters[counter]
                         continue
                     idle = now - local.last_used >= IDLE_RETURN_SECONDS
-                    if idle and (local.balance > 0 or local.spent):
+                    if local.voided:
+                        async with local.lock:
+                            await self._change(local)
+                    elif idle and (local.balance > 0 or local.spent):
                         async with local.lock:
                             await self._change(local, release=max(0, local.balance))
                     elif local.spent and (

@@ -32,19 +32,20 @@ async def reconcile_folded_counters(
 ) -> int:
     """Returns how many counters were corrected."""
     corrected = 0
-    for counter, limit, used in await store.folded(now, quiet_seconds):
+    for folded in await store.folded(now, quiet_seconds):
+        counter = folded.counter
         if counter.limit.unit is not Unit.TOKENS or counter.limit.is_rate:
             continue
         caller_id, _, deployment = counter.scope.partition("|")
         start, end = window_start(counter.limit.window, now), window_end(counter.limit.window, now)
         recorded = await ledger_tokens(caller_id, deployment or None, start, end)
-        if await store.reconcile(counter, limit, end, recorded):
+        if await store.reconcile(folded, end, recorded):
             corrected += 1
             log.warning(
                 "quota counter %s %s corrected from %d to %d tokens (ledger)",
                 counter.scope,
                 counter.row_key,
-                used,
-                min(used, recorded),
+                folded.used,
+                min(folded.used, recorded),
             )
     return corrected

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from shared import telemetry
@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 
 # A pooled connection the server had closed fails within this long of sending; later failures are not retried here.
 STALE_CONNECTION_SECONDS = 1.0
+
+# Asked before a call is sent again after an attempt that may have run: (the failure, its backend) -> go on?
+AnotherAttempt = Callable[[UpstreamUnavailable, str], Awaitable[bool]]
 
 
 class Backend:
@@ -182,17 +185,33 @@ class Upstream:
     def pool_for(self, deployment: str) -> BackendPool:
         return self._pools.get(deployment, self._default)
 
-    async def send(self, call: ModelCall, body: dict[str, Any], request_id: str) -> UpstreamResponse:
-        """The response of the backend that answered (headers read, body unread), labelled with that backend."""
+    async def send(
+        self,
+        call: ModelCall,
+        body: dict[str, Any],
+        request_id: str,
+        another_attempt: AnotherAttempt | None = None,
+    ) -> UpstreamResponse:
+        """The response of the backend that answered (headers read, body unread), labelled with that backend.
+
+        ``another_attempt`` is asked before the call is sent again after an attempt that may have run (a timeout,
+        a connection lost after sending): that attempt is paid for, and the next one needs quota of its own. When
+        it answers False, the call is not sent again and the caller gets the failure.
+        """
         pool = self.pool_for(call.deployment)
         single = pool.single
         if single is not None:
             response = await single.send(call, body, request_id)
             return response.served_by(single.label)
-        return await self._send_with_failover(pool, call, body, request_id)
+        return await self._send_with_failover(pool, call, body, request_id, another_attempt)
 
     async def _send_with_failover(
-        self, pool: BackendPool, call: ModelCall, body: dict[str, Any], request_id: str
+        self,
+        pool: BackendPool,
+        call: ModelCall,
+        body: dict[str, Any],
+        request_id: str,
+        another_attempt: AnotherAttempt | None,
     ) -> UpstreamResponse:
         started = time.monotonic()
         tried: set[Backend] = set()
@@ -206,6 +225,10 @@ class Upstream:
             backend = pool.choose(now, tried)
             if backend is None:
                 break
+            if isinstance(last, UpstreamUnavailable) and last.may_have_run:
+                # The failed attempt may have generated tokens: it is charged, and the next one must hold its own.
+                if another_attempt is not None and not await another_attempt(last, last_label):
+                    break
             tried.add(backend)
             if last is not None:
                 log.info(

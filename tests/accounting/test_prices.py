@@ -1,5 +1,6 @@
 """Prices: exact decimal costs, strict parsing, and versions in force at a time (the table against Azurite)."""
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -86,3 +87,17 @@ async def test_a_second_currency_is_refused(table):
     euro = PriceVersion("m", datetime(2027, 1, 1, tzinfo=UTC), Price(Decimal(1), Decimal(1), Decimal(1), "EUR", "x"))
     with pytest.raises(PriceError):
         await book.add(euro)
+
+
+async def test_an_idle_instance_prices_its_next_call_with_the_version_in_force_now(table):
+    """Versions are announced ahead (PRICE_NOTICE_SECONDS); an instance whose book is older than that re-reads it
+    before pricing, instead of pricing with what it read before it went idle."""
+    idle = PriceBook(parse_prices('{"m": {"input": 1, "output": 2}}'), table, stale_seconds=0.2)
+    await idle.refresh()
+    soon = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+    admin = PriceBook(parse_prices('{"m": {"input": 1, "output": 2}}'), table)  # another instance adds a version
+    await admin.add(_version("m", soon, "7"))
+    await asyncio.sleep((soon - datetime.now(UTC)).total_seconds() + 0.05)
+    await idle.ensure_current()
+    price = idle.at("m", datetime.now(UTC))
+    assert price is not None and price.version == f"m@{soon:%Y-%m-%dT%H:%M:%SZ}"

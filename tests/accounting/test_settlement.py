@@ -3,6 +3,7 @@ used, against real Table Storage (Azurite)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 
@@ -68,4 +69,36 @@ async def test_an_upstream_failure_charges_the_request_but_no_tokens(table):
     today = datetime.now(UTC).date()
     [row] = await ledger_rows(table, today, today)
     assert (row["Status"], row["Outcome"], row["PromptTokens"]) == (502, "upstream_unavailable", 0)
+    await books.quotas.aclose()
+
+
+async def test_a_call_is_charged_at_the_price_in_force_when_it_was_admitted_on_the_ledger_and_its_budget(table):
+    """A price change while a call runs changes neither its ledger cost nor what its cost budget is charged."""
+    from datetime import timedelta
+    from decimal import Decimal
+
+    from shared.accounting.prices import PriceBook, PriceVersion, version_id
+
+    book = PriceBook({"gpt-4o-mini": PRICE}, table)
+    quotas = QuotaEnforcer(
+        QuotaSettings(defaults=Limits({Limit.COST_USD_PER_MONTH: Decimal(1)})),
+        QuotaLeases(CounterStore(table, uuid.uuid4().hex)),
+        CallerPolicyStore(table),
+        book,
+        output_ceiling=1000,
+    )
+    books = Accounting(UsageLedger(table, flush_seconds=60), book, quotas)
+    reservation = await books.reserve(CALLER, call(), "req-price")
+    hold = reservation.quota.holds[-1]
+    change = datetime.now(UTC) + timedelta(seconds=0.3)
+    dearer = Price(Decimal(100), Decimal(100), Decimal(100), "USD", version_id("gpt-4o-mini", change))
+    await book.add(PriceVersion("gpt-4o-mini", change, dearer))
+    await asyncio.sleep(0.4)
+    assert book.current("gpt-4o-mini") == dearer  # in force now, after the call was admitted
+    await books.settle(reservation, Usage(12, 7), 200, outcome="completed")
+    await books.ledger.flush()
+    today = datetime.now(UTC).date()
+    [row] = [r for r in await ledger_rows(table, today, today) if r["RowKey"] == "req-price"]
+    assert row["PriceVersion"] == PRICE.version and row["Cost"] == str(PRICE.cost(Usage(12, 7)))
+    assert hold.local.spent == PRICE.cost_nano_usd(12, 7)
     await books.quotas.aclose()

@@ -133,16 +133,17 @@ def create_app(env: Mapping[str, str] | None = None, deployments: Mapping[str, s
                         "Missing required parameter: 'model'.", "model", "missing_required_parameter"
                     )
                 )
-        recorded.append(
-            {
-                "path": request.url.path,
-                "query": dict(request.query_params),
-                "deployment": deployment_name,
-                "body": body,
-                "authorization": "bearer" if request.headers.get("authorization") else None,
-                "api_key_header": "api-key" in request.headers,
-            }
-        )
+        entry: dict[str, Any] = {
+            "path": request.url.path,
+            "query": dict(request.query_params),
+            "deployment": deployment_name,
+            "body": body,
+            "authorization": "bearer" if request.headers.get("authorization") else None,
+            "api_key_header": "api-key" in request.headers,
+            "client_request_id": request.headers.get("x-ms-client-request-id"),
+            "usage": None,  # what the answer generated, set once it is known (even if a fault cuts it off)
+        }
+        recorded.append(entry)
         deployment = served.get(deployment_name)
         if deployment is None:
             return _azure(azure_errors.deployment_not_found())
@@ -163,7 +164,7 @@ def create_app(env: Mapping[str, str] | None = None, deployments: Mapping[str, s
                 "The simulator was told to fail this request.",
             )
         try:
-            return _answer(operation, body, deployment, behaviour, f"{next(ids):06d}")
+            return _answer(operation, body, deployment, behaviour, f"{next(ids):06d}", entry)
         except AzureError as error:
             return _azure(error)
         except SchemaTooLarge as error:
@@ -210,30 +211,42 @@ def create_app(env: Mapping[str, str] | None = None, deployments: Mapping[str, s
 # --- answering ---------------------------------------------------------------------------------------------
 
 
-def _answer(operation: str, body: dict[str, Any], deployment: Deployment, behaviour: Behaviour, rid: str) -> Response:
+def _answer(
+    operation: str, body: dict[str, Any], deployment: Deployment, behaviour: Behaviour, rid: str, entry: dict[str, Any]
+) -> Response:
     model = deployment.name
     reply_tokens = behaviour.completion_tokens or DEFAULT_REPLY_TOKENS
     stream = body.get("stream") is True
     include_usage = isinstance(body.get("stream_options"), dict) and body["stream_options"].get("include_usage") is True
     if operation == "embeddings":
-        return _json(_embeddings(deployment, body), behaviour)
+        vectors = _embeddings(deployment, body)
+        entry["usage"] = {"prompt_tokens": vectors["usage"]["prompt_tokens"], "completion_tokens": 0}
+        return _json(vectors, behaviour)
     if operation == "chat.completions":
         ask, prompt = reading.chat_ask(body, deployment, reply_tokens)
         choices = answer(ask, _count(deployment))
+        entry["usage"] = _generated(prompt, choices)
         if stream:
             return _stream(chat_wire.chat_chunks(rid, model, prompt, ask, choices, include_usage), behaviour)
         return _json(chat_wire.chat_completion(rid, model, prompt, ask, choices), behaviour)
     if operation == "completions":
         ask, prompt = reading.completions_ask(body, deployment, reply_tokens)
         choices = answer(ask, _count(deployment))
+        entry["usage"] = _generated(prompt, choices)
         if stream:
             return _stream(chat_wire.completion_chunks(rid, model, prompt, ask, choices, include_usage), behaviour)
         return _json(chat_wire.completion(rid, model, prompt, ask, choices), behaviour)
     ask, prompt = reading.responses_ask(body, deployment, reply_tokens)
     [choice] = answer(ask, _count(deployment))
+    entry["usage"] = _generated(prompt, [choice])
     if stream:
         return _stream(responses_wire.response_events(rid, model, prompt, body, ask, choice), behaviour)
     return _json(responses_wire.response(rid, model, prompt, body, ask, choice), behaviour)
+
+
+def _generated(prompt: int, choices: list[Any]) -> dict[str, int]:
+    """The usage the whole answer reports (the request log's record, for tests that compare it with the ledger)."""
+    return {"prompt_tokens": prompt, "completion_tokens": sum(choice.completion_tokens for choice in choices)}
 
 
 def _count(deployment: Deployment) -> Counter:
