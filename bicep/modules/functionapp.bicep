@@ -196,7 +196,7 @@ var fixedSettings = {
   AzureWebJobsStorage__queueServiceUri: 'https://${storageAccountName}.queue.${storageSuffix}'
   AzureWebJobsStorage__tableServiceUri: 'https://${storageAccountName}.table.${storageSuffix}'
   // No build in Azure: the package carries its requirements in .python_packages (scripts/build_package.py; the app
-  // subnet has no route to a package index). azure.yaml (remoteBuild: false) and scripts/deploy.sh agree (D71,
+  // subnet has no route to a package index). azure.yaml (remoteBuild: false) and scripts/deploy.sh agree (D72,
   // tests/infra/test_deploy_path.py).
   SCM_DO_BUILD_DURING_DEPLOYMENT: 'false'
   ENABLE_ORYX_BUILD: 'false'

@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
+from azure.core.exceptions import AzureError
+
 from shared.accounting.ledger import UsageLedger, UsageRecord
 from shared.accounting.prices import Price, PriceBook, money_text
 from shared.auth.identity import Caller
@@ -110,11 +112,11 @@ class Accounting:
         conservatively on a ledger row of its own."""
         try:
             quota = await self._hold(reservation.caller, reservation.call, reservation.price)
-        except GatewayError as refusal:
+        except (GatewayError, AzureError) as refusal:  # refused, or the quota could not be checked
             log.info(
                 "request %s: no further attempt (%s): the attempt that may have run used the caller's quota",
                 reservation.request_id,
-                refusal.code,
+                getattr(refusal, "code", None) or type(refusal).__name__,
             )
             return False
         failed_attempt = replace(

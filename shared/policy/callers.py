@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
@@ -18,8 +19,11 @@ from shared.protocol.deployments import is_deployment_name
 from shared.quotas.limits import LimitError, LimitOverrides
 from shared.storage.tables import table_key
 
+log = logging.getLogger(__name__)
+
 POLICY_PARTITION = "policy"
 POLICY_CACHE_SECONDS = 5.0  # how soon every instance applies a changed policy (a lowered limit included)
+POLICY_STALE_IF_ERROR_SECONDS = 300.0  # how long a policy read before stays in force while storage is unreachable
 
 
 CHARGEBACK_FIELDS = ("cost_center", "owner", "department", "tags")
@@ -155,6 +159,13 @@ class CallerPolicyStore:
             entity = await self._table.get_entity(POLICY_PARTITION, table_key(caller_id))
         except ResourceNotFoundError:
             policy = CallerPolicy(caller_id)
+        except AzureError as exc:
+            # Storage unreachable: no newer policy can have been stored there either, so the one read last stays in
+            # force for a while (calls go on through a storage outage); a policy never read is refused (503).
+            if cached and time.monotonic() - cached[0] < POLICY_STALE_IF_ERROR_SECONDS:
+                log.warning("caller policies unreadable (%s): the last one read stays in force", type(exc).__name__)
+                return cached[1]
+            raise
         else:
             allowed = entity.get("AllowedDeployments")
             policy = CallerPolicy(

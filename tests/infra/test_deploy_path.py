@@ -1,6 +1,6 @@
 """The deployment path agrees with itself: one build mode (built here, never in Azure) in azure.yaml, the Bicep and
 scripts/deploy.sh; the SCM (deployment) site closed unless preflight finds a way in; the hooks that check before
-code is deployed are wired and executable (docs/deploy.md, D71)."""
+code is deployed are wired and executable (docs/deploy.md, D72)."""
 
 from __future__ import annotations
 

@@ -53,7 +53,7 @@ async def test_only_configured_deployments_are_served():
         served = await chat(c, "chat")
         missing = await chat(c, "gpt-4o-mini")
 
-    assert served.status_code == 200 and served.json()["model"] == "chat"
+    assert served.status_code == 200 and served.json()["model"] == "gpt-4.1-2025-04-14"  # the model, not "chat"
     assert missing.status_code == 404
     assert missing.json() == {
         "error": {
@@ -283,7 +283,10 @@ def test_pydantic_models_parse_generated_values():
 
 
 async def test_the_same_request_gets_the_same_answer(client):
-    body = {"tools": [{"type": "function", "function": {"name": "lookup", "parameters": Order.model_json_schema()}}]}
+    body = {
+        "tools": [{"type": "function", "function": {"name": "lookup", "parameters": Order.model_json_schema()}}],
+        "tool_choice": "required",
+    }
     first, second = (await chat(client, **body)).json(), (await chat(client, **body)).json()
     assert first["choices"] == second["choices"]
     different = (await chat(client, messages=[{"role": "user", "content": "Other"}], **body)).json()
@@ -308,7 +311,7 @@ async def test_a_follow_up_with_tool_results_gets_text_unless_a_tool_is_required
 
 async def test_max_tokens_cuts_tool_arguments_and_json_with_finish_length(client):
     tools = [{"type": "function", "function": {"name": "lookup", "parameters": Order.model_json_schema()}}]
-    cut_call = (await chat(client, tools=tools, max_tokens=5)).json()
+    cut_call = (await chat(client, tools=tools, tool_choice="required", max_tokens=5)).json()
     choice = cut_call["choices"][0]
     assert choice["finish_reason"] == "length" and cut_call["usage"]["completion_tokens"] <= 5 + 1
     with pytest.raises(json.JSONDecodeError):
@@ -321,11 +324,18 @@ async def test_max_tokens_cuts_tool_arguments_and_json_with_finish_length(client
 
 async def test_streamed_chunks_carry_the_same_answer_with_usage(client):
     tools = [{"type": "function", "function": {"name": "lookup", "parameters": Order.model_json_schema()}}]
-    whole = (await chat(client, tools=tools, n=2)).json()
+    whole = (await chat(client, tools=tools, tool_choice="required", n=2)).json()
     async with client.stream(
         "POST",
         CHAT_PATH.format("gpt-4o-mini"),
-        json={"messages": HELLO, "tools": tools, "n": 2, "stream": True, "stream_options": {"include_usage": True}},
+        json={
+            "messages": HELLO,
+            "tools": tools,
+            "tool_choice": "required",
+            "n": 2,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
     ) as response:
         events = [line[6:] async for line in response.aiter_lines() if line.startswith("data: ")]
 
@@ -367,7 +377,12 @@ async def test_embedding_inputs_past_the_models_limit_are_refused(client):
 
 
 async def test_responses_api_calls_tools_follows_up_and_honours_text_format(client):
-    tool = {"type": "function", "name": "lookup", "parameters": Order.model_json_schema()}
+    tool = {
+        "type": "function",
+        "name": "lookup",
+        "description": "Look up an order by its number",
+        "parameters": Order.model_json_schema(),
+    }
     first = (
         await client.post("/openai/v1/responses", json={"model": "gpt-4.1", "input": "Find order", "tools": [tool]})
     ).json()
@@ -434,7 +449,7 @@ async def test_a_schema_whose_smallest_instance_is_huge_is_a_400_not_a_hang(clie
     tools = [
         {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"x": schema}}}}
     ]
-    response = await chat(client, tools=tools)
+    response = await chat(client, tools=tools, tool_choice="required")
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_value"
 
 
@@ -462,3 +477,153 @@ async def test_reasoning_models_spend_reasoning_tokens_within_the_limit(client):
         "/openai/v1/responses", json={"model": "o4-mini", "input": "Hi", "reasoning": {"effort": "high"}}
     )
     assert response.json()["usage"]["output_tokens_details"]["reasoning_tokens"] == 256
+
+
+# --- tool choice like a model (D71) --------------------------------------------------------------------------------
+
+
+def _tool(name: str, description: str = "") -> dict:
+    parameters = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    return {"type": "function", "function": {"name": name, "description": description, "parameters": parameters}}
+
+
+WEATHER = _tool("get_weather", "Get the current weather in a city")
+TIME = _tool("get_time", "Get the local time in a timezone")
+FINAL = _tool("final_result", "The final response which ends this conversation")
+
+
+def _called(*names: str) -> list[dict]:
+    calls = [{"id": f"call_{n}", "type": "function", "function": {"name": n, "arguments": "{}"}} for n in names]
+    return [
+        {"role": "assistant", "content": None, "tool_calls": calls},
+        *({"role": "tool", "tool_call_id": f"call_{n}", "content": "done"} for n in names),
+    ]
+
+
+async def _names(client, messages, tools, **body) -> list[str] | None:
+    message = (await chat(client, messages=messages, tools=tools, **body)).json()["choices"][0]["message"]
+    return [c["function"]["name"] for c in message["tool_calls"]] if "tool_calls" in message else None
+
+
+async def test_auto_calls_a_tool_only_when_the_user_turn_asks_for_it(client):
+    paris = [{"role": "user", "content": "What is the weather in Paris?"}]
+    assert await _names(client, HELLO, [WEATHER]) is None  # a greeting runs no tool
+    assert await _names(client, [{"role": "user", "content": "Hello!"}], [WEATHER, TIME]) is None
+    assert await _names(client, paris, [WEATHER, TIME]) == ["get_weather"]
+
+    both = [{"role": "user", "content": "What's the weather in Paris and the time in Tokyo?"}]
+    assert await _names(client, both, [WEATHER, TIME], parallel_tool_calls=False) == ["get_weather"]
+    # one at a time: the next turn calls what the user asked for and was not called yet, then answers
+    assert await _names(client, both + _called("get_weather"), [WEATHER, TIME], parallel_tool_calls=False) == [
+        "get_time"
+    ]
+    assert await _names(client, both + _called("get_weather", "get_time"), [WEATHER, TIME]) is None
+    # a new user turn may call the same tool again
+    again = [*paris, *_called("get_weather"), {"role": "assistant", "content": "Sunny."}, *paris]
+    assert await _names(client, again, [WEATHER]) == ["get_weather"]
+
+
+async def test_required_calls_a_tool_not_yet_called_so_a_final_result_tool_ends_the_loop(client):
+    paris = [{"role": "user", "content": "What is the weather in Paris?"}]
+    tools = [WEATHER, FINAL]
+    assert await _names(client, paris, tools, tool_choice="required") == ["get_weather"]
+    assert await _names(client, paris + _called("get_weather"), tools, tool_choice="required") == ["final_result"]
+    # every tool called since the user turn: required still calls one (the best match)
+    assert await _names(client, paris + _called("get_weather", "final_result"), tools, tool_choice="required") == [
+        "get_weather"
+    ]
+    assert await _names(client, HELLO, tools, tool_choice="required") == ["get_weather"]  # no match: the first
+
+
+async def test_responses_follow_the_same_tool_rules(client):
+    def tool(spec: dict) -> dict:
+        return {"type": "function", **spec["function"]}
+
+    async def names(items: list[dict], **body) -> list[str]:
+        response = await client.post(
+            "/openai/v1/responses",
+            json={"model": "gpt-4o-mini", "input": items, "tools": [tool(WEATHER), tool(FINAL)], **body},
+        )
+        return [item.get("name", item["type"]) for item in response.json()["output"]]
+
+    paris = {"role": "user", "content": "What is the weather in Paris?"}
+    called = [
+        {"type": "function_call", "call_id": "c1", "name": "get_weather", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c1", "output": "sunny"},
+    ]
+    assert await names([{"role": "user", "content": "Hello!"}]) == ["message"]
+    assert await names([paris]) == ["get_weather"]
+    assert await names([paris, *called]) == ["message"]
+    assert await names([paris, *called], tool_choice="required") == ["final_result"]
+
+
+# --- what replies call the model (D71) ------------------------------------------------------------------------------
+
+
+async def test_replies_name_the_model_as_azure_does_not_the_deployment(client):
+    app = create_app({}, deployments={"prod-chat": "gpt-4o-mini", "emb": "text-embedding-3-large", "r": "o4-mini"})
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sim", headers=AUTH) as c:
+        plain = (await chat(c, "prod-chat")).json()["model"]
+        async with c.stream(
+            "POST", CHAT_PATH.format("prod-chat"), json={"messages": HELLO, "stream": True}
+        ) as response:
+            streamed = {
+                json.loads(line[6:])["model"] async for line in response.aiter_lines() if line.startswith("data: {")
+            }
+        responses = (await c.post("/openai/v1/responses", json={"model": "r", "input": "Hi"})).json()["model"]
+        embedded = (await c.post("/openai/v1/embeddings", json={"model": "emb", "input": "Hi"})).json()["model"]
+        legacy = (
+            await c.post(
+                CHAT_PATH.format("prod-chat").replace("chat/completions", "completions"), json={"prompt": "Hi"}
+            )
+        ).json()["model"]
+
+    assert plain == legacy == "gpt-4o-mini-2024-07-18"
+    assert streamed == {"", "gpt-4o-mini-2024-07-18"}  # Azure's first (prompt filter) chunk has an empty model
+    assert responses == "o4-mini-2025-04-16"
+    assert embedded == "text-embedding-3-large"
+
+
+# --- embeddings that carry meaning (D71) ----------------------------------------------------------------------------
+
+
+async def _vectors(client, model: str, texts: list[str], **body) -> list[list[float]]:
+    response = await client.post("/openai/v1/embeddings", json={"model": model, "input": texts, **body})
+    return [d["embedding"] for d in response.json()["data"]]
+
+
+def _cos(a: list[float], b: list[float]) -> float:
+    return sum(x * y for x, y in zip(a, b, strict=True))  # the vectors are unit length
+
+
+@pytest.mark.parametrize("model", ["text-embedding-3-small", "text-embedding-3-large", "text-embedding-ada-002"])
+async def test_similar_texts_get_close_unit_vectors(client, model):
+    texts = [
+        "How do I reset my forgotten password?",
+        "Resetting a password you forgot",
+        "Invoices are sent on the first day of the month",
+    ]
+    query, paraphrase, other = await _vectors(client, model, texts)
+
+    assert all(abs(sum(v * v for v in vector) - 1) < 1e-9 for vector in (query, paraphrase, other))
+    assert _cos(query, paraphrase) > 0.5 > 0.1 > _cos(query, other)
+    assert await _vectors(client, model, texts[:1]) == [query]  # deterministic
+
+
+async def test_embeddings_differ_by_model_and_honour_dimensions(client):
+    [small] = await _vectors(client, "text-embedding-3-small", ["reset my password"])
+    [ada] = await _vectors(client, "text-embedding-ada-002", ["reset my password"])
+    assert len(small) == len(ada) == 1536 and small != ada
+
+    short = await _vectors(
+        client, "text-embedding-3-small", ["reset my password", "resetting passwords"], dimensions=64
+    )
+    assert [len(v) for v in short] == [64, 64] and _cos(*short) > 0.5
+
+
+async def test_an_input_without_words_still_gets_a_unit_vector(client):
+    # a lone surrogate is valid JSON (Python's parser takes it); it used to fail while hashing (a 400)
+    body = b'{"model": "text-embedding-3-small", "input": ["a \\ud800", "!!!"], "dimensions": 16}'
+    response = await client.post("/openai/v1/embeddings", content=body)
+    vectors = [d["embedding"] for d in response.json()["data"]]
+    assert response.status_code == 200 and all(abs(sum(v * v for v in vector) - 1) < 1e-9 for vector in vectors)

@@ -99,7 +99,12 @@ def create_app(env: Mapping[str, str] | None = None, deployments: Mapping[str, s
     @app.get("/_simulator/deployments")
     async def list_deployments() -> dict[str, Any]:
         return {
-            name: {"model": d.model.name, "context_window": d.model.context_window, "encoding": d.model.encoding}
+            name: {
+                "model": d.model.name,
+                "reply_model": d.model.reply_name,
+                "context_window": d.model.context_window,
+                "encoding": d.model.encoding,
+            }
             for name, d in served.items()
         }
 
@@ -214,7 +219,7 @@ def create_app(env: Mapping[str, str] | None = None, deployments: Mapping[str, s
 def _answer(
     operation: str, body: dict[str, Any], deployment: Deployment, behaviour: Behaviour, rid: str, entry: dict[str, Any]
 ) -> Response:
-    model = deployment.name
+    model = deployment.model.reply_name  # as Azure names the model in replies, not the deployment
     reply_tokens = behaviour.completion_tokens or DEFAULT_REPLY_TOKENS
     stream = body.get("stream") is True
     include_usage = isinstance(body.get("stream_options"), dict) and body["stream_options"].get("include_usage") is True
@@ -309,7 +314,7 @@ def _embeddings(deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]:
             raise azure_errors.context_length_exceeded(family.input_limit, count, None, "input")
         reading.check_content_filter(text)
         tokens += count
-        vector = embedding(text, dimensions)
+        vector = embedding(text, dimensions, salt=family.name)
         data.append(
             {
                 "object": "embedding",
@@ -319,7 +324,7 @@ def _embeddings(deployment: Deployment, body: dict[str, Any]) -> dict[str, Any]:
         )
     return {
         "object": "list",
-        "model": deployment.name,
+        "model": family.reply_name,
         "data": data,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }

@@ -32,25 +32,60 @@ class ModelFamily:
     accepts_dimensions: bool = False  # embeddings: whether ``dimensions`` may shorten the vector
     reasoning: bool = False  # o-series and gpt-5: ``max_completion_tokens`` only, no ``max_tokens``
     max_input_tokens: int | None = None  # where the prompt alone has a lower limit than the window (gpt-5)
+    version: str = ""  # the model version a deployment of the family gets by default (docs/decisions.md D71)
 
     @property
     def input_limit(self) -> int:
         return self.max_input_tokens or self.context_window
 
+    @property
+    def reply_name(self) -> str:
+        """What Azure OpenAI puts in a reply's ``model``: the model's dated name for families whose versions are
+        dates (``gpt-4o-mini-2024-07-18``), the family's name for those whose versions are numbers (embeddings,
+        ``gpt-4``, ``gpt-35-turbo``), never the deployment's name."""
+        return f"{self.name}-{self.version}" if self.version else self.name
+
 
 FAMILIES: dict[str, ModelFamily] = {
     family.name: family
     for family in (
-        ModelFamily("gpt-4o", "chat", "o200k_base", 128_000, 16_384),
-        ModelFamily("gpt-4o-mini", "chat", "o200k_base", 128_000, 16_384),
-        ModelFamily("gpt-4.1", "chat", "o200k_base", 1_047_576, 32_768),
-        ModelFamily("gpt-4.1-mini", "chat", "o200k_base", 1_047_576, 32_768),
-        ModelFamily("gpt-4.1-nano", "chat", "o200k_base", 1_047_576, 32_768),
-        ModelFamily("o3-mini", "chat", "o200k_base", 200_000, 100_000, reasoning=True),
-        ModelFamily("o4-mini", "chat", "o200k_base", 200_000, 100_000, reasoning=True),
-        ModelFamily("gpt-5", "chat", "o200k_base", 400_000, 128_000, reasoning=True, max_input_tokens=272_000),
-        ModelFamily("gpt-5-mini", "chat", "o200k_base", 400_000, 128_000, reasoning=True, max_input_tokens=272_000),
-        ModelFamily("gpt-5-nano", "chat", "o200k_base", 400_000, 128_000, reasoning=True, max_input_tokens=272_000),
+        ModelFamily("gpt-4o", "chat", "o200k_base", 128_000, 16_384, version="2024-08-06"),
+        ModelFamily("gpt-4o-mini", "chat", "o200k_base", 128_000, 16_384, version="2024-07-18"),
+        ModelFamily("gpt-4.1", "chat", "o200k_base", 1_047_576, 32_768, version="2025-04-14"),
+        ModelFamily("gpt-4.1-mini", "chat", "o200k_base", 1_047_576, 32_768, version="2025-04-14"),
+        ModelFamily("gpt-4.1-nano", "chat", "o200k_base", 1_047_576, 32_768, version="2025-04-14"),
+        ModelFamily("o3-mini", "chat", "o200k_base", 200_000, 100_000, reasoning=True, version="2025-01-31"),
+        ModelFamily("o4-mini", "chat", "o200k_base", 200_000, 100_000, reasoning=True, version="2025-04-16"),
+        ModelFamily(
+            "gpt-5",
+            "chat",
+            "o200k_base",
+            400_000,
+            128_000,
+            reasoning=True,
+            max_input_tokens=272_000,
+            version="2025-08-07",
+        ),
+        ModelFamily(
+            "gpt-5-mini",
+            "chat",
+            "o200k_base",
+            400_000,
+            128_000,
+            reasoning=True,
+            max_input_tokens=272_000,
+            version="2025-08-07",
+        ),
+        ModelFamily(
+            "gpt-5-nano",
+            "chat",
+            "o200k_base",
+            400_000,
+            128_000,
+            reasoning=True,
+            max_input_tokens=272_000,
+            version="2025-08-07",
+        ),
         ModelFamily("gpt-4", "chat", "cl100k_base", 8_192, 8_192),
         ModelFamily("gpt-35-turbo", "chat", "cl100k_base", 16_385, 4_096),
         ModelFamily(

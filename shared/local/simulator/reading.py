@@ -258,6 +258,35 @@ def _reasoning(deployment: Deployment, effort: Any, param: str) -> int:
     return REASONING_TOKENS[effort]
 
 
+def _called_in_chat(messages: list[Any]) -> tuple[str, ...]:
+    """Tools the assistant called after the last user message (``tool_calls`` and the legacy ``function_call``)."""
+    called: list[str] = []
+    for message in messages:
+        if message.get("role") == "user":
+            called = []
+        elif message.get("role") == "assistant":
+            calls = message.get("tool_calls")
+            for call in calls if isinstance(calls, list) else []:
+                function = call.get("function") if isinstance(call, dict) else None
+                if isinstance(function, dict) and isinstance(function.get("name"), str):
+                    called.append(function["name"])
+            legacy = message.get("function_call")
+            if isinstance(legacy, dict) and isinstance(legacy.get("name"), str):
+                called.append(legacy["name"])
+    return tuple(called)
+
+
+def _called_in_responses(items: list[Any]) -> tuple[str, ...]:
+    """Function calls among the input items after the last user message."""
+    called: list[str] = []
+    for item in items:
+        if isinstance(item, str) or item.get("role") == "user":
+            called = []
+        elif item.get("type") == "function_call" and isinstance(item.get("name"), str):
+            called.append(item["name"])
+    return tuple(called)
+
+
 # --- operations --------------------------------------------------------------------------------------------
 
 
@@ -309,6 +338,7 @@ def chat_ask(body: dict[str, Any], deployment: Deployment, reply_tokens: int) ->
         tool_choice=_tool_choice(body.get("tool_choice"), tools, nested=True),
         parallel_tool_calls=_bool(body, "parallel_tool_calls", True),
         after_tool_result=messages[-1].get("role") in ("tool", "function"),
+        called_since_user=_called_in_chat(messages),
         last_user_text=next((_text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), ""),
         output_format=format_kind,
         output_schema=schema,
@@ -369,6 +399,7 @@ def responses_ask(body: dict[str, Any], deployment: Deployment, reply_tokens: in
         tool_choice=_tool_choice(body.get("tool_choice"), tools, nested=False),
         parallel_tool_calls=_bool(body, "parallel_tool_calls", True),
         after_tool_result=isinstance(last, dict) and last.get("type") == "function_call_output",
+        called_since_user=_called_in_responses(items),
         last_user_text=user_texts[-1] if user_texts else "",
         output_format=format_kind,
         output_schema=schema,

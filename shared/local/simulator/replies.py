@@ -5,13 +5,14 @@ calls whose arguments validate against the tool's schema, JSON that validates ag
 ``n`` choices, a reply cut at ``max_tokens`` (``finish_reason: "length"``) or before a ``stop`` sequence.
 Everything derives from a seed hashed from the request body, so the same request gets the same answer.
 
-Which form (docs/decisions.md D27):
-- tools offered and ``tool_choice`` not ``none``: on a user turn the model calls tools (``auto``: the tools whose
-  name or description shares words with the last user message, in the order the message mentions them, the
-  first tool when none does; only the best match unless ``parallel_tool_calls`` allows more; free-text
-  arguments take the message's capitalised names in turn, so "weather in Paris" asks for Paris),
-  ``required`` always calls, a named tool is always that tool.
-  A turn whose last message is a tool result (``auto``) gets a final answer instead;
+Which form (docs/decisions.md D27, D71):
+- tools offered and ``tool_choice`` not ``none``: ``auto`` calls the tools the last user message asks for (a topic
+  word of the message, stemmed, is a word of the tool's name or description), in the order the message mentions
+  them, only the best match unless ``parallel_tool_calls`` allows more, each at most once per user turn, and
+  answers in text when nothing is asked for or everything asked for was called; ``required`` calls a tool not yet
+  called since the last user message (the best match among them, else the first), any tool once all were called;
+  a named tool is always that tool. Free-text arguments take the message's capitalised names in turn, so
+  "weather in Paris" asks for Paris;
 - a final answer follows ``response_format``/``text.format``: a schema-valid object for ``json_schema``, a JSON
   object for ``json_object``, otherwise the simulator's plain sentence.
 """
@@ -26,6 +27,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from shared.local.simulator.schema_values import value_for
+from shared.local.simulator.text import content_words
 
 DEFAULT_REPLY_TOKENS = 12
 _SENTENCE = (
@@ -33,7 +35,6 @@ _SENTENCE = (
     "so that tests can count every token exactly and compare what callers see with what was recorded"
 ).split()
 _PIECE = re.compile(r"\s*(?:\w+|[^\w\s])|\s+$")
-_WORD = re.compile(r"[a-z0-9]+")
 _NAME = re.compile(r"\b[A-Z][a-z]+\b")
 
 Counter = Callable[[str], int]
@@ -77,6 +78,7 @@ class Ask:
     tool_choice: str | None = "auto"  # "auto", "none", "required" or a tool's name
     parallel_tool_calls: bool = True
     after_tool_result: bool = False
+    called_since_user: tuple[str, ...] = ()  # tools the conversation called after its last user message
     last_user_text: str = ""
     output_format: str = "text"  # "text", "json_object" or "json_schema"
     output_schema: dict[str, Any] | None = None
@@ -216,31 +218,52 @@ def _call_id(seed: str, position: int) -> str:
 
 
 def _tools_to_call(ask: Ask) -> list[Tool]:
+    """Which tools the model calls (docs/decisions.md D71): only tools the last user turn asks for under ``auto``,
+    each at most once per user turn; under ``required`` a tool not yet called since that turn, so a loop that
+    offers a ``final_result`` tool beside the app's tools ends with it."""
     if not ask.tools or ask.tool_choice == "none":
         return []
     if ask.tool_choice not in ("auto", "required", None):
         return [t for t in ask.tools if t.name == ask.tool_choice][:1]
-    if ask.tool_choice == "auto" and ask.after_tool_result:
-        return []
-    words = _WORD.findall(ask.last_user_text.lower())
-    matches = []
-    for position, tool in enumerate(ask.tools):
-        mentioned = [i for i, word in enumerate(words) if word in _tool_words(tool)]
-        if mentioned:
-            matches.append((len(set(words[i] for i in mentioned)), mentioned[0], position, tool))
-    if not matches:
-        return [ask.tools[0]]
+    called = set(ask.called_since_user)
+    fresh = [t for t in ask.tools if t.name not in called]
+    if ask.tool_choice == "required":
+        candidates = fresh or list(ask.tools)  # every tool called already: any may be called again
+        matches = _asked_for(candidates, ask.last_user_text)
+        if not matches:
+            return [candidates[0]]
+    else:
+        if ask.after_tool_result and not called:
+            return []  # results of calls this request does not show (previous_response_id): answer them
+        matches = _asked_for(fresh, ask.last_user_text)
+        if not matches:
+            return []  # nothing asked for: the model answers in text
     if not ask.parallel_tool_calls:
         return [min(matches, key=lambda m: (-m[0], m[1], m[2]))[3]]
     return [m[3] for m in sorted(matches, key=lambda m: (m[1], m[2]))]  # in the order the prompt asks
 
 
+def _asked_for(tools: Sequence[Tool], text: str) -> list[tuple[int, int, int, Tool]]:
+    """The tools whose name or description shares a topic word with the text: (distinct words shared, position of
+    the first one in the text, position of the tool, tool)."""
+    words = content_words(text)
+    matches = []
+    for position, tool in enumerate(tools):
+        vocabulary = _tool_words(tool)
+        mentioned = [i for i, word in enumerate(words) if word in vocabulary]
+        if mentioned:
+            matches.append((len({words[i] for i in mentioned}), mentioned[0], position, tool))
+    return matches
+
+
 def _tool_words(tool: Tool) -> set[str]:
-    text = f"{tool.name} {tool.description}".lower().replace("_", " ").replace("-", " ")
-    return {w for w in _WORD.findall(text) if len(w) > 2 and w not in _STOPWORDS}
+    return {w for w in content_words(f"{tool.name} {tool.description}") if len(w) > 2 and w not in _GENERIC}
 
 
-_STOPWORDS = frozenset("the and for with from this that get set what which are you your".split())
+# Words any tool's description may use without saying what it is for.
+_GENERIC = frozenset(
+    content_words("tool function call calls return returns value values result results current given specified use")
+)
 
 
 def logprobs_for(piece: str, seed: str, top: int) -> dict[str, Any]:
