@@ -83,16 +83,6 @@ param openAiAccounts array = []
 @description('Default dated api-version the gateway uses upstream. 2025-04-01-preview accepts max_completion_tokens and the GPT-5 family (reasoning models); the v1 routes need none.')
 param openAiApiVersion string = '2025-04-01-preview'
 
-@description('Recover a soft-deleted Azure OpenAI account of the same name (kept 48 hours after deletion, e.g. after azd down).')
-param openAiRestore bool = false
-
-@description('default, or recover: recover a soft-deleted Key Vault of the same name (purge protection keeps it 90 days after azd down).')
-@allowed([
-  'default'
-  'recover'
-])
-param keyVaultCreateMode string = 'default'
-
 @description('Salt for every resource name. Change it (azd env set RESOURCE_NAME_SALT ...) to redeploy next to soft-deleted resources instead of recovering them.')
 @maxLength(16)
 param resourceNameSalt string = ''
@@ -416,7 +406,6 @@ module keyVault 'modules/keyvault.bicep' = {
     name: keyVaultName
     location: location
     tags: allTags
-    createMode: keyVaultCreateMode
     storageAccountName: contentStorageAccountName
     principalId: identity.properties.principalId
     principalResourceId: identity.id
@@ -440,7 +429,6 @@ module openAi 'modules/openai.bicep' = if (empty(openAiAccounts)) {
     privateEndpointLocation: location
     tags: allTags
     deployments: openAiDeployments
-    restore: openAiRestore
     principalId: identity.properties.principalId
     principalResourceId: identity.id
     privateEndpointSubnetId: network.outputs.privateEndpointSubnetId
@@ -467,7 +455,6 @@ module openAiPool 'modules/openai.bicep' = [for (account, i) in poolAccounts: {
     privateEndpointLocation: location
     tags: allTags
     deployments: empty(account.deployments) ? openAiDeployments : account.deployments
-    restore: openAiRestore
     principalId: identity.properties.principalId
     principalResourceId: identity.id
     privateEndpointSubnetId: network.outputs.privateEndpointSubnetId

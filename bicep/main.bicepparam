@@ -48,8 +48,6 @@ param openAiDeployments = [
 // azd env set AZURE_OPENAI_ACCOUNTS '[{"label":"swc","weight":3},{"label":"frc","location":"francecentral","priority":2}]'
 // Unset or '[]': the single account above, as before. scripts/preflight.sh checks labels, priorities and weights.
 param openAiAccounts = json(readEnvironmentVariable('AZURE_OPENAI_ACCOUNTS', '[]'))
-param openAiRestore = bool(readEnvironmentVariable('OPENAI_RESTORE', 'false'))
-param keyVaultCreateMode = readEnvironmentVariable('KEY_VAULT_CREATE_MODE', 'default')
 param resourceNameSalt = readEnvironmentVariable('RESOURCE_NAME_SALT', '')
 
 param zoneRedundant = bool(readEnvironmentVariable('ZONE_REDUNDANT', 'false'))

@@ -1,33 +1,33 @@
 #!/usr/bin/env bash
 # Deploy the gateway without azd: infrastructure (bicep/main.bicep + main.bicepparam), then the code.
 #
-#   scripts/deploy.sh -g <resource-group> [-l <location>] [--skip-infra] [--skip-build] [--local-build]
+#   scripts/deploy.sh -g <resource-group> [-l <location>] [--skip-infra] [--skip-build]
 #
 #   --skip-infra   code only (reads the function app name from the last deployment's outputs)
 #   --skip-build   reuse dist/function-app.zip instead of packaging again
-#   --local-build  vendor the Python dependencies into the zip here (manylinux wheels for Python 3.11)
-#                  instead of the remote (Oryx) build on the function app
 #
-# Needs: az CLI (logged in), zip, python3; environment: AZURE_ENV_NAME, GATEWAY_AUTH_CLIENT_ID (and the optional
-# variables read by bicep/main.bicepparam). scripts/preflight.sh runs first (parameters, model availability).
-# The package is the project minus .funcignore (scripts/package_files.py) - the same files azd deploys.
-# The SCM (deployment) site admits only SCM_ALLOWED_IP_RANGES, or traffic through the private endpoint: run the
-# code step from an allowed address or from inside the VNet (e.g. the jumpbox).
+# Needs: az CLI (logged in), python3 with pip; environment: AZURE_ENV_NAME, GATEWAY_AUTH_CLIENT_ID (and the
+# optional variables read by bicep/main.bicepparam). The same steps as azd's hooks (azure.yaml), in order:
+# scripts/preflight.sh (parameters, deploy path, models, quota, soft-deleted names), the infrastructure,
+# scripts/postprovision.sh (the app's Key Vault references resolved), scripts/build_package.py (the project minus
+# .funcignore with the requirements as manylinux wheels in .python_packages - the app never builds in Azure),
+# scripts/preflight.sh --deploy-path (the SCM site reachable from here), then the zip upload.
+# This script sets no app setting: SCM_DO_BUILD_DURING_DEPLOYMENT=false comes from the Bicep, and the upload
+# refuses to run when the app does not have it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-RG="" LOCATION="" SKIP_INFRA=0 SKIP_BUILD=0 LOCAL_BUILD=0
+RG="" LOCATION="" SKIP_INFRA=0 SKIP_BUILD=0
 DEPLOYMENT_NAME="ai-gateway"
 ZIP=dist/function-app.zip
 
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     -g|--resource-group) RG="$2"; shift 2 ;;
     -l|--location) LOCATION="$2"; shift 2 ;;
     --skip-infra) SKIP_INFRA=1; shift ;;
     --skip-build) SKIP_BUILD=1; shift ;;
-    --local-build) LOCAL_BUILD=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -35,6 +35,14 @@ done
 [ -n "$RG" ] || { echo "--resource-group is required" >&2; usage >&2; exit 2; }
 command -v az >/dev/null || { echo "az CLI not found" >&2; exit 1; }
 az account show --query id -o tsv >/dev/null || { echo "run 'az login' first" >&2; exit 1; }
+export AZURE_RESOURCE_GROUP="$RG"
+# SCM_ALLOW_DEPLOYER_IP=true (consent): this machine's public address becomes the SCM site's allowed range.
+if [ "$(echo "${SCM_ALLOW_DEPLOYER_IP:-false}" | tr '[:upper:]' '[:lower:]')" = "true" ] && [ -z "${SCM_ALLOWED_IP_RANGES:-}" ] \
+  && [ "$(echo "${ENABLE_PRIVATE_INBOUND:-false}" | tr '[:upper:]' '[:lower:]')" != "true" ]; then
+  SCM_ALLOWED_IP_RANGES="$(python3 tools/preflight.py deployer-ip)" || { echo "could not read this machine's public address" >&2; exit 1; }
+  export SCM_ALLOWED_IP_RANGES
+  echo "SCM_ALLOW_DEPLOYER_IP=true: SCM_ALLOWED_IP_RANGES=$SCM_ALLOWED_IP_RANGES"
+fi
 
 # 1. Infrastructure ------------------------------------------------------------------------------------------
 if [ "$SKIP_INFRA" -eq 0 ]; then
@@ -59,6 +67,12 @@ output() { az deployment group show -g "$RG" -n "$DEPLOYMENT_NAME" --query "prop
 APP="$(output AZURE_FUNCTION_APP_NAME)"
 GATEWAY_URL="$(output GATEWAY_URL)"
 [ -n "$APP" ] || { echo "no AZURE_FUNCTION_APP_NAME output in deployment $DEPLOYMENT_NAME" >&2; exit 1; }
+export AZURE_FUNCTION_APP_NAME="$APP"
+
+if [ "$SKIP_INFRA" -eq 0 ]; then
+  echo "== Key Vault references"
+  bash scripts/postprovision.sh || { echo "the app's settings are not usable yet: no code was deployed" >&2; exit 1; }
+fi
 
 # 2. Package ---------------------------------------------------------------------------------------------------
 if [ "$SKIP_BUILD" -eq 1 ]; then
@@ -66,26 +80,22 @@ if [ "$SKIP_BUILD" -eq 1 ]; then
   echo "== reuse $ZIP"
 else
   echo "== package $ZIP"
-  rm -rf dist/build && mkdir -p dist/build
-  python3 scripts/package_files.py --copy-to dist/build
-  if [ "$LOCAL_BUILD" -eq 1 ]; then
-    python3 -m pip install --quiet --disable-pip-version-check -r requirements.txt \
-      --target dist/build/.python_packages/lib/site-packages \
-      --platform manylinux2014_x86_64 --implementation cp --python-version 3.11 --only-binary=:all:
-  fi
-  find dist/build -name '__pycache__' -type d -prune -exec rm -rf {} +
-  rm -f "$ZIP"
-  (cd dist/build && zip -qr "../$(basename "$ZIP")" .)
+  python3 scripts/build_package.py --zip "$ZIP"
 fi
 
 # 3. Code --------------------------------------------------------------------------------------------------------
-if [ "$(az functionapp show -g "$RG" -n "$APP" --query publicNetworkAccess -o tsv)" = "Disabled" ]; then
-  echo "note: $APP has public network access disabled; this step only works from inside the VNet (jumpbox)."
+echo "== deploy path"
+bash scripts/preflight.sh --deploy-path || { echo "no code was deployed" >&2; exit 1; }
+build="$(az functionapp config appsettings list -g "$RG" -n "$APP" \
+  --query "[?name=='SCM_DO_BUILD_DURING_DEPLOYMENT'].value | [0]" -o tsv)"
+if [ "$(echo "$build" | tr '[:upper:]' '[:lower:]')" != "false" ]; then
+  echo "$APP has SCM_DO_BUILD_DURING_DEPLOYMENT='$build', not false: provision first (the Bicep sets it); the package" >&2
+  echo "carries its requirements and a build in Azure can't reach a package index from the private network" >&2
+  exit 1
 fi
-REMOTE_BUILD=true
-[ "$LOCAL_BUILD" -eq 1 ] && REMOTE_BUILD=false
-echo "== deploy code to $APP (remote build: $REMOTE_BUILD)"
-az functionapp deployment source config-zip -g "$RG" -n "$APP" --src "$ZIP" --build-remote "$REMOTE_BUILD" -o none
+echo "== deploy code to $APP (no build in Azure)"
+# --build-remote false matches the app setting above, so the CLI changes no setting.
+az functionapp deployment source config-zip -g "$RG" -n "$APP" --src "$ZIP" --build-remote false -o none
 
 echo "deployed: $GATEWAY_URL"
 echo "smoke test: python scripts/smoke_test.py --gateway-url $GATEWAY_URL --client-id <caller-app-id> --device-code"

@@ -2,10 +2,11 @@
 """The files of the function app package: the project tree minus the rules in .funcignore (gitignore syntax).
 
     python3 scripts/package_files.py                 # list the files, one per line
-    python3 scripts/package_files.py --copy-to DIR   # copy them into DIR (scripts/deploy.sh zips DIR)
+    python3 scripts/package_files.py --copy-to DIR   # copy them into DIR
 
-azd applies .funcignore itself when it packages the Functions service; scripts/deploy.sh uses this script, so
-both ship the same files (tests/infra/test_packaging.py compares this list with git's reading of the rules).
+azd applies .funcignore itself when it packages the Functions service; scripts/build_package.py --zip (run by
+scripts/deploy.sh) zips this list, so both ship the same files (tests/infra/test_packaging.py compares this list
+with git's reading of the rules).
 Supported syntax: comments, blank lines, ``!`` negation, leading ``/`` anchoring, trailing ``/`` (directories
 only), ``*``, ``?``, ``[...]`` and ``**``. As in git, a file inside an excluded directory can't be re-included.
 """

@@ -1,26 +1,36 @@
 #!/usr/bin/env bash
 # Preflight checks before provisioning bicep/main.bicep: fail early, with a message that says what to change,
 # instead of half-way through a deployment. Reads the same environment variables (and defaults) as
-# bicep/main.bicepparam. Run by azd (azure.yaml hooks.preprovision) and by scripts/deploy.sh.
+# bicep/main.bicepparam. Run by azd (azure.yaml hooks) and by scripts/deploy.sh. The checks that read Azure's
+# answers are in tools/preflight.py (unit-tested with recorded az outputs).
 #
 #   scripts/preflight.sh [--location <region>] [--skip-azure]
+#   scripts/preflight.sh --deploy-path
 #
-#   --location    region of the deployment (default: AZURE_LOCATION); Azure OpenAI uses AZURE_OPENAI_LOCATION if set
-#   --skip-azure  only the parameter checks (no az calls)
+#   --location     region of the deployment (default: AZURE_LOCATION); Azure OpenAI uses AZURE_OPENAI_LOCATION if set
+#   --skip-azure   only the parameter checks (no az calls)
+#   --deploy-path  only: can this machine reach the app's deployment (SCM) endpoint? (before the code upload;
+#                  needs AZURE_RESOURCE_GROUP and AZURE_FUNCTION_APP_NAME, which azd and deploy.sh set)
 #
 # Checks: the gateway app registration id; switches and their required values (jumpbox SSH key, APIM publisher
-# e-mail, encryption at host registered); zone redundancy vs. storage SKU; every model deployment (name, version,
-# SKU) offered in the Azure OpenAI region by `az cognitiveservices model list`, not deprecated, with the SKU;
-# the backend pool (AZURE_OPENAI_ACCOUNTS): labels, priorities, weights, every account serving every deployment.
+# e-mail, encryption at host registered); zone redundancy vs. storage SKU; the deploy path (public inbound needs
+# SCM_ALLOWED_IP_RANGES, or SCM_ALLOW_DEPLOYER_IP=true to add this machine's address); every model deployment
+# (name, version, SKU) offered in its region by `az cognitiveservices model list`, not closed, its deprecation dates
+# (warning within 6 months, error when passed), its capacity against the free quota (`az cognitiveservices usage
+# list`); the backend pool (AZURE_OPENAI_ACCOUNTS); soft-deleted Key Vaults / Azure OpenAI accounts in the way
+# (`az keyvault list-deleted`, `az cognitiveservices account list-deleted`), with the commands that clear them.
 set -uo pipefail
 
 LOCATION="${AZURE_LOCATION:-}"
 SKIP_AZURE=0
+DEPLOY_PATH=0
+TOOLS="$(cd "$(dirname "$0")/.." && pwd)/tools/preflight.py"
 while [ $# -gt 0 ]; do
   case "$1" in
     -l|--location) [ -n "${2:-}" ] && LOCATION="$2"; shift 2 ;;
     --skip-azure) SKIP_AZURE=1; shift ;;
-    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --deploy-path) DEPLOY_PATH=1; shift ;;
+    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "preflight: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -29,6 +39,40 @@ errors=0
 fail() { echo "preflight: ERROR: $*" >&2; errors=$((errors + 1)); }
 note() { echo "preflight: $*"; }
 is_true() { [ "$(echo "${1:-false}" | tr '[:upper:]' '[:lower:]')" = "true" ]; }
+# tools/preflight.py prints "ok: ...", "warning: ...", "error: ..." lines: report them the preflight way.
+emit() {
+  local line
+  while IFS= read -r line; do
+    case "$line" in
+      error:\ *) fail "${line#error: }" ;;
+      warning:\ *) note "WARNING: ${line#warning: }" ;;
+      ok:\ *) note "${line#ok: }" ;;
+      "") ;;
+      *) note "$line" ;;
+    esac
+  done
+}
+
+# Deploy path only (azd predeploy hook, deploy.sh before the upload) ---------------------------------------------
+if [ "$DEPLOY_PATH" -eq 1 ]; then
+  : "${AZURE_RESOURCE_GROUP:?preflight --deploy-path needs AZURE_RESOURCE_GROUP}"
+  : "${AZURE_FUNCTION_APP_NAME:?preflight --deploy-path needs AZURE_FUNCTION_APP_NAME (a provisioned app)}"
+  command -v az >/dev/null || { fail "az CLI not found"; exit 1; }
+  scm_host="$(az functionapp show -g "$AZURE_RESOURCE_GROUP" -n "$AZURE_FUNCTION_APP_NAME" \
+    --query "hostNameSslStates[?hostType=='Repository'].name | [0]" -o tsv 2>/dev/null)"
+  access="$(az functionapp show -g "$AZURE_RESOURCE_GROUP" -n "$AZURE_FUNCTION_APP_NAME" \
+    --query publicNetworkAccess -o tsv 2>/dev/null)"
+  [ -n "$scm_host" ] || { fail "could not read the deployment (SCM) host of $AZURE_FUNCTION_APP_NAME"; exit 1; }
+  private=false; [ "$access" = "Disabled" ] && private=true
+  deployer=""
+  if [ "$private" = false ] && is_true "${SCM_ALLOW_DEPLOYER_IP:-false}"; then
+    deployer="$(python3 "$TOOLS" deployer-ip)" && deployer="${deployer%/32}" || deployer=""
+  fi
+  emit < <(python3 "$TOOLS" deploy-path --host "$scm_host" --private-inbound "$private" \
+    --ranges "${SCM_ALLOWED_IP_RANGES:-}" --deployer-ip "$deployer")
+  if [ "$errors" -ne 0 ]; then echo "preflight: the code deployment can't reach $scm_host from here; nothing was deployed" >&2; exit 1; fi
+  exit 0
+fi
 
 # Model deployments: the same variables and defaults as bicep/main.bicepparam (tests/infra checks they agree).
 CHAT_DEPLOYMENT="${AZURE_OPENAI_CHAT_DEPLOYMENT:-gpt-5.4-mini}"
@@ -71,10 +115,6 @@ case "${CONTENT_SHARE_MODE:-keyVaultReferenceAfterCreation}" in
   keyVaultReferenceAfterCreation|connectionStringAtCreation) ;;
   *) fail "CONTENT_SHARE_MODE must be keyVaultReferenceAfterCreation or connectionStringAtCreation" ;;
 esac
-case "${KEY_VAULT_CREATE_MODE:-default}" in
-  default|recover) ;;
-  *) fail "KEY_VAULT_CREATE_MODE must be default or recover" ;;
-esac
 case "${PLAN_SKU:-EP1}" in
   EP1|EP2|EP3) ;;
   *) fail "PLAN_SKU must be EP1, EP2 or EP3 (Elastic Premium; a P* SKU is a Dedicated plan that does not scale by events; docs/tuning.md)" ;;
@@ -86,6 +126,24 @@ esac
 for capacity in "$CHAT_CAPACITY" "$EMBEDDING_CAPACITY"; do
   [[ "$capacity" =~ ^[1-9][0-9]*$ ]] || fail "model capacity '$capacity' is not a positive whole number"
 done
+
+# Deploy path: the SCM site must admit the machine that deploys the code (or the deployment runs in the VNet).
+scm_out="$(python3 "$TOOLS" scm --private-inbound "${ENABLE_PRIVATE_INBOUND:-false}" \
+  --ranges "${SCM_ALLOWED_IP_RANGES:-}" --consent "${SCM_ALLOW_DEPLOYER_IP:-false}")"
+if [[ "$scm_out" == add-deployer-ip:* ]]; then
+  if range="$(python3 "$TOOLS" deployer-ip)"; then
+    export SCM_ALLOWED_IP_RANGES="$range"
+    if command -v azd >/dev/null 2>&1 && azd env get-values >/dev/null 2>&1; then
+      azd env set SCM_ALLOWED_IP_RANGES "$range" >/dev/null && note "SCM_ALLOW_DEPLOYER_IP=true: SCM_ALLOWED_IP_RANGES=$range set in the azd environment"
+    else
+      note "SCM_ALLOW_DEPLOYER_IP=true: SCM_ALLOWED_IP_RANGES=$range (this machine's public address)"
+    fi
+  else
+    fail "SCM_ALLOW_DEPLOYER_IP=true but this machine's public address could not be read; set SCM_ALLOWED_IP_RANGES"
+  fi
+else
+  emit <<< "$scm_out"
+fi
 
 pool_ok=0
 # Backend pool: AZURE_OPENAI_ACCOUNTS is main.bicep's openAiAccounts as JSON (docs/backend-pools.md). The gateway
@@ -157,67 +215,64 @@ if is_true "${ENABLE_JUMPBOX:-false}" && is_true "${JUMPBOX_ENCRYPTION_AT_HOST:-
   [ "$state" = "Registered" ] || fail "JUMPBOX_ENCRYPTION_AT_HOST=true but the subscription feature Microsoft.Compute/EncryptionAtHost is '${state:-not registered}': run 'az feature register --namespace Microsoft.Compute --name EncryptionAtHost' (then 'az provider register -n Microsoft.Compute'), or set JUMPBOX_ENCRYPTION_AT_HOST=false"
 fi
 
-models_json="$(mktemp)"
-trap 'rm -f "$models_json" "$models_json".*' EXIT
-if ! az cognitiveservices model list --location "$OPENAI_LOCATION" -o json > "$models_json" 2>/dev/null; then
-  fail "az cognitiveservices model list --location $OPENAI_LOCATION failed (region name? Microsoft.CognitiveServices registered?)"
-else
-  check_model() {  # deployment model version sku
-    python3 - "${MODELS_FILE:-$models_json}" "$@" <<'PY'
-import json, sys
-path, deployment, name, version, sku = sys.argv[1:6]
-entries = [e.get("model", {}) for e in json.load(open(path, encoding="utf-8"))
-           if e.get("kind") in ("OpenAI", "AIServices")]
-same = [m for m in entries if m.get("name") == name]
-if not same:
-    print(f"model {name} is not offered in this region"); sys.exit(1)
-exact = [m for m in same if m.get("version") == version]
-if not exact:
-    versions = sorted({m.get("version", "?") for m in same})
-    print(f"{name} version {version} is not offered in this region (offered: {', '.join(versions)})"); sys.exit(1)
-model = exact[0]
-status = str(model.get("lifecycleStatus", ""))
-if status.lower() in ("deprecated", "deprecating", "retired", "legacy"):
-    print(f"{name} {version} has lifecycle status {status} (closed to new customers?); pick a current version"); sys.exit(1)
-skus = sorted({s.get("name", "?") for s in model.get("skus", [])})
-if sku not in skus:
-    print(f"{name} {version} has no {sku} deployment type here (offered: {', '.join(skus) or 'none'})"); sys.exit(1)
-print(f"{deployment}: {name} {version} {sku} offered ({status or 'status n/a'})")
-PY
-  }
-  if out="$(check_model "$CHAT_DEPLOYMENT" "$CHAT_MODEL" "$CHAT_MODEL_VERSION" "$CHAT_SKU")"; then note "$out"; else
-    fail "chat model in $OPENAI_LOCATION: $out. Set AZURE_OPENAI_CHAT_MODEL / _VERSION / _SKU (azd env set ...) or AZURE_OPENAI_LOCATION"; fi
-  if out="$(check_model "$EMBEDDING_DEPLOYMENT" "$EMBEDDING_MODEL" "$EMBEDDING_MODEL_VERSION" "$EMBEDDING_SKU")"; then note "$out"; else
-    fail "embeddings model in $OPENAI_LOCATION: $out. Set AZURE_OPENAI_EMBEDDING_MODEL / _VERSION / _SKU or AZURE_OPENAI_LOCATION"; fi
-  # Backend pool: each account's deployments (its own, or the defaults above) in the account's own region.
-  if [ -n "${AZURE_OPENAI_ACCOUNTS:-}" ] && [ "$pool_ok" -eq 1 ]; then
-    pool_lines="$(python3 - "$AZURE_OPENAI_ACCOUNTS" "$OPENAI_LOCATION" \
-      "$CHAT_DEPLOYMENT|$CHAT_MODEL|$CHAT_MODEL_VERSION|$CHAT_SKU" \
-      "$EMBEDDING_DEPLOYMENT|$EMBEDDING_MODEL|$EMBEDDING_MODEL_VERSION|$EMBEDDING_SKU" <<'PY'
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+# Models: one row per deployment of every account (label|region|name|model|version|sku|capacity); with a backend
+# pool the pool's accounts replace the single one.
+if [ -n "${AZURE_OPENAI_ACCOUNTS:-}" ] && [ "$pool_ok" -eq 1 ]; then
+  python3 - "$AZURE_OPENAI_ACCOUNTS" "$OPENAI_LOCATION" \
+    "$CHAT_DEPLOYMENT|$CHAT_MODEL|$CHAT_MODEL_VERSION|$CHAT_SKU|$CHAT_CAPACITY" \
+    "$EMBEDDING_DEPLOYMENT|$EMBEDDING_MODEL|$EMBEDDING_MODEL_VERSION|$EMBEDDING_SKU|$EMBEDDING_CAPACITY" \
+    > "$work/rows" 2>/dev/null <<'PY' || fail "AZURE_OPENAI_ACCOUNTS: every deployment needs name, model.name, model.version, sku.name and sku.capacity"
 import json, sys
 accounts, default_region, *defaults = sys.argv[1:]
 for account in json.loads(accounts):
     region = account.get("location") or default_region
     own = account.get("deployments") or []
-    rows = ["|".join([d["name"], d["model"]["name"], d["model"]["version"], d["sku"]["name"]]) for d in own] or defaults
+    rows = ["|".join([d["name"], d["model"]["name"], d["model"]["version"], d["sku"]["name"], str(int(d["sku"]["capacity"]))])
+            for d in own] or defaults
     for row in rows:
         print("|".join([account["label"], region, row]))
 PY
-)" || { fail "AZURE_OPENAI_ACCOUNTS: every deployment needs name, model.name, model.version and sku.name"; pool_lines=""; }
-    while IFS='|' read -r label region deployment model version sku; do
-      [ -n "$label" ] || continue
-      region_models="$models_json.$region"
-      if [ ! -s "$region_models" ] && ! az cognitiveservices model list --location "$region" -o json > "$region_models" 2>/dev/null; then
-        fail "pool account $label: az cognitiveservices model list --location $region failed"; rm -f "$region_models"; continue
-      fi
-      if out="$(MODELS_FILE="$region_models" check_model "$deployment" "$model" "$version" "$sku")"; then
-        note "pool account $label ($region): $out"
-      else
-        fail "pool account $label in $region: $out. Change the account's deployments or location in AZURE_OPENAI_ACCOUNTS"
-      fi
-    done <<< "$pool_lines"
-    rm -f "$models_json".*
-  fi
+elif [ -z "${AZURE_OPENAI_ACCOUNTS:-}" ]; then
+  printf '%s\n' "default|$OPENAI_LOCATION|$CHAT_DEPLOYMENT|$CHAT_MODEL|$CHAT_MODEL_VERSION|$CHAT_SKU|$CHAT_CAPACITY" \
+    "default|$OPENAI_LOCATION|$EMBEDDING_DEPLOYMENT|$EMBEDDING_MODEL|$EMBEDDING_MODEL_VERSION|$EMBEDDING_SKU|$EMBEDDING_CAPACITY" \
+    > "$work/rows"
+fi
+# Accounts already in the target resource group (a redeployment): their capacity is ours to replace.
+existing=""
+if [ -n "${AZURE_RESOURCE_GROUP:-}" ] && [ "$(az group exists -n "$AZURE_RESOURCE_GROUP" 2>/dev/null)" = "true" ]; then
+  existing="$(az cognitiveservices account list -g "$AZURE_RESOURCE_GROUP" --query "[].[name, location]" -o tsv 2>/dev/null)"
+fi
+if [ -s "$work/rows" ]; then
+  for region in $(cut -d'|' -f2 "$work/rows" | sort -u); do
+    if ! az cognitiveservices model list --location "$region" -o json > "$work/models.$region.json" 2>/dev/null; then
+      fail "az cognitiveservices model list --location $region failed (region name? Microsoft.CognitiveServices registered?)"
+      continue
+    fi
+    az cognitiveservices usage list --location "$region" -o json > "$work/usages.$region.json" 2>/dev/null \
+      || note "WARNING: az cognitiveservices usage list --location $region failed: quota not checked"
+    echo "[]" > "$work/deployed.$region.json"
+    while IFS=$'\t' read -r account account_region; do
+      [ -n "$account" ] && [ "$(echo "$account_region" | tr -d ' ' | tr '[:upper:]' '[:lower:]')" = "$region" ] || continue
+      az cognitiveservices account deployment list -g "$AZURE_RESOURCE_GROUP" -n "$account" -o json \
+        > "$work/one.json" 2>/dev/null || continue
+      python3 -c 'import json,sys; a=json.load(open(sys.argv[1])); b=json.load(open(sys.argv[2])); json.dump(a+b, open(sys.argv[1],"w"))' \
+        "$work/deployed.$region.json" "$work/one.json" 2>/dev/null || true
+    done <<< "$existing"
+  done
+  emit < <(python3 "$TOOLS" models --models-dir "$work" < "$work/rows")
+fi
+
+# Soft-deleted resources with the names this deployment uses (after azd down): recover or purge, never by a switch.
+if az keyvault list-deleted -o json > "$work/vaults.json" 2>/dev/null \
+  && az cognitiveservices account list-deleted -o json > "$work/accounts.json" 2>/dev/null; then
+  emit < <(python3 "$TOOLS" soft-deleted --vaults "$work/vaults.json" --accounts "$work/accounts.json" \
+    --resource-group "${AZURE_RESOURCE_GROUP:-}" --env-name "${AZURE_ENV_NAME:-}" \
+    --vault-name "${AZURE_KEY_VAULT_NAME:-}" --account-name "${AZURE_OPENAI_NAME:-}")
+else
+  note "WARNING: could not list soft-deleted Key Vaults / Azure OpenAI accounts (az keyvault list-deleted, az cognitiveservices account list-deleted)"
 fi
 
 if [ "$errors" -ne 0 ]; then

@@ -195,8 +195,11 @@ var fixedSettings = {
   AzureWebJobsStorage__blobServiceUri: 'https://${storageAccountName}.blob.${storageSuffix}'
   AzureWebJobsStorage__queueServiceUri: 'https://${storageAccountName}.queue.${storageSuffix}'
   AzureWebJobsStorage__tableServiceUri: 'https://${storageAccountName}.table.${storageSuffix}'
-  SCM_DO_BUILD_DURING_DEPLOYMENT: 'true'
-  ENABLE_ORYX_BUILD: 'true'
+  // No build in Azure: the package carries its requirements in .python_packages (scripts/build_package.py; the app
+  // subnet has no route to a package index). azure.yaml (remoteBuild: false) and scripts/deploy.sh agree (D72,
+  // tests/infra/test_deploy_path.py).
+  SCM_DO_BUILD_DURING_DEPLOYMENT: 'false'
+  ENABLE_ORYX_BUILD: 'false'
   // Telemetry: the Python worker configures Azure Monitor; Entra ID-authenticated ingestion (local auth is off).
   APPLICATIONINSIGHTS_CONNECTION_STRING: appInsightsConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'

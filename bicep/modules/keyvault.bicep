@@ -19,13 +19,6 @@ param principalId string
 @description('Resource ID of the function app identity: seeds the role-assignment name.')
 param principalResourceId string
 
-@description('default: create the vault. recover: recover a soft-deleted vault of the same name (after azd down; purge protection keeps it for the retention period).')
-@allowed([
-  'default'
-  'recover'
-])
-param createMode string = 'default'
-
 @description('Log Analytics workspace for the AuditEvent log.')
 param logAnalyticsWorkspaceId string
 
@@ -48,7 +41,6 @@ resource vault 'Microsoft.KeyVault/vaults@2024-11-01' = {
   tags: tags
   properties: {
     tenantId: subscription().tenantId
-    createMode: createMode
     sku: {
       family: 'A'
       name: 'standard'

@@ -23,9 +23,6 @@ param principalId string
 @description('Resource ID of the function app identity: seeds the role-assignment name.')
 param principalResourceId string
 
-@description('Recover a soft-deleted account of the same name (deleted accounts are kept 48 hours, and block the name meanwhile).')
-param restore bool = false
-
 @description('Log Analytics workspace for the audit and request logs.')
 param logAnalyticsWorkspaceId string
 
@@ -50,7 +47,6 @@ resource account 'Microsoft.CognitiveServices/accounts@2025-06-01' = {
   }
   properties: {
     customSubDomainName: name
-    restore: restore
     publicNetworkAccess: 'Disabled'
     disableLocalAuth: true
     networkAcls: {

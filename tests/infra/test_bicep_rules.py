@@ -225,14 +225,24 @@ def test_private_inbound_needs_its_zone_and_api_keys_switch_easy_auth():
 PREFLIGHT = REPO_ROOT / "scripts" / "preflight.sh"
 
 
-def run_preflight(tmp_path: Path, models: list[dict], **env) -> subprocess.CompletedProcess:
-    """scripts/preflight.sh against a stub `az` that answers `model list` with `models`."""
+def run_preflight(
+    tmp_path: Path, models: list[dict], usages: list[dict] | None = None, deleted: tuple[list, list] = ([], []), **env
+) -> subprocess.CompletedProcess:
+    """scripts/preflight.sh against a stub `az` that answers `model list` with `models`, `usage list` with `usages`
+    and the soft-deleted listings with `deleted` (vaults, accounts)."""
     stub = tmp_path / "az"
     (tmp_path / "models.json").write_text(json.dumps(models), encoding="utf-8")
+    (tmp_path / "usages.json").write_text(json.dumps(usages or []), encoding="utf-8")
+    (tmp_path / "vaults.json").write_text(json.dumps(deleted[0]), encoding="utf-8")
+    (tmp_path / "accounts.json").write_text(json.dumps(deleted[1]), encoding="utf-8")
     stub.write_text(
         "#!/bin/sh\n"
         'case "$*" in\n'
         f'  *"model list"*) cat "{tmp_path}/models.json" ;;\n'
+        f'  *"usage list"*) cat "{tmp_path}/usages.json" ;;\n'
+        f'  *"keyvault list-deleted"*) cat "{tmp_path}/vaults.json" ;;\n'
+        f'  *"account list-deleted"*) cat "{tmp_path}/accounts.json" ;;\n'
+        '  *"group exists"*) echo false ;;\n'
         '  *"feature show"*) echo NotRegistered ;;\n'
         "  *) echo 00000000-0000-0000-0000-000000000000 ;;\n"
         "esac\n",
@@ -244,6 +254,7 @@ def run_preflight(tmp_path: Path, models: list[dict], **env) -> subprocess.Compl
         "AZURE_ENV_NAME": "ci",
         "AZURE_LOCATION": "swedencentral",
         "GATEWAY_AUTH_CLIENT_ID": "11111111-1111-1111-1111-111111111111",
+        "SCM_ALLOWED_IP_RANGES": "203.0.113.7/32",
     }
     return subprocess.run(["bash", str(PREFLIGHT)], env={**base, **env}, capture_output=True, text=True, timeout=60)
 
@@ -493,17 +504,18 @@ def test_content_share_key_vault_reference_is_applied_after_site_creation():
 # --- redeploy after azd down ------------------------------------------------------------------------------------
 
 
-def test_soft_deleted_resources_can_be_recovered_or_avoided():
+def test_soft_deleted_resources_are_recovered_by_command_or_avoided_never_by_a_create_mode_switch():
+    """Preflight detects soft-deleted names and prints the recover/purge commands (tools/preflight.py); the Bicep
+    always deploys in its default mode, so nothing has to be switched back after a recovery."""
     main = template("main.bicep")
     assert "resourceNameSalt" in dump(main["variables"]["resourceToken"])
     kv = one_resource(template("modules/keyvault.bicep"), "Microsoft.KeyVault/vaults")
-    assert kv["properties"]["createMode"] == "createMode"
-    assert main_modules()["keyVault"]["body"]["params"]["createMode"] == "keyVaultCreateMode"
+    assert "createMode" not in kv["properties"]
     oai = one_resource(template("modules/openai.bicep"), "Microsoft.CognitiveServices/accounts")
-    assert oai["properties"]["restore"] == "restore"
-    assert main_modules()["openAi"]["body"]["params"]["restore"] == "openAiRestore"
+    assert "restore" not in oai["properties"]
     bp = bicepparam_defaults()
-    assert {"RESOURCE_NAME_SALT", "KEY_VAULT_CREATE_MODE", "OPENAI_RESTORE"} <= set(bp)
+    assert "RESOURCE_NAME_SALT" in bp
+    assert not {"KEY_VAULT_CREATE_MODE", "OPENAI_RESTORE"} & set(bp)
 
 
 def test_get_helper_names_missing_segments():

@@ -25,7 +25,8 @@ JUNK = [
     ".azurite/__azurite_db_table__.json",
     "__azurite_db_table__.json",
     "local.settings.json",
-    ".python_packages/lib/site-packages/x.py",
+    ".package-cache/py3.11-0123456789abcdef/site-packages/x.py",
+    ".venv-bench/bin/python",
     "shared/__pycache__/config.cpython-311.pyc",
     ".pytest_cache/v/cache/nodeids",
     ".ruff_cache/0.1/x",
@@ -46,8 +47,17 @@ FORBIDDEN_PREFIXES = (
     ".azure/",
     "dist/",
     "__azurite",
-    ".python_packages/",
+    ".package-cache/",
 )
+# The vendored requirements (scripts/build_package.py) ship, and a folder of theirs named like a project folder
+# (tests/, tools/, docs/ ...) stays in: the project's own folders are excluded at the root only.
+VENDORED = [
+    ".python_packages/lib/site-packages/somelib/__init__.py",
+    ".python_packages/lib/site-packages/somelib/tools/__init__.py",
+    ".python_packages/lib/site-packages/somelib/tests/__init__.py",
+    ".python_packages/lib/site-packages/somelib/docs/README.md",
+    ".python_packages/lib/site-packages/somelib-1.0.dist-info/METADATA",
+]
 
 
 def tracked_files() -> list[str]:
@@ -63,7 +73,7 @@ def checkout(tmp_path_factory) -> Path:
         target = root / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO_ROOT / relative, target)
-    for relative in JUNK:
+    for relative in JUNK + VENDORED:
         target = root / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text("junk\n", encoding="utf-8")
@@ -85,7 +95,7 @@ def git_package(root: Path) -> list[str]:
 
 def test_deploy_script_package_equals_the_funcignore_package(checkout):
     ours = package_files.package_files(checkout)
-    assert ours == git_package(checkout)
+    assert sorted(ours) == git_package(checkout)
 
 
 def test_package_holds_the_app_and_nothing_else(checkout):
@@ -97,8 +107,9 @@ def test_package_holds_the_app_and_nothing_else(checkout):
         assert not name.startswith(FORBIDDEN_PREFIXES), name
         assert "__pycache__" not in name and not name.endswith(".pyc"), name
         assert name not in ("local.settings.json", "local.settings.json.example", ".env", ".funcignore"), name
+    assert set(VENDORED) <= set(files)
     top_level = {name.split("/")[0] for name in files}
-    expected = {"function_app.py", "host.json", "requirements.txt", "shared"}
+    expected = {"function_app.py", "host.json", "requirements.txt", "shared", ".python_packages"}
     assert top_level == expected, (
         f"the package now ships {sorted(top_level - expected)} / misses {sorted(expected - top_level)}: if the app "
         "needs a new top-level path, add it to `expected` here; if not, list it in .funcignore"
@@ -107,8 +118,9 @@ def test_package_holds_the_app_and_nothing_else(checkout):
 
 def test_deploy_script_zips_the_funcignore_package():
     script = (REPO_ROOT / "scripts" / "deploy.sh").read_text(encoding="utf-8")
-    assert "scripts/package_files.py --copy-to" in script
+    assert 'scripts/build_package.py --zip "$ZIP"' in script  # build_package.write_zip: package_files' list
     assert "cp -r function_app.py" not in script
+    assert "package_files(root)" in (REPO_ROOT / "scripts" / "build_package.py").read_text(encoding="utf-8")
 
 
 def test_funcignore_rule_syntax():
