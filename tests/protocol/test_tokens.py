@@ -331,3 +331,17 @@ def test_legacy_functions_count_like_tools(encoding):
 def test_a_text_that_overflows_tiktokens_regex_counts_as_its_bytes_instead_of_raising():
     spaces = " " * 1_200_000  # o200k_base's split pattern overflows the regex stack on this (a Rust panic)
     assert count_text(spaces, Encoding.O200K_BASE) == len(spaces)
+
+
+def test_a_predicted_output_counts_with_the_prompt():
+    """Rejected prediction tokens are billed as completion tokens beyond the output limit: the reservation counts the
+    prediction with the prompt (docs/quotas.md)."""
+    body = {"messages": [{"role": "user", "content": "Rename x to y in this code."}]}
+    prediction = "def f(x):\n    return x * 2\n" * 20
+    without = count_prompt(OperationKind.CHAT, body)
+    with_text = count_prompt(OperationKind.CHAT, {**body, "prediction": {"type": "content", "content": prediction}})
+    with_parts = count_prompt(
+        OperationKind.CHAT,
+        {**body, "prediction": {"type": "content", "content": [{"type": "text", "text": prediction}]}},
+    )
+    assert with_text == with_parts == without + count_text(prediction, encoding_for_model("gpt-4o"))
