@@ -746,8 +746,14 @@ def _request_bytes(target: Target, payload: bytes) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + payload
 
 
-async def hold_streams(target: Target, concurrency: int, seconds: float, per_stream: float) -> ConcurrencyRow:
-    """``concurrency`` workers, each opening streams back to back for ``seconds``; returns what they saw."""
+async def hold_streams(
+    target: Target, concurrency: int, seconds: float, per_stream: float, stagger: float = 0.0
+) -> ConcurrencyRow:
+    """``concurrency`` workers, each opening streams back to back for ``seconds``; returns what they saw.
+
+    ``stagger``: the workers' first streams start spread evenly over this many seconds (one answer's duration), so
+    streams arrive at a steady rate as from many independent callers, not in waves of ``concurrency`` at once.
+    """
     loop = asyncio.get_running_loop()
     url = httpx.URL(target.base_url)
     payload = json.dumps({**BODY, "model": target.model, "stream": True}).encode()
@@ -772,17 +778,18 @@ async def hold_streams(target: Target, concurrency: int, seconds: float, per_str
 
     end_at = time.perf_counter() + seconds
 
-    async def worker() -> None:
+    async def worker(delay: float) -> None:
+        await asyncio.sleep(delay)
         while time.perf_counter() < end_at:
             results.append(await one())
 
     async def sample_rss() -> None:
-        await asyncio.sleep(min(seconds / 2, 5.0))
+        await asyncio.sleep(min(seconds * 0.6, stagger + 1.5))  # every worker's first stream open
         row.rss_open_mb = peak_rss_mb(target.pid, "VmRSS")
 
     cpu_before = cpu_seconds(target.pid)
     started = time.perf_counter()
-    await asyncio.gather(sample_rss(), *(worker() for _ in range(concurrency)))
+    await asyncio.gather(sample_rss(), *(worker(stagger * i / concurrency) for i in range(concurrency)))
     elapsed = time.perf_counter() - started
     cpu = cpu_seconds(target.pid) - cpu_before
     complete = [r for r in results if r.error is None]
@@ -853,7 +860,8 @@ def run_concurrency(args: argparse.Namespace) -> None:
                 if target.kind == "peer" and "LiteLLM" in target.name and level > args.litellm_max:
                     continue
                 time.sleep(args.rest)  # the previous run's settlements and closes are done
-                row = asyncio.run(hold_streams(target, level, args.seconds, args.timeout))
+                stagger = 0.0 if args.burst else (args.first_ms + args.events * args.interval_ms) / 1000
+                row = asyncio.run(hold_streams(target, level, args.seconds, args.timeout, stagger))
                 rows.append(row)
                 print(_concurrency_line(row), flush=True)
     direct = {row.concurrency: row for row in rows if row.target == "direct"}
@@ -869,6 +877,11 @@ def run_concurrency(args: argparse.Namespace) -> None:
         "conditions": {
             "upstream": f"first event after {args.first_ms} ms, then {args.events} events {args.interval_ms} ms apart",
             "seconds_per_level": args.seconds,
+            "arrivals": "all C at once, then back to back"
+            if args.burst
+            else "first streams spread over one answer's "
+            "duration, then each worker back to back (a steady arrival rate)",
+            "client": "raw asyncio protocol, one connection per stream, in its own process",
             "gateway": "local dev auth, quotas on (5 limits, none binding), ledger on (journal + Table Storage on "
             "Azurite), telemetry on (metrics, 1 in 10 calls traced)"
             + (f", {args.gateway_env}" if args.gateway_env else ""),
@@ -1000,6 +1013,7 @@ def main(argv: list[str] | None = None) -> None:
     concurrency.add_argument("--only", help="comma-separated words: keep direct and the targets whose name has one")
     concurrency.add_argument("--compare", action="append", default=[], help="also run the gateway at this git ref")
     concurrency.add_argument("--gateway-env", action="append", default=[], help="KEY=VALUE for the gateway")
+    concurrency.add_argument("--burst", action="store_true", help="start all C streams at once (default: spread)")
     concurrency.add_argument("--json", type=Path, help="write the results here")
     relay = commands.add_parser("relay", help="CPU per relayed event of the stream relay, in process")
     relay.add_argument("--streams", type=int, default=2000)
