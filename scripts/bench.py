@@ -818,8 +818,12 @@ def concurrency_targets(bench: Bench, args: argparse.Namespace, upstream_url: st
     settings = {**gateway_settings(upstream_url, azurite.connection_string), "GATEWAY_LOCAL_DEV_AUTH": "true"}
     settings |= dict(pair.split("=", 1) for pair in args.gateway_env)
     gateway_apis = {"v1": "/api" + V1_PATH}
-    for name, root in [("gateway", ROOT)] + [(f"gateway @{ref}", exported(bench, ref)) for ref in args.compare]:
-        process = GatewayProcess(settings, root=root).start()
+    gateways = [("gateway", ROOT, {})]
+    if args.unbounded:  # the same code without admission control: what one process does past its bound
+        gateways.append(("gateway, no admission bound", ROOT, {"GATEWAY_MAX_INFLIGHT_CALLS": "1000000"}))
+    gateways += [(f"gateway @{ref}", exported(bench, ref), {}) for ref in args.compare]
+    for name, root, extra in gateways:
+        process = GatewayProcess(settings | extra, root=root).start()
         bench.stops.append(process.stop)
         assert process.proc is not None
         targets.append(Target(name, "gateway", process.base_url, process.proc.pid, {"api-key": "bench"}, gateway_apis))
@@ -1012,6 +1016,7 @@ def main(argv: list[str] | None = None) -> None:
     concurrency.add_argument("--litellm-max", type=int, default=1000, help="highest C LiteLLM is run at")
     concurrency.add_argument("--only", help="comma-separated words: keep direct and the targets whose name has one")
     concurrency.add_argument("--compare", action="append", default=[], help="also run the gateway at this git ref")
+    concurrency.add_argument("--unbounded", action="store_true", help="also the gateway without admission bound")
     concurrency.add_argument("--gateway-env", action="append", default=[], help="KEY=VALUE for the gateway")
     concurrency.add_argument("--burst", action="store_true", help="start all C streams at once (default: spread)")
     concurrency.add_argument("--json", type=Path, help="write the results here")
