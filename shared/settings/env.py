@@ -126,7 +126,7 @@ def _upstream(env: Mapping[str, str], in_azure: bool) -> UpstreamSettings:
         max_connections=_number(
             env, "GATEWAY_UPSTREAM_MAX_CONNECTIONS", 0, int, lambda n: n >= 0, "a whole number, 0 (no limit) or more"
         ),
-        max_inflight_calls=_positive_int(env, "GATEWAY_MAX_INFLIGHT_CALLS", 1500),
+        max_inflight_calls=_positive_int(env, "GATEWAY_MAX_INFLIGHT_CALLS", 500),
     )
 
 

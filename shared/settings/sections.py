@@ -55,7 +55,7 @@ class UpstreamSettings:
     # so that a call past the bound is refused at once rather than queued for a connection until it times out (D71).
     max_connections: int = 0
     # Model calls one process holds at once (streams until their end); past it a call is refused with 503 (D72).
-    max_inflight_calls: int = 1500
+    max_inflight_calls: int = 500
 
     @property
     def uses_simulator(self) -> bool:
