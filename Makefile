@@ -3,12 +3,13 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: help install run test test-app test-infra bench bench-rollup browser clean
+.PHONY: help install run test test-app test-infra bench bench-concurrency bench-rollup browser clean
 
 help:
 	@echo "make run    - Azurite + local Azure OpenAI simulator + the gateway on http://localhost:7071/api"
 	@echo "make test   - the whole test suite (app tests against Azurite, then the Bicep gate)"
 	@echo "make bench  - gateway overhead benchmark (direct-to-simulator baseline vs through the gateway)"
+	@echo "make bench-concurrency - streams held open at once (100-2,000) against a model-like upstream, with peers"
 	@echo "make install - only install Python and npm dependencies"
 	@echo "make browser - install Debian's chromium for the dashboard browser test (optional, needs root)"
 
@@ -40,6 +41,9 @@ test-infra:
 
 bench: install
 	$(PY) scripts/bench.py
+
+bench-concurrency: install
+	$(PY) scripts/bench.py concurrency --json docs/performance-concurrency.json
 
 bench-rollup: install
 	$(PY) scripts/bench_rollup.py

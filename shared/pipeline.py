@@ -36,6 +36,7 @@ from shared.protocol.usage import Usage, usage_from_body
 from shared.quotas.enforcer import with_quota_headers
 from shared.settings import GuardrailSettings
 from shared.telemetry import Observation, observe_request
+from shared.upstream.admission import Admission, Slot
 from shared.upstream.client import UpstreamUnavailable
 from shared.upstream.pool import Upstream
 from shared.upstream.relay import StreamRelay
@@ -73,6 +74,7 @@ class Gateway:
         accounting: Accounting,
         *,
         stream_usage_min_api_version: str,
+        admission: Admission | None = None,
     ) -> None:
         self.guardrails = guardrails
         self.stream_usage_min_api_version = stream_usage_min_api_version
@@ -80,11 +82,37 @@ class Gateway:
         self.authorizer = authorizer
         self.upstream = upstream
         self.accounting = accounting
+        # Calls this process holds at once (GATEWAY_MAX_INFLIGHT_CALLS); None in unit tests that build a bare Gateway.
+        self.admission = admission or Admission(limit=1_000_000)
         self._pending: set[asyncio.Task[None]] = set()
 
     async def model_call(self, request: Request, operation: Operation, deployment: str | None = None) -> Response:
         request_id = current_request_id()  # set at the HTTP edge, so every response and log names it
         observation = observe_request(operation, request_id)
+        try:
+            # First, before the body is read: past the bound a refusal costs almost nothing (D80).
+            slot = self.admission.enter()
+        except GatewayError as error:
+            observation.refused(error.status, error.code, "overloaded")
+            return error_response(error, request_id)
+        response: Response | None = None
+        try:
+            response = await self._admitted_call(request, operation, deployment, request_id, observation, slot)
+            return response
+        finally:
+            # A stream keeps its slot until its end (the relay's finally, or the abandoned-stream task).
+            if not isinstance(response, StreamingResponse):
+                slot.release()
+
+    async def _admitted_call(
+        self,
+        request: Request,
+        operation: Operation,
+        deployment: str | None,
+        request_id: str,
+        observation: Observation,
+        slot: Slot,
+    ) -> Response:
         try:
             self.accounting.ledger.admit()  # fail-closed 503 while usage cannot be recorded (docs/durability.md)
             caller = await self.authenticator.authenticate(request.headers)
@@ -105,10 +133,10 @@ class Gateway:
             log.exception("request %s failed before forwarding", request_id)
             observation.refused(500, "internal_error", "gateway_error")
             return internal_error_response(request_id)
-        return await self._forward_and_account(reservation, request_id, observation)
+        return await self._forward_and_account(reservation, request_id, observation, slot)
 
     async def _forward_and_account(
-        self, reservation: Reservation, request_id: str, observation: Observation
+        self, reservation: Reservation, request_id: str, observation: Observation, slot: Slot
     ) -> Response:
         call = reservation.call
         output_cap = reservation.quota.output_cap
@@ -143,12 +171,12 @@ class Gateway:
         if call.stream:
             relay = StreamRelay(upstream, call, drop_usage_chunk=injected_usage)
             return StreamingResponse(
-                self._relay(relay, reservation),
+                self._relay(relay, reservation, slot),
                 status_code=upstream.status,
                 headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"},
                 media_type="text/event-stream",
                 # Settles a stream the caller abandoned before it started (the generator never ran).
-                background=BackgroundTask(self._settle_abandoned, relay, reservation),
+                background=BackgroundTask(self._settle_abandoned, relay, reservation, slot),
             )
         try:
             content = await upstream.read()
@@ -164,7 +192,7 @@ class Gateway:
         await self.accounting.settle(reservation, usage, upstream.status, outcome="completed")
         return Response(content, status_code=upstream.status, headers=headers, media_type=upstream.content_type)
 
-    async def _relay(self, relay: StreamRelay, reservation: Reservation) -> AsyncIterator[bytes]:
+    async def _relay(self, relay: StreamRelay, reservation: Reservation, slot: Slot) -> AsyncIterator[bytes]:
         # The upstream stream is owned by this generator: the Functions invocation ends when the handler returns,
         # and the body is sent afterwards, so nothing here may depend on the handler's scope.
         try:
@@ -178,13 +206,17 @@ class Gateway:
         finally:
             # No await here: when the caller hangs up, this runs inside a cancelled task, so the ledger write goes
             # to a task of its own; the caller does not wait for it either way.
+            slot.release()
             self._settle_detached(reservation, relay)
 
-    async def _settle_abandoned(self, relay: StreamRelay, reservation: Reservation) -> None:
+    async def _settle_abandoned(self, relay: StreamRelay, reservation: Reservation, slot: Slot) -> None:
         """After the response: settles a stream whose generator never ran (the caller left before the first byte)."""
-        if not reservation.settled:
-            await relay.aclose()
-            self._settle_detached(reservation, relay)
+        try:
+            if not reservation.settled:
+                await relay.aclose()
+                self._settle_detached(reservation, relay)
+        finally:
+            slot.release()
 
     def _settle_detached(self, reservation: Reservation, relay: StreamRelay) -> None:
         if reservation.claim():

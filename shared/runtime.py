@@ -61,6 +61,7 @@ from shared.storage.tables import (
 )
 from shared.telemetry.logs import cap_library_loggers
 from shared.telemetry.setup import configure as configure_telemetry
+from shared.upstream.admission import Admission
 from shared.upstream.client import TokenProvider, managed_identity_token_provider, simulator_token_provider
 from shared.upstream.pool import Upstream
 
@@ -263,6 +264,7 @@ class Runtime:
             prices,
             output_ceiling=settings.guardrails.max_output_tokens,
         )
+        admission = Admission(settings.upstream.max_inflight_calls)
         gateway = Gateway(
             settings.guardrails,
             authenticator,
@@ -270,7 +272,9 @@ class Runtime:
             upstream,
             Accounting(ledger, prices, quotas, policies),
             stream_usage_min_api_version=settings.upstream.stream_usage_min_api_version,
+            admission=admission,
         )
+        telemetry.watch_calls_in_flight(lambda: admission.in_flight)
         daily_table = tables.get_table_client(DAILY_USAGE_TABLE)
         # Rows an earlier process left unwritten (a crash, a kill) reach the table without waiting for the timer.
         self._recovery = asyncio.get_running_loop().create_task(_recover_quietly(ledger))

@@ -83,6 +83,8 @@ def gateway_env(simulator, storage_connection_string) -> dict[str, str]:
         "GATEWAY_MAX_PROMPT_TOKENS": "4000",
         "GATEWAY_MAX_OUTPUT_TOKENS": "1000",
         "GATEWAY_ALLOWED_DEPLOYMENTS": "gpt-4o-mini,text-embedding-3-small,gpt-4.1",
+        # Above the default (500): tests/e2e/test_concurrency.py holds 1,000 streams through this process.
+        "GATEWAY_MAX_INFLIGHT_CALLS": "2000",
     }
 
 

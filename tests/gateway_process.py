@@ -16,7 +16,8 @@ from tests.azurite import ROOT, free_port, terminate
 
 
 class GatewayProcess:
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], root: Path = ROOT) -> None:
+        self.root = root  # another checkout of the gateway (the benchmark compares versions)
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.env = env
@@ -34,7 +35,7 @@ class GatewayProcess:
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "shared.local.devhost", "--port", str(self.port), "--settings", "/nonexistent"],
-            cwd=ROOT,
+            cwd=self.root,
             # A ledger journal of its own unless the test names one: never the repository's .ledger-journal.
             env={**keep, "GATEWAY_DEVHOST_LOG_LEVEL": "warning", "GATEWAY_LEDGER_JOURNAL_DIR": self.journal} | self.env,
             stdout=self._log,

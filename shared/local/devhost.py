@@ -37,6 +37,7 @@ from shared.local.schedule import Schedule, parse_schedule
 from shared.telemetry.logs import cap_library_loggers
 
 ROOT = Path(__file__).resolve().parents[2]
+BACKLOG = 4096  # pending connections the listening socket queues (uvicorn's default: 2048)
 ALL_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
 
 log = logging.getLogger(__name__)
@@ -184,7 +185,18 @@ def serve(app: Starlette, host: str, port: int, log_level: str) -> None:
     ``uvicorn.Config`` sets ``uvicorn.access`` to ``log_level`` (``uvicorn.run`` does the same), which would undo
     :func:`cap_library_loggers` and print every request line, query string included.
     """
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        timeout_graceful_shutdown=5,
+        # Chosen, not inherited (D79): no connection ceiling here (uvicorn's would answer a plain-text 503); the app's
+        # admission control (GATEWAY_MAX_INFLIGHT_CALLS) refuses past its bound, OpenAI-shaped. A listen backlog that
+        # holds a burst of thousands of connects (the kernel caps it at net.core.somaxconn).
+        limit_concurrency=None,
+        backlog=BACKLOG,
+    )
     cap_library_loggers()
     uvicorn.Server(config).run()
 

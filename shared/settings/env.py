@@ -130,6 +130,10 @@ def _upstream(env: Mapping[str, str], in_azure: bool) -> UpstreamSettings:
         cooldown_seconds=_positive_float(env, "GATEWAY_BACKEND_COOLDOWN_SECONDS", 5.0),
         breaker_failures=_positive_int(env, "GATEWAY_BACKEND_BREAKER_FAILURES", 5),
         breaker_open_seconds=_positive_float(env, "GATEWAY_BACKEND_BREAKER_SECONDS", 30.0),
+        max_connections=_number(
+            env, "GATEWAY_UPSTREAM_MAX_CONNECTIONS", 0, int, lambda n: n >= 0, "a whole number, 0 (no limit) or more"
+        ),
+        max_inflight_calls=_positive_int(env, "GATEWAY_MAX_INFLIGHT_CALLS", 500),
     )
 
 
@@ -177,7 +181,11 @@ def _storage(env: Mapping[str, str], in_azure: bool) -> StorageSettings:
             "No Table Storage configured: set GATEWAY_STORAGE_TABLE_ENDPOINT (managed identity, in Azure) or "
             "GATEWAY_STORAGE_CONNECTION_STRING (or AzureWebJobsStorage=UseDevelopmentStorage=true locally)."
         )
-    return StorageSettings(connection_string=connection_string, table_endpoint=table_endpoint)
+    return StorageSettings(
+        connection_string=connection_string,
+        table_endpoint=table_endpoint,
+        max_connections=_positive_int(env, "GATEWAY_STORAGE_MAX_CONNECTIONS", 100),
+    )
 
 
 def _ledger(env: Mapping[str, str], in_azure: bool) -> LedgerSettings:

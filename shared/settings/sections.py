@@ -51,6 +51,11 @@ class UpstreamSettings:
     cooldown_seconds: float = 5.0  # how long a 429 without retry-after-ms/retry-after cools a backend
     breaker_failures: int = 5  # consecutive failures (5xx, timeouts, connection errors) that open the circuit
     breaker_open_seconds: float = 30.0  # how long an open circuit stays open before a probe may half-open it
+    # Connections per endpoint (account); 0: no limit. Calls in flight are bounded by ``max_inflight_calls`` instead,
+    # so that a call past the bound is refused at once rather than queued for a connection until it times out (D79).
+    max_connections: int = 0
+    # Model calls one process holds at once (streams until their end); past it a call is refused with 503 (D80).
+    max_inflight_calls: int = 500
 
     @property
     def uses_simulator(self) -> bool:
@@ -80,6 +85,7 @@ class StorageSettings:
 
     connection_string: str | None = None
     table_endpoint: str | None = None
+    max_connections: int = 100  # concurrent Table Storage requests per process (aiohttp's default, chosen: D79)
 
 
 @dataclass(frozen=True)

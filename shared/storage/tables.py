@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import (
     ClientAuthenticationError,
@@ -22,6 +23,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
+from azure.core.pipeline.transport import AioHttpTransport
 from azure.data.tables.aio import TableServiceClient
 
 from shared.settings import StorageSettings
@@ -54,6 +56,29 @@ FAIL_FAST: dict[str, Any] = {
     "connection_timeout": 2,
     "read_timeout": 10,
 }
+
+
+class PooledTransport(AioHttpTransport):  # type: ignore[misc]
+    """azure-core's aiohttp transport with a chosen connection limit (``GATEWAY_STORAGE_MAX_CONNECTIONS``).
+
+    Without one the SDK opens an ``aiohttp.ClientSession`` with aiohttp's default connector: at most 100 connections,
+    a limit nobody chose, past which a storage request waits for a connection (D79). Everything else is the SDK's
+    session as it builds it (environment proxies, no cookies, no decompression); the transport owns and closes it.
+    """
+
+    def __init__(self, max_connections: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._max_connections = max_connections
+
+    async def open(self) -> None:
+        if getattr(self, "session", None) is None and not self._has_been_opened:
+            self.session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._max_connections),
+                trust_env=self._use_env_settings,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=False,
+            )
+        await super().open()
 
 
 ACCOUNT = "(account)"  # requests about tables rather than entities: create, list, probe
@@ -154,10 +179,11 @@ def table_service(
     hooks: dict[str, Any] = (
         {"raw_request_hook": operations.on_request, "raw_response_hook": operations.on_response} if operations else {}
     )
+    options = {**FAIL_FAST, **hooks, "transport": PooledTransport(settings.max_connections)}
     if settings.connection_string:
-        return TableServiceClient.from_connection_string(settings.connection_string, **FAIL_FAST, **hooks)
+        return TableServiceClient.from_connection_string(settings.connection_string, **options)
     assert settings.table_endpoint  # settings_from_env guarantees one of the two
-    return TableServiceClient(endpoint=settings.table_endpoint, credential=managed_identity(), **FAIL_FAST, **hooks)
+    return TableServiceClient(endpoint=settings.table_endpoint, credential=managed_identity(), **options)
 
 
 async def ensure_tables(service: TableServiceClient) -> None:

@@ -32,6 +32,7 @@ __all__ = [
     "install",
     "observe_request",
     "record_backend_event",
+    "watch_calls_in_flight",
     "record_ledger_write_failure",
 ]
 
@@ -109,3 +110,10 @@ def record_ledger_write_failure(rows: int) -> None:
     instruments = _active.instruments
     if instruments is not None:
         instruments.ledger_write_failures.add(rows)
+
+
+def watch_calls_in_flight(count: Callable[[], int]) -> None:
+    """Report ``count()`` as ``gateway.calls.in_flight`` (admission control's count) whenever metrics are collected."""
+    instruments = _active.instruments
+    if instruments is not None:
+        instruments.calls_in_flight = count

@@ -9,7 +9,7 @@ Request ids, prompts, keys and principal names are never dimensions.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
 from opentelemetry.trace import Tracer, TracerProvider
@@ -111,6 +111,14 @@ class Instruments:
         self.ledger_write_failures = Tally(
             meter, "gateway.ledger.write_failures", unit="{row}", description="Usage rows the ledger could not write"
         )
+        # Model calls held open by this process (admission control's count, D80), read when metrics are collected.
+        self.calls_in_flight: Callable[[], int] | None = None
+        meter.create_observable_gauge(
+            "gateway.calls.in_flight",
+            callbacks=[self._observe_calls_in_flight],
+            unit="{call}",
+            description="Model calls this process holds open (streams until their end)",
+        )
         self.overhead = meter.create_histogram(
             "gateway.overhead",
             unit="ms",
@@ -129,3 +137,7 @@ class Instruments:
             description="Streams: from the request's arrival to the first generated token relayed",
             explicit_bucket_boundaries_advisory=_LATENCY_BUCKETS_MS,
         )
+
+    def _observe_calls_in_flight(self, _options: CallbackOptions) -> Iterable[Observation]:
+        count = self.calls_in_flight
+        return [] if count is None else [Observation(count())]

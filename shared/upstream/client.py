@@ -154,6 +154,7 @@ class EndpointClient:
         # HTTPS_PROXY / NO_PROXY as the httpx client honoured them, read once here: aiohttp's trust_env re-reads the
         # environment on every request (measured: ~30 % more CPU per call). CA settings (SSL_CERT_FILE) are OpenSSL's.
         self._proxy = environment_proxy(self.endpoint)
+        self._max_connections = settings.max_connections
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=settings.connect_timeout_seconds, sock_read=settings.timeout_seconds
         )
@@ -164,11 +165,13 @@ class EndpointClient:
     def _client(self, fresh_connection: bool) -> aiohttp.ClientSession:
         session = self._sessions.get(fresh_connection)
         if session is None or session.closed:
+            # No hidden ceiling: GATEWAY_UPSTREAM_MAX_CONNECTIONS (0: none); calls in flight are bounded by admission
+            # control, which refuses at once, where a full pool would queue a call until its connect timeout (D79).
             connector = (
-                aiohttp.TCPConnector(limit=200, force_close=True)
+                aiohttp.TCPConnector(limit=self._max_connections, force_close=True)
                 if fresh_connection
                 # Idle connections close before a server would close them (uvicorn: 5 s): few requests race a close.
-                else aiohttp.TCPConnector(limit=200, keepalive_timeout=4.0)
+                else aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=4.0)
             )
             session = self._sessions[fresh_connection] = aiohttp.ClientSession(
                 connector=connector,

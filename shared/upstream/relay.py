@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -25,6 +25,8 @@ from shared.protocol.usage import Usage, parse_usage
 from shared.upstream.client import UpstreamBroken, UpstreamResponse
 
 log = logging.getLogger(__name__)
+
+_decode = json.JSONDecoder().raw_decode
 
 _RESPONSES_FINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 _RESPONSES_TEXT_EVENTS = frozenset(
@@ -76,14 +78,20 @@ class StreamRelay:
     async def events(self) -> AsyncIterator[bytes]:
         """Complete events, as many as each upstream read completed, in their order; never a partial event."""
         buffer = b""
+        inspect = self._inspect
         try:
             async for chunk in self._upstream.chunks():
-                events, buffer = split_events(buffer + chunk)
+                if not buffer and chunk.find(b"\n\n") == len(chunk) - 2 and b"\r" not in chunk:
+                    # The common read: exactly one whole event (LF endings). Sent on as it came, no copy.
+                    if inspect(chunk):
+                        yield chunk
+                    continue
+                events, buffer = split_events(buffer + chunk if buffer else chunk)
                 # Every complete event this read brought: one write to the caller, not one per event.
-                ready = [event for event in events if self._inspect(event)]
+                ready = [event for event in events if inspect(event)]
                 if ready:
                     yield b"".join(ready)
-            if buffer.strip() and self._inspect(buffer):
+            if buffer.strip() and inspect(buffer):
                 yield buffer if buffer.endswith(b"\n\n") else buffer.rstrip(b"\r\n") + b"\n\n"
             if not self.finished:
                 self.broken = True  # the upstream closed cleanly but never sent its final event
@@ -98,15 +106,25 @@ class StreamRelay:
             await self.aclose()
 
     def _inspect(self, event: bytes) -> bool:
-        """Learn from one event; return False to drop it from what the caller sees."""
-        data = event_data(event)
+        """Learn from one event; return False to drop it from what the caller sees.
+
+        Runs for every event of every stream, so it does the least each needs (D81): the data of a one-line event is
+        a slice, ``usage`` is parsed only from events whose bytes name it, and the generated text of a chat delta is
+        kept as the strings it holds (counted into tokens only if the upstream never reports usage).
+        """
+        if event.startswith(b"data:") and event.find(b"\n") == len(event) - 2 and b"\r" not in event:  # one line
+            data = event[5:-2].lstrip(b" ")
+        else:
+            data = event_data(event)
         if not data:
             return True
         if data == b"[DONE]":
             self.finished = True
             return True
         try:
-            payload = json.loads(data)
+            # What json.loads does, less its encoding detection and trailing-whitespace check (an inspection, not a
+            # validation: the caller gets the bytes as they came). Not UTF-8: UnicodeDecodeError, a ValueError.
+            payload = _decode(data.decode().lstrip())[0]
         except ValueError:
             return True
         if not isinstance(payload, dict):
@@ -114,21 +132,25 @@ class StreamRelay:
         if self._call.operation.kind is OperationKind.RESPONSES:
             self._inspect_responses_event(payload)
             return True
-        if self.response_model is None and isinstance(payload.get("model"), str) and payload["model"]:
-            self.response_model = payload["model"]  # Azure's first chunk (content filter results) has model ""
+        if self.response_model is None:
+            model = payload.get("model")
+            if isinstance(model, str) and model:  # Azure's first chunk (content filter results) has model ""
+                self.response_model = model
         choices = payload.get("choices")
-        if isinstance(choices, list):
+        if choices and isinstance(choices, list):
+            generated = self._generated
+            before = len(generated)
             for choice in choices:
                 if isinstance(choice, dict):
-                    texts = list(_generated_texts(choice))
-                    self._generated.extend(texts)
-                    if self.first_token_at is None and any(texts):
-                        self.first_token_at = time.perf_counter()
-        usage = parse_usage(payload.get("usage"))
-        if usage is not None:
-            self._reported = usage
-            if choices == [] and self._drop_usage_chunk:
-                return False
+                    _collect_generated(choice, generated)
+            if self.first_token_at is None and len(generated) > before:
+                self.first_token_at = time.perf_counter()
+        if b'"usage"' in data:
+            usage = parse_usage(payload.get("usage"))
+            if usage is not None:
+                self._reported = usage
+                if choices == [] and self._drop_usage_chunk:
+                    return False
         return True
 
     def _inspect_responses_event(self, payload: dict[str, Any]) -> None:
@@ -152,11 +174,18 @@ def _sse_error(message: str) -> bytes:
     return f"data: {json.dumps(body)}\n\n".encode()
 
 
-def _generated_texts(choice: dict[str, Any]) -> Iterable[str]:
-    """What a chat or completions chunk generated (content, refusals, tool-call arguments)."""
+def _collect_generated(choice: dict[str, Any], into: list[str]) -> None:
+    """Add what a chat or completions chunk generated (content, refusals, tool-call arguments) to ``into``: every
+    non-empty string of its delta except the role, or its ``text`` (legacy completions)."""
     delta = choice.get("delta")
     if isinstance(delta, dict):
-        generated: Any = {key: value for key, value in delta.items() if key != "role"}
+        for key, value in delta.items():
+            if key == "role":
+                continue
+            if isinstance(value, str):
+                if value:
+                    into.append(value)
+            elif value is not None:
+                into.extend(text for text in texts_in(value) if text)
     else:
-        generated = choice.get("text")
-    return texts_in(generated)
+        into.extend(text for text in texts_in(choice.get("text")) if text)

@@ -159,3 +159,20 @@ async def test_telemetry_off_records_nothing_and_builds_no_span(gateway_env):
     Runtime(gateway_env)  # GATEWAY_TELEMETRY unset: off
     assert telemetry.active().enabled is False
     assert telemetry.observe_request(OPERATION, "r1") is telemetry.UNOBSERVED
+
+
+async def test_a_call_past_the_admission_bound_is_counted_overloaded_and_calls_in_flight_are_a_gauge(in_process, sim):
+    gateway, observed = in_process
+    admission = (await gateway.runtime.services()).gateway.admission
+    held = [admission.enter() for _ in range(admission.limit)]  # every slot taken, as by open streams
+    response = await chat(gateway.client)
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "gateway_overloaded"
+    overloaded = {"http.response.status_code": 503, "gateway.outcome": "overloaded"}
+    assert observed.total("gateway.requests", **overloaded) == 1
+    assert observed.total("gateway.calls.in_flight") == admission.limit
+    assert sim.requests() == []
+    for slot in held:
+        slot.release()
+    assert (await chat(gateway.client)).status_code == 200
+    assert observed.total("gateway.calls.in_flight") == 0

@@ -132,3 +132,25 @@ def test_estimates_round_up(text, tokens):
     from shared.protocol.tokens import estimate_text_tokens
 
     assert estimate_text_tokens(text) == tokens
+
+
+async def test_without_reported_usage_every_generated_string_is_counted_and_roles_are_not():
+    deltas = [
+        {"role": "assistant", "content": ""},
+        {"content": "Hello"},
+        {"refusal": " no"},
+        {"tool_calls": [{"index": 0, "function": {"name": "f", "arguments": '{"a": 1}'}}]},
+    ]
+    events = [_sse({"choices": [{"index": 0, "delta": delta}]}) for delta in deltas]
+    events += [b'data:\t{"choices": [{"index": 0, "text": " legacy"}]}\n\n', _sse("[DONE]")]
+    relay = StreamRelay(_upstream([b"".join(events[:2]), *events[2:]]), _call(), drop_usage_chunk=False)
+    assert await _collect(relay) == b"".join(events)
+    assert relay._generated == ["Hello", " no", "f", '{"a": 1}', " legacy"]
+    assert relay.usage.estimated and relay.first_token_at is not None
+
+
+async def test_usage_in_a_read_with_other_events_is_learned_and_only_the_injected_chunk_dropped():
+    read = b"".join(CONTENT + [USAGE, _sse("[DONE]")])
+    relay = StreamRelay(_upstream([read]), _call(), drop_usage_chunk=True)
+    assert await _collect(relay) == b"".join(CONTENT + [_sse("[DONE]")])
+    assert relay.usage.total_tokens == 9 and not relay.usage.estimated
