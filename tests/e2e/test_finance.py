@@ -626,20 +626,26 @@ class Figures(HTMLParser):
             self._open.pop()
 
 
+# Headless, no first-run work, and no network beyond the local gateway.
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-proxy-server",
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+)
+
+
 def _chromium(url: str, *extra: str, profile: Path) -> str:
     result = subprocess.run(
         [
             CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--no-default-browser-check",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-proxy-server",
-            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",  # no network beyond the local gateway
+            *CHROMIUM_FLAGS,
             f"--user-data-dir={profile}",
             "--virtual-time-budget=15000",
             *extra,
@@ -669,16 +675,7 @@ def _browse(url: str, width: int, height: int, profile: Path) -> tuple[str, byte
     chromium = subprocess.Popen(
         [
             CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--no-default-browser-check",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-proxy-server",
-            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+            *CHROMIUM_FLAGS,
             f"--user-data-dir={profile}",
             "--remote-debugging-pipe",
             "about:blank",
