@@ -25,6 +25,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+import anyio
 from azure.core.exceptions import AzureError
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -32,16 +33,17 @@ from starlette.responses import Response, StreamingResponse
 from shared.accounting.prices import PriceBook
 from shared.accounting.settlement import Accounting, Reservation
 from shared.auth.identity import ROLE_USE, Caller
-from shared.errors import REQUEST_ID_HEADER, GatewayError, bad_request, current_request_id, error_response, not_found
+from shared.errors import REQUEST_ID_HEADER, GatewayError, bad_request, current_request_id, error_body, error_response
 from shared.policy.authorization import require_role
 from shared.policy.guard import check_api_version
+from shared.protocol import operations
 from shared.protocol.calls import ModelCall
 from shared.protocol.operations import Operation, OperationKind
 from shared.protocol.usage import Usage, parse_usage
 from shared.quotas.enforcer import QuotaReservation
 from shared.stateful.ids import ObjectKind, check_item_id, check_object_id, referenced_objects
 from shared.stateful.objects import ObjectChanged, ObjectRegistry, OwnedObject
-from shared.upstream.client import UpstreamResponse, passthrough_headers
+from shared.upstream.client import UpstreamBroken, UpstreamResponse
 from shared.upstream.pool import Upstream
 
 log = logging.getLogger(__name__)
@@ -126,7 +128,9 @@ class StoredResponses:
         try:
             check_object_id(ObjectKind.RESPONSE, response_id, "id")
         except GatewayError:
-            log.warning("request %s: the upstream's response id is not Azure-shaped; not recorded", reservation.request_id)
+            log.warning(
+                "request %s: the upstream's response id is not Azure-shaped; not recorded", reservation.request_id
+            )
             return None
         attributes: dict[str, Any] = {"request_id": reservation.request_id}
         if unsettled:
@@ -158,7 +162,9 @@ class StoredResponses:
         try:
             return await self.registry.record(obj)
         except AzureError as exc:
-            log.error("request %s: the owner of %s could not be recorded (%s)", reservation.request_id, response_id, exc)
+            log.error(
+                "request %s: the owner of %s could not be recorded (%s)", reservation.request_id, response_id, exc
+            )
             return None
 
     async def hold_background(self, reservation: Reservation, answer: Mapping[str, Any], backend: str | None) -> bool:
@@ -200,8 +206,6 @@ class StoredResponses:
 
     def _reservation_of(self, obj: OwnedObject) -> Reservation:
         """The create's reservation, rebuilt from the record (perhaps on another instance, days later)."""
-        from shared.protocol import operations
-
         a = obj.attributes
         caller = Caller(
             obj.owner,
@@ -263,6 +267,7 @@ class StoredResponses:
     async def call(self, request: Request, caller: Caller, operation: Operation, response_id: str) -> Response:
         """A request about one stored response, for its owner only, on the backend that holds it."""
         request_id = current_request_id()
+        self.accounting.ledger.admit()  # fail-closed 503 while usage cannot be recorded (docs/durability.md)
         require_role(caller, ROLE_USE)
         api_version = check_api_version(request, operation)
         check_object_id(ObjectKind.RESPONSE, response_id, "response_id")
@@ -274,9 +279,11 @@ class StoredResponses:
         except GatewayError as error:
             await self.accounting.record_request(caller, call, request_id, error.status, outcome="upstream_unavailable")
             return error_response(error, request_id)
-        headers = {**passthrough_headers(upstream.headers), REQUEST_ID_HEADER: request_id}
+        headers = {**upstream.headers, REQUEST_ID_HEADER: request_id}
         if stream and upstream.ok:
-            await self.accounting.record_request(caller, call, request_id, upstream.status, outcome="completed", backend=upstream.backend)
+            await self.accounting.record_request(
+                caller, call, request_id, upstream.status, outcome="completed", backend=upstream.backend
+            )
             return StreamingResponse(
                 _relay(upstream),
                 status_code=upstream.status,
@@ -290,7 +297,9 @@ class StoredResponses:
             return error_response(error, request_id)
         await self._after(operation.kind, obj, upstream, content)
         outcome = "completed" if upstream.ok else "upstream_error"
-        await self.accounting.record_request(caller, call, request_id, upstream.status, outcome=outcome, backend=upstream.backend)
+        await self.accounting.record_request(
+            caller, call, request_id, upstream.status, outcome=outcome, backend=upstream.backend
+        )
         return Response(content, status_code=upstream.status, headers=headers, media_type=upstream.content_type)
 
     async def _after(self, kind: OperationKind, obj: OwnedObject, upstream: UpstreamResponse, content: bytes) -> None:
@@ -326,16 +335,10 @@ class StoredResponses:
 DEFAULT_DATED_VERSION = "2025-04-01-preview"
 
 
-def _retrieve_operations() -> dict[bool, Operation]:
-    from shared.protocol import operations
-
-    return {True: operations.V1_RESPONSES_RETRIEVE, False: operations.RESPONSES_RETRIEVE}
+RETRIEVE = {True: operations.V1_RESPONSES_RETRIEVE, False: operations.RESPONSES_RETRIEVE}  # by "is it v1"
 
 
-RETRIEVE = _retrieve_operations()
-
-
-def _query(request: Request, kind: OperationKind) -> tuple[tuple[str, str], ...]:
+def _query(request: Request, kind: OperationKind) -> tuple[tuple[tuple[str, str], ...], bool]:
     """The query parameters forwarded upstream, each checked (anything else the caller sent is dropped, never
     forwarded): retrieve ``include[]``, ``stream``, ``starting_after``; input items ``limit``, ``order``,
     ``after``, ``include[]``."""
@@ -384,13 +387,16 @@ def _query(request: Request, kind: OperationKind) -> tuple[tuple[str, str], ...]
 
 
 async def _relay(upstream: UpstreamResponse) -> AsyncIterator[bytes]:
-    """A resumed stream, as it comes (it was accounted when the response was created)."""
+    """A resumed stream, as it comes (it was accounted when the response was created); an upstream that breaks off
+    ends it with the in-band error event the OpenAI SDKs raise."""
     try:
         async for chunk in upstream.chunks():
             yield chunk
+    except UpstreamBroken:
+        body = error_body(
+            "The upstream model service broke off the stream.", code="upstream_incomplete", type="server_error"
+        )
+        yield f"data: {json.dumps(body)}\n\n".encode()
     finally:
-        await upstream.aclose()
-
-
-def not_your_response(response_id: str) -> GatewayError:
-    return not_found(f"No response with id '{response_id}' was found.")
+        with anyio.CancelScope(shield=True):
+            await upstream.aclose()
