@@ -211,7 +211,9 @@ class Gateway:
                 reservation.claim()  # settled later, from the record, by whoever sees it finish
                 return True
             return False  # not recorded: settled now, conservatively
-        await self.stored.created(reservation, answer.get("id"), backend)
+        # Written while the answer goes out (this instance knows the owner at once; a follow-up on another instance
+        # that misses it looks again shortly: shared.stateful.responses).
+        self._track(self.stored.created(reservation, answer.get("id"), backend))
         return False
 
     async def _relay(self, relay: StreamRelay, reservation: Reservation, slot: Slot) -> AsyncIterator[bytes]:

@@ -47,7 +47,7 @@ from shared.quotas.enforcer import QuotaEnforcer
 from shared.quotas.leases import QuotaLeases
 from shared.settings import BackendSettings, Settings, settings_from_env
 from shared.settings.sections import ANY_DEPLOYMENT
-from shared.stateful.objects import ObjectRegistry
+from shared.stateful.objects import ObjectKind, ObjectRegistry
 from shared.stateful.responses import StoredResponses
 from shared.storage.tables import (
     API_KEYS_TABLE,
@@ -276,7 +276,7 @@ class Runtime:
         )
         admission = Admission(settings.upstream.max_inflight_calls)
         accounting = Accounting(ledger, prices, quotas, policies)
-        objects = ObjectRegistry(tables.get_table_client(OBJECTS_TABLE))
+        objects = ObjectRegistry(tables.get_table_client(OBJECTS_TABLE), cached=[ObjectKind.RESPONSE])
         stored_responses = StoredResponses(objects, upstream, accounting, prices)
         gateway = Gateway(
             settings.guardrails,

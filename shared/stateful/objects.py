@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -165,10 +166,40 @@ def unknown_object(kind: ObjectKind, object_id: str) -> GatewayError:
 
 
 class ObjectRegistry:
-    """Owner and backend of every stored object, in Table Storage (``gatewayObjects``)."""
+    """Owner and backend of every stored object, in Table Storage (``gatewayObjects``).
 
-    def __init__(self, table: TableClient) -> None:
+    ``cached``: kinds whose settled records this instance keeps in memory once it wrote or read them (at most
+    ``cache_size``, least recently used out), so a check of one of them costs no storage request. Only kinds whose
+    settled record never changes belong here (a response's owner, backend and deployment are fixed at creation; it
+    can only be deleted): a record another instance deleted may be found here until it falls out, and the call then
+    reaches the account that held it, which answers that the object is gone. Ownership is never wrong from a cache.
+    """
+
+    def __init__(self, table: TableClient, *, cached: Iterable[ObjectKind] = (), cache_size: int = 50_000) -> None:
         self._table = table
+        self._cached_kinds = frozenset(cached)
+        self._cache: OrderedDict[tuple[str, str], OwnedObject] = OrderedDict()
+        self._cache_size = cache_size
+
+    def _remember(self, obj: OwnedObject) -> None:
+        if obj.kind in self._cached_kinds and obj.settled:
+            key = (obj.partition_key, obj.row_key)
+            self._cache[key] = obj
+            self._cache.move_to_end(key)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+
+    def _cached(self, owner: str, kind: ObjectKind, object_id: str) -> OwnedObject | None:
+        if kind not in self._cached_kinds:
+            return None
+        key = (table_key(owner), row_key(kind, object_id))
+        obj = self._cache.get(key)
+        if obj is not None:
+            self._cache.move_to_end(key)
+        return obj
+
+    def _drop(self, owner: str, kind: ObjectKind, object_id: str) -> None:
+        self._cache.pop((table_key(owner), row_key(kind, object_id)), None)
 
     async def record(self, obj: OwnedObject) -> OwnedObject:
         """Record a new object (idempotent: recording the same object again replaces the record). Returns it with
@@ -178,17 +209,31 @@ class ObjectRegistry:
         check_entity(entity)
         if not obj.settled:
             await self._table.upsert_entity(_index_entity(obj), mode=UpdateMode.REPLACE)
-        metadata = await self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
-        return replace(obj, etag=metadata.get("etag"))
+        self._remember(obj)  # before the write's first await: this instance knows it at once
+        try:
+            metadata = await self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+        except BaseException:
+            self._drop(obj.owner, obj.kind, obj.id)  # not stored: no instance may know it
+            raise
+        stored = replace(obj, etag=metadata.get("etag"))
+        self._remember(stored)
+        return stored
 
     async def find(self, owner: str, kind: ObjectKind, object_id: str) -> OwnedObject | None:
-        """The record of ``owner``'s object, or None (absent or expired): one point read."""
+        """The record of ``owner``'s object, or None (absent or expired): one point read (none for a cached kind
+        this instance has seen)."""
+        cached = self._cached(owner, kind, object_id)
+        if cached is not None:
+            return None if cached.expired() else cached
         try:
             entity = await self._table.get_entity(table_key(owner), row_key(kind, object_id))
         except ResourceNotFoundError:
             return None
         obj = OwnedObject.from_entity(entity)
-        return None if obj.expired() else obj
+        if obj.expired():
+            return None
+        self._remember(obj)
+        return obj
 
     async def owned(self, caller: Caller, kind: ObjectKind, object_id: str) -> OwnedObject:
         """The record of ``object_id`` if ``caller`` may use it, else 404 ``not_found`` (unknown, expired and other
@@ -230,9 +275,11 @@ class ObjectRegistry:
             )
         except (ResourceModifiedError, ResourceNotFoundError) as exc:
             raise ObjectChanged(f"{obj.kind.value} {obj.id} changed since it was read") from exc
+        updated = replace(obj, etag=metadata.get("etag"))
+        self._remember(updated)
         if obj.settled:
             await self._delete_index(obj.kind, obj.id)
-        return replace(obj, etag=metadata.get("etag"))
+        return updated
 
     async def list_for(self, caller: Caller, kind: ObjectKind) -> list[OwnedObject]:
         """``caller``'s unexpired objects of ``kind``, oldest first (one partition range query)."""
@@ -248,6 +295,7 @@ class ObjectRegistry:
 
     async def forget(self, kind: ObjectKind, object_id: str, owner: str) -> None:
         """Delete the record of an object that was deleted upstream (and its index row); absent is fine."""
+        self._drop(owner, kind, object_id)
         await self._delete_index(kind, object_id)
         try:
             await self._table.delete_entity(table_key(owner), row_key(kind, object_id))

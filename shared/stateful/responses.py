@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -48,6 +49,8 @@ from shared.upstream.pool import Upstream
 
 log = logging.getLogger(__name__)
 
+# How long a create that names an id not (yet) recorded waits before it looks again (see StoredResponses._owned).
+RECORD_RACE_SECONDS = 0.3
 FINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "incomplete"})
 MAX_LIST_LIMIT = 100
 # ``include[]`` values a retrieve may ask for (Azure's list; anything else is refused before it is forwarded).
@@ -99,7 +102,7 @@ class StoredResponses:
         for kind, object_id, param in referenced_objects(call.body):
             assert isinstance(object_id, str)  # the guard checked every referenced id's shape
             try:
-                held = await self.registry.owned(caller, kind, object_id)
+                held = await self._owned(caller, kind, object_id)
             except GatewayError as error:
                 if error.status != 404:
                     raise
@@ -113,6 +116,17 @@ class StoredResponses:
                 )
             backend = held.backend
         return backend
+
+    async def _owned(self, caller: Caller, kind: ObjectKind, object_id: str) -> OwnedObject:
+        """The owner's record; one more look after a short wait when it is not there, since the instance that created
+        the object writes its record while the answer is already on its way (a follow-up may arrive first)."""
+        try:
+            return await self.registry.owned(caller, kind, object_id)
+        except GatewayError as error:
+            if error.status != 404:
+                raise
+        await asyncio.sleep(RECORD_RACE_SECONDS)
+        return await self.registry.owned(caller, kind, object_id)
 
     async def created(
         self, reservation: Reservation, response_id: object, backend: str | None, *, unsettled: bool = False

@@ -113,3 +113,18 @@ def test_hostile_ids_are_refused_before_any_use(hostile):
         check_object_id(ObjectKind.RESPONSE, hostile, "response_id")
     assert (refused.value.status, refused.value.code, refused.value.param) == (400, "invalid_id", "response_id")
     assert hostile not in refused.value.message or hostile == ""
+
+
+async def test_a_cached_kind_is_checked_without_storage_once_seen_and_forgotten_with_its_object(table):
+    registry = ObjectRegistry(table, cached=[ObjectKind.RESPONSE])
+    await registry.record(OwnedObject.new(ObjectKind.RESPONSE, RESP, ALICE.id, "east"))
+    await table.delete_entity(ALICE.id.replace("/", "%2F"), "response:" + RESP)  # storage no longer has it
+    assert (await registry.owned(ALICE, ObjectKind.RESPONSE, RESP)).backend == "east"  # this instance knows it
+    with pytest.raises(GatewayError):  # the cache never makes a stranger an owner
+        await registry.owned(BOB, ObjectKind.RESPONSE, RESP)
+    await registry.forget(ObjectKind.RESPONSE, RESP, ALICE.id)
+    with pytest.raises(GatewayError):
+        await registry.owned(ALICE, ObjectKind.RESPONSE, RESP)
+    # an unsettled record is never served from memory (its settlement needs the stored ETag)
+    await registry.record(OwnedObject.new(ObjectKind.RESPONSE, RESP, ALICE.id, "east", settled=False))
+    assert registry._cached(ALICE.id, ObjectKind.RESPONSE, RESP) is None
