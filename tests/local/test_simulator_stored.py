@@ -1,4 +1,4 @@
-"""The simulator's stored responses, as one Azure OpenAI account keeps them (shared/local/simulator/stored_responses.py)."""
+"""The simulator's stored responses, as one Azure OpenAI account keeps them (simulator/stored_responses.py)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ async def test_a_stored_response_is_retrieved_listed_and_deleted(client, prefix)
     items = (await client.get(f"{prefix}/responses/{made['id']}/input_items{query}")).json()
     assert items["object"] == "list" and items["data"][0]["content"][0]["text"] == "Hello there"
     deleted = await client.delete(f"{prefix}/responses/{made['id']}{query}")
-    assert deleted.json() == {"id": made["id"], "object": "response.deleted", "deleted": True}
+    assert deleted.json() == {"id": made["id"], "object": "response", "deleted": True}
     gone = await client.get(f"{prefix}/responses/{made['id']}{query}")
     assert gone.status_code == 404 and "not found" in gone.json()["error"]["message"]
 
