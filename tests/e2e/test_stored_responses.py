@@ -231,3 +231,13 @@ def test_realtime_is_refused_with_the_reason(gateway, path):
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "realtime_not_supported"
     assert "WebSocket" in response.json()["error"]["message"]
+
+
+def test_an_admin_may_read_another_callers_response(gateway, sim, callers):
+    made = client(gateway, callers["alice"], "v1").responses.create(model=MINI, input="hello")
+    admin = client(gateway, "local", "v1")  # local dev mode: the local developer holds Gateway.Admin
+    assert admin.responses.retrieve(made.id).id == made.id
+    deadline = time.monotonic() + 5
+    while f"used response {made.id} owned by" not in gateway.output():  # logged, with both caller ids
+        assert time.monotonic() < deadline, "the admin's use of another caller's response was not logged"
+        time.sleep(0.1)
