@@ -241,3 +241,12 @@ def test_an_admin_may_read_another_callers_response(gateway, sim, callers):
     while f"used response {made.id} owned by" not in gateway.output():  # logged, with both caller ids
         assert time.monotonic() < deadline, "the admin's use of another caller's response was not logged"
         time.sleep(0.1)
+
+
+def test_a_background_response_stream_is_resumed_on_retrieve(gateway, sim, callers):
+    sim.behave(background_steps=50)
+    sdk = client(gateway, callers["alice"], "v1")
+    made = sdk.responses.create(model=MINI, input="Write a long essay", background=True)
+    events = list(sdk.responses.retrieve(made.id, stream=True, starting_after=1))
+    assert events[0].sequence_number == 2  # what came after the caller's last event
+    assert events[-1].type == "response.completed" and events[-1].response.id == made.id
