@@ -120,7 +120,10 @@ def test_the_timer_settles_a_background_response_nobody_polls(pooled, backends, 
     assert raw.parse().status == "queued"
     request_id = raw.headers["x-gateway-request-id"]
     [reported] = [
-        r["usage"] for control in backends.values() for r in control.requests() if (r.get("body") or {}).get("background")
+        r["usage"]
+        for control in backends.values()
+        for r in control.requests()
+        if (r.get("body") or {}).get("background")
     ]
     deadline = time.monotonic() + 30
     with TableClient.from_connection_string(storage_connection_string, USAGE_TABLE) as table:

@@ -39,6 +39,12 @@ async def test_a_stored_response_is_retrieved_listed_and_deleted(client, prefix)
     assert gone.status_code == 404 and "not found" in gone.json()["error"]["message"]
 
 
+async def test_a_stored_response_is_answered_as_it_ended(client):
+    cut = await create(client, max_output_tokens=3)
+    assert cut["status"] == "incomplete" and cut["usage"]["output_tokens"] == 3
+    assert (await client.get(f"/openai/v1/responses/{cut['id']}")).json() == cut
+
+
 async def test_unknown_and_unstored_ids_answer_as_azure_does(client):
     assert (await client.get("/openai/v1/responses/resp_" + "0" * 48)).status_code == 404
     unstored = await create(client, store=False)

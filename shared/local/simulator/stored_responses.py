@@ -90,7 +90,7 @@ class ResponseStore:
         if body.get("store") is False:
             return response
         background = body.get("background") is True
-        stored = Stored(response, _input_items(body), deployment, background)
+        stored = Stored(response, _input_items(body), deployment, background, status=response["status"])
         if background:
             stored.status = "queued"
             stored.steps_left = background_steps
@@ -130,7 +130,7 @@ class ResponseStore:
         with self._lock:
             self._get(response_id)
             del self._items[response_id]
-        return {"id": response_id, "object": "response.deleted", "deleted": True}
+        return {"id": response_id, "object": "response", "deleted": True}  # Azure: "Always return 'response'"
 
     def cancel(self, response_id: str) -> dict[str, Any]:
         with self._lock:
