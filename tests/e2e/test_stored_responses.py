@@ -56,7 +56,14 @@ def ledger_rows(connection_string: str, request_ids: set[str], *, wait_for: int 
 
 
 def upstream_calls(sim) -> list[dict]:
-    return [r for r in sim.requests() if "/responses" in r["path"] or r["path"].endswith("/models")]
+    """What callers' requests sent upstream (the gateway's settlement timer polls unsettled background responses
+    on its own: its requests carry a ``timer-`` request id)."""
+    return [
+        r
+        for r in sim.requests()
+        if ("/responses" in r["path"] or r["path"].endswith("/models"))
+        and not (r.get("client_request_id") or "").startswith("timer-")
+    ]
 
 
 @pytest.mark.parametrize("style", ["dated", "v1"])
