@@ -399,10 +399,32 @@ def run_concurrency(args: argparse.Namespace) -> None:
             + (f", {args.gateway_env}" if args.gateway_env else ""),
         },
         "rows": [{**asdict(row), "rss_per_100_streams_mb": row.rss_per_100_streams_mb} for row in rows],
+        "sustained": sustained(rows, args.p99_goal_ms),
     }
     print("\n" + concurrency_markdown(data))
+    print(f"\nhighest C measured with added TTFB p99 <= {args.p99_goal_ms:.0f} ms and no errors, per target:")
+    for name, best in data["sustained"].items():
+        print(f"  {name:32} " + (f"C={best['concurrency']:,}, {best['streams']:,} streams" if best else "none"))
     if args.json:
         args.json.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def sustained(rows: list[ConcurrencyRow], p99_goal_ms: float) -> dict[str, dict[str, int] | None]:
+    """Per target, the highest level measured whose added TTFB p99 stays within the goal with no errors (what the
+    target sustains at that latency), and the streams it served there; None when no level did."""
+    best: dict[str, dict[str, int] | None] = {}
+    for row in rows:
+        if row.target == "direct":
+            continue
+        best.setdefault(row.target, None)
+        current = best[row.target]
+        if (
+            row.added_ttfb_p99_ms <= p99_goal_ms
+            and not row.errors
+            and (current is None or row.concurrency > current["concurrency"])
+        ):
+            best[row.target] = {"concurrency": row.concurrency, "streams": row.streams}
+    return best
 
 
 def _concurrency_line(row: ConcurrencyRow) -> str:
@@ -453,6 +475,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--gateway-env", action="append", default=[], help="KEY=VALUE for the gateway")
     parser.add_argument("--burst", action="store_true", help="start all C streams at once (default: spread)")
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--p99-goal-ms", type=float, default=250.0, help="added TTFB p99 a sustained level keeps")
     run_concurrency(parser.parse_args(argv))
 
 
