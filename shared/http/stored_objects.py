@@ -74,8 +74,7 @@ def blueprint(runtime: Runtime) -> func.Blueprint:
             call = ModelCall(operation, ANY_DEPLOYMENT, api_version, {}, False, False, 0, None)
             request_id = current_request_id()
             if model is not None:
-                if model not in names:
-                    await services.gateway.accounting.record_request(caller, call, request_id, 404, outcome="refused")
+                if model not in names:  # a refusal: nothing recorded, as for model calls
                     raise not_found(f"The model '{model}' does not exist or you do not have access to it.")
                 names = [model]
             await services.gateway.accounting.record_request(caller, call, request_id, 200, outcome="completed")

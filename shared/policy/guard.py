@@ -168,6 +168,18 @@ def _check_stored_fields(body: dict[str, Any], operation: Operation) -> None:
         )
     for kind, object_id, param in referenced_objects(body):
         check_object_id(kind, object_id, param)
+    items = body.get("input")
+    if isinstance(items, list):
+        for index, item in enumerate(items):
+            if isinstance(item, dict) and item.get("type") == "item_reference":
+                # An item of a stored response, named by its id only: the gateway records who owns responses, not
+                # each item in them, so it could not tell whether the item is the caller's (docs/stateful.md).
+                raise bad_request(
+                    "Input items that reference a stored item by id ('item_reference') are not available through "
+                    "this gateway; chain the response with 'previous_response_id' or send the item itself.",
+                    code="item_reference_not_supported",
+                    param=f"input[{index}]",
+                )
 
 
 async def count_prompt_tokens(

@@ -257,3 +257,11 @@ def test_a_background_response_stream_is_resumed_on_retrieve(gateway, sim, calle
     events = list(sdk.responses.retrieve(made.id, stream=True, starting_after=1))
     assert events[0].sequence_number == 2  # what came after the caller's last event
     assert events[-1].type == "response.completed" and events[-1].response.id == made.id
+
+
+def test_an_item_reference_is_refused_since_items_have_no_recorded_owner(gateway, sim, callers):
+    sdk = client(gateway, callers["bob"], "v1")
+    with pytest.raises(openai.BadRequestError) as refused:
+        sdk.responses.create(model=MINI, input=[{"type": "item_reference", "id": "msg_" + "ab" * 20}])
+    assert refused.value.code == "item_reference_not_supported" and refused.value.param == "input[0]"
+    assert upstream_calls(sim) == []
