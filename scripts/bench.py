@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "storage": ("storage", "main"),
     "telemetry": ("telemetry", "main"),
     "tokenizers": ("tokenizers", "main"),
+    "ownership": ("ownership", "main"),
 }
 
 

@@ -47,11 +47,14 @@ from shared.quotas.enforcer import QuotaEnforcer
 from shared.quotas.leases import QuotaLeases
 from shared.settings import BackendSettings, Settings, settings_from_env
 from shared.settings.sections import ANY_DEPLOYMENT
+from shared.stateful.objects import ObjectKind, ObjectRegistry
+from shared.stateful.responses import StoredResponses
 from shared.storage.tables import (
     API_KEYS_TABLE,
     CALLER_POLICIES_TABLE,
     DAILY_USAGE_TABLE,
     HOURLY_USAGE_TABLE,
+    OBJECTS_TABLE,
     PRICES_TABLE,
     QUOTA_TABLE,
     USAGE_TABLE,
@@ -88,6 +91,8 @@ class Services:
     prices: PriceBook  # GATEWAY_PRICES plus the price versions admins add; as a Mapping: the prices in force now
     daily_usage_table: TableClient  # finance's daily table, derived from the ledger by daily_rollup
     daily_rollup: DailyRollup
+    objects: ObjectRegistry  # owner and backend of every stored object (responses, files, batches)
+    stored_responses: StoredResponses  # retrieve, delete, cancel, input items; background settlement
 
 
 REBUILD_RESUME_SECONDS = 120.0  # a timer run spends at most about this on resumed rebuild jobs (then the next run)
@@ -185,6 +190,11 @@ class Runtime:
         await jobs.resume_stale(now, budget_seconds=REBUILD_RESUME_SECONDS)
         return reports
 
+    async def settle_background_responses(self) -> dict[str, int]:
+        """The settlement timer's run: background responses seen finished are settled (shared.stateful.responses)."""
+        services = await self.services()
+        return await services.stored_responses.settle_finished(f"timer-{uuid.uuid4()}")
+
     def _managed_identity(self) -> AsyncTokenCredential:
         """One credential for the process: Table Storage and Azure OpenAI share its token cache and sessions."""
         if self._credential is None:
@@ -265,14 +275,18 @@ class Runtime:
             output_ceiling=settings.guardrails.max_output_tokens,
         )
         admission = Admission(settings.upstream.max_inflight_calls)
+        accounting = Accounting(ledger, prices, quotas, policies)
+        objects = ObjectRegistry(tables.get_table_client(OBJECTS_TABLE), cached=[ObjectKind.RESPONSE])
+        stored_responses = StoredResponses(objects, upstream, accounting, prices)
         gateway = Gateway(
             settings.guardrails,
             authenticator,
             Authorizer(policies),
             upstream,
-            Accounting(ledger, prices, quotas, policies),
+            accounting,
             stream_usage_min_api_version=settings.upstream.stream_usage_min_api_version,
             admission=admission,
+            stored=stored_responses,
         )
         telemetry.watch_calls_in_flight(lambda: admission.in_flight)
         daily_table = tables.get_table_client(DAILY_USAGE_TABLE)
@@ -292,6 +306,8 @@ class Runtime:
             prices,
             daily_table,
             DailyRollup(usage_table, tables.get_table_client(HOURLY_USAGE_TABLE), daily_table, policies),
+            objects,
+            stored_responses,
         )
 
     def _ledger(self, usage_table: TableClient) -> UsageLedger:

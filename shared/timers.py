@@ -33,6 +33,11 @@ REPLAY_SCHEDULE = "0 */5 * * * *"
 # that counted a dead instance's lease as spent, from the ledger (shared/quotas/reconcile.py).
 QUOTA_SCHEDULE = "0 3-59/10 * * * *"
 ROLLUP_SCHEDULE = "30 */5 * * * *"  # half a minute after the replay, so replayed rows are counted in this run
+# Every minute: poll unsettled background responses on their backends and settle the finished ones (a retrieve through
+# the gateway settles one sooner); the ledger row is written once whoever sees it first (shared/stateful).
+BACKGROUND_SCHEDULE = "15 * * * * *"
+# Hourly: delete ownership records of stored objects Azure no longer keeps (a filtered scan of gatewayObjects).
+OBJECTS_SCHEDULE = "0 40 * * * *"
 
 
 def blueprint(runtime: Runtime) -> func.Blueprint:
@@ -64,5 +69,16 @@ def blueprint(runtime: Runtime) -> func.Blueprint:
     async def roll_up_daily_usage(timer: func.TimerRequest) -> None:
         for report in await runtime.roll_up_usage_on_timer(datetime.now(UTC)):
             log.info("daily usage rollup: %s", report.to_json())
+
+    @bp.timer_trigger(arg_name="timer", schedule=BACKGROUND_SCHEDULE, run_on_startup=False, use_monitor=False)
+    async def settle_background_responses(timer: func.TimerRequest) -> None:
+        report = await runtime.settle_background_responses()
+        if report["checked"]:
+            log.info("background responses: %s", report)
+
+    @bp.timer_trigger(arg_name="timer", schedule=OBJECTS_SCHEDULE, run_on_startup=False, use_monitor=False)
+    async def stored_objects_housekeeping(timer: func.TimerRequest) -> None:
+        deleted = await (await runtime.services()).objects.delete_expired()
+        log.info("stored objects housekeeping: %d expired ownership records deleted", deleted)
 
     return bp

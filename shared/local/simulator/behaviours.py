@@ -23,6 +23,9 @@ class Behaviour(BaseModel):
     chunk_delay_ms: int = Field(default=0, ge=0, le=10_000)
     completion_tokens: int | None = Field(default=None, ge=1, le=4096, description="reply length in tokens")
     cutoff_after_chunks: int = Field(default=3, ge=0)
+    background_steps: int = Field(
+        default=2, ge=0, le=100, description="retrieves a background response takes to finish (0: the first)"
+    )
 
 
 @dataclass
