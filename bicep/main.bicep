@@ -207,7 +207,8 @@ var storageSuffix = environment().suffixes.storage
 var openAiRegion = empty(openAiLocation) ? location : openAiLocation
 
 // Tables the gateway uses (API keys, caller policies, usage records, quota counters, price versions, the finance
-// daily usage table and the hourly partial sums of its rollup); shared/storage/tables.py names the same ones.
+// daily usage table, the hourly partial sums of its rollup, and the owners of stored objects); shared/storage/tables.py
+// names the same ones.
 var gatewayTables = [
   'gatewayApiKeys'
   'gatewayCallerPolicies'
@@ -216,6 +217,7 @@ var gatewayTables = [
   'gatewayPrices'
   'gatewayUsageDaily'
   'gatewayUsageHourly'
+  'gatewayObjects'
 ]
 var deploymentNames = [for deployment in openAiDeployments: deployment.name]
 

@@ -46,12 +46,14 @@ from shared.quotas.counters import CounterStore
 from shared.quotas.enforcer import QuotaEnforcer
 from shared.quotas.leases import QuotaLeases
 from shared.settings import BackendSettings, Settings, settings_from_env
+from shared.stateful.objects import ObjectRegistry
 from shared.settings.sections import ANY_DEPLOYMENT
 from shared.storage.tables import (
     API_KEYS_TABLE,
     CALLER_POLICIES_TABLE,
     DAILY_USAGE_TABLE,
     HOURLY_USAGE_TABLE,
+    OBJECTS_TABLE,
     PRICES_TABLE,
     QUOTA_TABLE,
     USAGE_TABLE,
@@ -88,6 +90,7 @@ class Services:
     prices: PriceBook  # GATEWAY_PRICES plus the price versions admins add; as a Mapping: the prices in force now
     daily_usage_table: TableClient  # finance's daily table, derived from the ledger by daily_rollup
     daily_rollup: DailyRollup
+    objects: ObjectRegistry  # owner and backend of every stored object (responses, files, batches)
 
 
 REBUILD_RESUME_SECONDS = 120.0  # a timer run spends at most about this on resumed rebuild jobs (then the next run)
@@ -292,6 +295,7 @@ class Runtime:
             prices,
             daily_table,
             DailyRollup(usage_table, tables.get_table_client(HOURLY_USAGE_TABLE), daily_table, policies),
+            ObjectRegistry(tables.get_table_client(OBJECTS_TABLE)),
         )
 
     def _ledger(self, usage_table: TableClient) -> UsageLedger:

@@ -1,7 +1,7 @@
 """The package layout's import rules, so the layers stay one-way as the code grows.
 
 function_app -> http -> runtime -> pipeline -> capabilities -> protocol, errors
-capabilities: auth, policy, quotas, upstream, accounting, finance (finance reads accounting, never the reverse)
+capabilities: auth, policy, quotas, upstream, accounting, finance, stateful (finance reads accounting, never the reverse)
 leaves read by everything: settings, storage, telemetry, hosting, json_body, text
 local (dev host, simulator) is never imported by what Azure runs, except the runtime's lazy embedded simulator
 """
@@ -16,7 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT / "shared"
 
-CAPABILITIES = ("auth", "policy", "quotas", "upstream", "accounting", "finance")
+CAPABILITIES = ("auth", "policy", "quotas", "upstream", "accounting", "finance", "stateful")
 EDGE = ("http", "runtime", "pipeline")
 
 

@@ -35,6 +35,7 @@ QUOTA_TABLE = "gatewayQuota"
 PRICES_TABLE = "gatewayPrices"  # price versions (shared.accounting.prices)
 DAILY_USAGE_TABLE = "gatewayUsageDaily"  # finance's table: one row per UTC day x caller x deployment
 HOURLY_USAGE_TABLE = "gatewayUsageHourly"  # the rollup's internal partial sums per UTC hour
+OBJECTS_TABLE = "gatewayObjects"  # owner and backend of every stored object (shared.stateful.objects)
 GATEWAY_TABLES = (
     API_KEYS_TABLE,
     CALLER_POLICIES_TABLE,
@@ -43,6 +44,7 @@ GATEWAY_TABLES = (
     PRICES_TABLE,
     DAILY_USAGE_TABLE,
     HOURLY_USAGE_TABLE,
+    OBJECTS_TABLE,
 )
 
 

@@ -43,6 +43,7 @@ GATEWAY_TABLES = {
     "gatewayPrices",
     "gatewayUsageDaily",
     "gatewayUsageHourly",
+    "gatewayObjects",
 }
 
 
