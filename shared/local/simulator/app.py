@@ -13,6 +13,7 @@ import itertools
 import json
 import logging
 import os
+import secrets
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -22,12 +23,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from shared.hosting import running_in_azure
-from shared.local.simulator import azure_errors, chat_wire, files_batches, reading, responses_wire
+from shared.local.simulator import azure_errors, chat_wire, files_batches, reading, responses_wire, stored_responses
 from shared.local.simulator.azure_errors import AzureError
 from shared.local.simulator.behaviours import Behaviour, BehaviourBook
 from shared.local.simulator.deployments import Deployment, deployments_from, deployments_from_env
 from shared.local.simulator.replies import DEFAULT_REPLY_TOKENS, Counter, answer
 from shared.local.simulator.schema_values import SchemaTooLarge
+from shared.local.simulator.stored_responses import ResponseStore
 from shared.local.simulator.text import count_tokens, embedding, encode_base64
 from shared.protocol.api_versions import is_api_version, version_date
 from shared.protocol.tokens import Encoding
@@ -66,6 +68,7 @@ def create_app(env: Mapping[str, str] | None = None, deployments: Mapping[str, s
     book = BehaviourBook()
     recorded: deque[dict[str, Any]] = deque(maxlen=RECORDED_REQUESTS)
     ids = itertools.count(1)
+    stored = ResponseStore()  # this account's stored responses
 
     # --- control surface for tests and demos ------------------------------------------------------------
 
@@ -169,7 +172,7 @@ def create_app(env: Mapping[str, str] | None = None, deployments: Mapping[str, s
                 "The simulator was told to fail this request.",
             )
         try:
-            return _answer(operation, body, deployment, behaviour, f"{next(ids):06d}", entry)
+            return _answer(operation, body, deployment, behaviour, f"{next(ids):06d}", entry, stored)
         except AzureError as error:
             return _azure(error)
         except SchemaTooLarge as error:
@@ -218,7 +221,9 @@ def create_app(env: Mapping[str, str] | None = None, deployments: Mapping[str, s
         if (deployment.model.kind == "embeddings") != (operation == "embeddings"):
             return 400, azure_errors.operation_not_supported(_OPERATION_NAMES[operation], deployment.model.name).body
         try:
-            reply = _answer(operation, {**body, "stream": False}, deployment, Behaviour(), f"{next(ids):06d}", {})
+            reply = _answer(
+                operation, {**body, "stream": False}, deployment, Behaviour(), f"{next(ids):06d}", {}, stored
+            )
         except AzureError as error:
             return error.status, error.body
         except Exception as error:  # noqa: BLE001 - a line nothing foresaw is that line's 400, never the batch's 500
@@ -226,6 +231,86 @@ def create_app(env: Mapping[str, str] | None = None, deployments: Mapping[str, s
         return reply.status_code, json.loads(bytes(reply.body))
 
     files_batches.register(app, book, recorded, answer_line)
+
+    # --- stored responses and models (stored_responses.py) ------------------------------------------------------
+
+    def stored_call(request: Request, action: str, response_id: str | None, dated: bool) -> Response | None:
+        """Authentication, api-version and the request log for the routes without a body; None: go on."""
+        if not request.headers.get("authorization", "").lower().startswith("bearer "):
+            return _error(401, "PermissionDenied", "Access denied: this resource accepts Microsoft Entra tokens only.")
+        api_version = request.query_params.get("api-version")
+        if dated and (not api_version or not is_api_version(api_version)):
+            return _error(400, "BadRequest", "Missing or invalid api-version query parameter.")
+        recorded.append(
+            {
+                "path": request.url.path,
+                "method": request.method,
+                "query": dict(request.query_params),
+                "deployment": stored.deployment_of(response_id) if response_id else None,
+                "action": action,
+                "response_id": response_id,
+                "body": None,
+                "authorization": "bearer",
+                "api_key_header": "api-key" in request.headers,
+                "client_request_id": request.headers.get("x-ms-client-request-id"),
+                "usage": None,
+            }
+        )
+        return None
+
+    async def on_stored(request: Request, action: str, response_id: str | None, dated: bool) -> Response:
+        refused = stored_call(request, action, response_id, dated)
+        if refused is not None:
+            return refused
+        try:
+            if action == "models":
+                return JSONResponse(stored_responses.models_list(served), headers=_headers())
+            assert response_id is not None
+            if action == "retrieve":
+                if request.query_params.get("stream") == "true":
+                    after = request.query_params.get("starting_after")
+                    events = list(stored.replay(response_id, int(after) if after and after.isdigit() else None))
+                    return _stream(events, Behaviour())
+                return JSONResponse(stored.retrieve(response_id), headers=_headers())
+            if action == "delete":
+                return JSONResponse(stored.delete(response_id), headers=_headers())
+            if action == "cancel":
+                return JSONResponse(stored.cancel(response_id), headers=_headers())
+            limit, order, after = stored_responses.list_params(dict(request.query_params))
+            return JSONResponse(stored.input_items(response_id, limit, order, after), headers=_headers())
+        except AzureError as error:
+            return _azure(error)
+
+    for prefix, dated in (("/openai", True), ("/openai/v1", False)):
+
+        def routes(prefix: str = prefix, dated: bool = dated) -> None:
+            @app.get(f"{prefix}/responses/{{response_id}}")
+            async def retrieve(response_id: str, request: Request) -> Response:
+                return await on_stored(request, "retrieve", response_id, dated)
+
+            @app.delete(f"{prefix}/responses/{{response_id}}")
+            async def delete(response_id: str, request: Request) -> Response:
+                return await on_stored(request, "delete", response_id, dated)
+
+            @app.post(f"{prefix}/responses/{{response_id}}/cancel")
+            async def cancel(response_id: str, request: Request) -> Response:
+                return await on_stored(request, "cancel", response_id, dated)
+
+            @app.get(f"{prefix}/responses/{{response_id}}/input_items")
+            async def input_items(response_id: str, request: Request) -> Response:
+                return await on_stored(request, "input_items", response_id, dated)
+
+            @app.get(f"{prefix}/models")
+            async def models(request: Request) -> Response:
+                return await on_stored(request, "models", None, dated)
+
+        routes()
+
+    @app.delete("/_simulator/responses", status_code=204)
+    async def clear_responses() -> Response:
+        stored.clear()
+        return Response(status_code=204)
+
     return app
 
 
@@ -233,7 +318,13 @@ def create_app(env: Mapping[str, str] | None = None, deployments: Mapping[str, s
 
 
 def _answer(
-    operation: str, body: dict[str, Any], deployment: Deployment, behaviour: Behaviour, rid: str, entry: dict[str, Any]
+    operation: str,
+    body: dict[str, Any],
+    deployment: Deployment,
+    behaviour: Behaviour,
+    rid: str,
+    entry: dict[str, Any],
+    stored: ResponseStore,
 ) -> Response:
     model = deployment.model.reply_name  # as Azure names the model in replies, not the deployment
     reply_tokens = behaviour.completion_tokens or DEFAULT_REPLY_TOKENS
@@ -257,12 +348,21 @@ def _answer(
         if stream:
             return _stream(chat_wire.completion_chunks(rid, model, prompt, ask, choices, include_usage), behaviour)
         return _json(chat_wire.completion(rid, model, prompt, ask, choices), behaviour)
+    stored.check_previous(body)
     ask, prompt = reading.responses_ask(body, deployment, reply_tokens)
     [choice] = answer(ask, _count(deployment))
     entry["usage"] = _generated(prompt, [choice])
+    rid = secrets.token_hex(20)  # ids as random as Azure's: two accounts never make the same one
+    final = responses_wire.response(rid, model, prompt, body, ask, choice)
+    name = str(body.get("model") or "")
     if stream:
-        return _stream(responses_wire.response_events(rid, model, prompt, body, ask, choice), behaviour)
-    return _json(responses_wire.response(rid, model, prompt, body, ask, choice), behaviour)
+        events = list(responses_wire.response_events(rid, model, prompt, body, ask, choice))
+        stored.keep(final, body, name, background_steps=behaviour.background_steps, events=events)
+        return _stream(events, behaviour)
+    background = body.get("background") is True
+    events = list(responses_wire.response_events(rid, model, prompt, body, ask, choice)) if background else []
+    created = stored.keep(final, body, name, background_steps=behaviour.background_steps, events=events)
+    return _json(created, behaviour)
 
 
 def _generated(prompt: int, choices: list[Any]) -> dict[str, int]:

@@ -27,6 +27,9 @@ class Behaviour(BaseModel):
     completion_tokens: int | None = Field(default=None, ge=1, le=4096, description="reply length in tokens")
     cutoff_after_chunks: int = Field(default=3, ge=0)
     batch_progress: BatchProgress = "step"
+    background_steps: int = Field(
+        default=2, ge=0, le=100, description="retrieves a background response takes to finish (0: the first)"
+    )
 
 
 @dataclass
