@@ -14,6 +14,9 @@ class OperationKind(StrEnum):
     COMPLETIONS = "completions"
     EMBEDDINGS = "embeddings"
     RESPONSES = "responses"
+    FILES = "files"  # file management: upload, list, retrieve, content, delete (no tokens)
+    BATCHES = "batches"  # batch management: create, retrieve, list, cancel (no tokens of their own)
+    BATCH = "batch"  # a batch's usage, settled when it ends, at the batch rate
 
 
 class ApiStyle(StrEnum):
