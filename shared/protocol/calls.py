@@ -22,6 +22,10 @@ class ModelCall:
     # ``best_of`` when larger (completions generate best_of candidates and return n). ``usage`` counts them all.
     generations: int = 1
     model: str = ""  # the deployment's model (GATEWAY_DEPLOYMENT_MODELS), else the deployment name
+    # The stored object the call is about (``responses/{id}``, ``files/{id}``), and query parameters forwarded
+    # upstream as they are (list pagination, ``include[]``, ``stream``), each already checked by the route.
+    object_id: str | None = None
+    query: tuple[tuple[str, str], ...] = ()
 
     @property
     def model_name(self) -> str:
