@@ -46,8 +46,9 @@ from shared.quotas.counters import CounterStore
 from shared.quotas.enforcer import QuotaEnforcer
 from shared.quotas.leases import QuotaLeases
 from shared.settings import BackendSettings, Settings, settings_from_env
-from shared.stateful.objects import ObjectRegistry
 from shared.settings.sections import ANY_DEPLOYMENT
+from shared.stateful.batches import FilesAndBatches
+from shared.stateful.objects import ObjectRegistry
 from shared.storage.tables import (
     API_KEYS_TABLE,
     CALLER_POLICIES_TABLE,
@@ -91,6 +92,7 @@ class Services:
     daily_usage_table: TableClient  # finance's daily table, derived from the ledger by daily_rollup
     daily_rollup: DailyRollup
     objects: ObjectRegistry  # owner and backend of every stored object (responses, files, batches)
+    files_batches: FilesAndBatches  # files and batches: owned, pinned to their backend, batches settled when they end
 
 
 REBUILD_RESUME_SECONDS = 120.0  # a timer run spends at most about this on resumed rebuild jobs (then the next run)
@@ -278,6 +280,8 @@ class Runtime:
             admission=admission,
         )
         telemetry.watch_calls_in_flight(lambda: admission.in_flight)
+        objects = ObjectRegistry(tables.get_table_client(OBJECTS_TABLE))
+        files_batches = FilesAndBatches(upstream, objects, gateway.accounting, policies, settings.guardrails)
         daily_table = tables.get_table_client(DAILY_USAGE_TABLE)
         # Rows an earlier process left unwritten (a crash, a kill) reach the table without waiting for the timer.
         self._recovery = asyncio.get_running_loop().create_task(_recover_quietly(ledger))
@@ -295,7 +299,8 @@ class Runtime:
             prices,
             daily_table,
             DailyRollup(usage_table, tables.get_table_client(HOURLY_USAGE_TABLE), daily_table, policies),
-            ObjectRegistry(tables.get_table_client(OBJECTS_TABLE)),
+            objects,
+            files_batches,
         )
 
     def _ledger(self, usage_table: TableClient) -> UsageLedger:

@@ -76,3 +76,24 @@ RESPONSES = Operation(OperationKind.RESPONSES, "responses", ApiStyle.DATED, _RES
 V1_CHAT = Operation(OperationKind.CHAT, "chat/completions", ApiStyle.V1, _CHAT_LIMITS)
 V1_EMBEDDINGS = Operation(OperationKind.EMBEDDINGS, "embeddings", ApiStyle.V1, can_stream=False)
 V1_RESPONSES = Operation(OperationKind.RESPONSES, "responses", ApiStyle.V1, _RESPONSES_LIMITS)
+
+# Files and batches (shared/stateful/batches.py): dated (``/openai/files?api-version=``) and v1 (``/openai/v1/files``),
+# as the Azure OpenAI REST reference names them (docs/decisions.md). No tokens of their own: a batch's usage is
+# settled when it ends (BATCH_USAGE, the ledger's ``batch`` rows).
+FILE_UPLOAD = Operation(OperationKind.FILES, "files", ApiStyle.DATED, can_stream=False)
+FILE_RETRIEVE = Operation(OperationKind.FILES, "files/{id}", ApiStyle.DATED, can_stream=False, method="GET")
+FILE_CONTENT = Operation(OperationKind.FILES, "files/{id}/content", ApiStyle.DATED, can_stream=False, method="GET")
+FILE_DELETE = Operation(OperationKind.FILES, "files/{id}", ApiStyle.DATED, can_stream=False, method="DELETE")
+BATCH_CREATE = Operation(OperationKind.BATCHES, "batches", ApiStyle.DATED, can_stream=False)
+BATCH_RETRIEVE = Operation(OperationKind.BATCHES, "batches/{id}", ApiStyle.DATED, can_stream=False, method="GET")
+BATCH_CANCEL = Operation(OperationKind.BATCHES, "batches/{id}/cancel", ApiStyle.DATED, can_stream=False)
+
+V1_FILE_UPLOAD = Operation(OperationKind.FILES, "files", ApiStyle.V1, can_stream=False)
+V1_FILE_RETRIEVE = Operation(OperationKind.FILES, "files/{id}", ApiStyle.V1, can_stream=False, method="GET")
+V1_FILE_CONTENT = Operation(OperationKind.FILES, "files/{id}/content", ApiStyle.V1, can_stream=False, method="GET")
+V1_FILE_DELETE = Operation(OperationKind.FILES, "files/{id}", ApiStyle.V1, can_stream=False, method="DELETE")
+V1_BATCH_CREATE = Operation(OperationKind.BATCHES, "batches", ApiStyle.V1, can_stream=False)
+V1_BATCH_RETRIEVE = Operation(OperationKind.BATCHES, "batches/{id}", ApiStyle.V1, can_stream=False, method="GET")
+V1_BATCH_CANCEL = Operation(OperationKind.BATCHES, "batches/{id}/cancel", ApiStyle.V1, can_stream=False)
+
+BATCH_USAGE = Operation(OperationKind.BATCH, "batches", ApiStyle.V1, can_stream=False)  # never sent: a ledger row

@@ -50,6 +50,7 @@ BATCH_ENDPOINTS: Mapping[str, Operation] = {
     "/responses": operations.V1_RESPONSES,
 }
 MAX_BATCH_LINES = 100_000  # Azure OpenAI batch: requests per file
+MAX_BATCH_FILE_BYTES = 200 * 1000 * 1000  # Azure OpenAI batch: input file size (upload)
 MAX_CUSTOM_ID_CHARS = 512
 
 
