@@ -143,13 +143,12 @@ class FilesAndBatches:
 
     def _scan(self, upload: Any, allowed: frozenset[str] | None) -> BatchFile:
         quotas = self.accounting.quotas
-        with upload.open() as source:
-            return scan_batch_file(
-                source,
-                self.guardrails,
-                (lambda c: quotas.output_bound(c).tokens) if quotas is not None else (lambda c: 0),
-                (lambda d: True) if allowed is None else allowed.__contains__,
-            )
+        return scan_batch_file(  # the spool stays open: it is sent from its start afterwards
+            upload.open(),
+            self.guardrails,
+            (lambda c: quotas.output_bound(c).tokens) if quotas is not None else (lambda c: 0),
+            (lambda d: True) if allowed is None else allowed.__contains__,
+        )
 
     async def list_files(self, call: StoredCall, page: Page, purpose: str | None) -> Response:
         objects = [

@@ -1,0 +1,210 @@
+"""Files and batches through the gateway with the official openai SDK: uploaded, run, downloaded, paid once.
+
+Real parts: the gateway process, Azurite, the simulator over HTTP (one or two accounts), AzureOpenAI and OpenAI.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from decimal import Decimal
+
+import httpx
+import openai
+import pytest
+from azure.data.tables import TableServiceClient
+
+from tests.conftest import SimulatorControl
+
+pytestmark = pytest.mark.e2e
+PRICES = '{"gpt-4o-mini": {"input": 0.15, "cached_input": 0.075, "output": 0.6}}'
+API_VERSION = "2024-10-21"
+
+
+def lines(count: int = 3, model: str = "gpt-4o-mini", **extra) -> bytes:
+    return "".join(
+        json.dumps(
+            {
+                "custom_id": f"task-{i}",
+                "method": "POST",
+                "url": "/chat/completions",
+                "body": {"model": model, "messages": [{"role": "user", "content": f"Say hello number {i}"}], **extra},
+            }
+        )
+        + "\n"
+        for i in range(count)
+    ).encode()
+
+
+@pytest.fixture(scope="module")
+def batch_gateway(start_gateway, simulator, storage_connection_string):
+    """A priced gateway whose dev host runs the timers every half second (the settlement timer among them)."""
+    return start_gateway(
+        {
+            "AZURE_OPENAI_ENDPOINT": simulator.url,
+            "GATEWAY_STORAGE_CONNECTION_STRING": storage_connection_string,
+            "GATEWAY_LOCAL_DEV_AUTH": "true",
+            "GATEWAY_PRICES": PRICES,
+            "GATEWAY_MAX_OUTPUT_TOKENS": "1000",
+            "GATEWAY_ALLOWED_DEPLOYMENTS": "gpt-4o-mini,text-embedding-3-small,gpt-4.1",
+            "GATEWAY_DEVHOST_TIMER_SECONDS": "0.5",
+        }
+    )
+
+
+def key_for(gateway, owner_id: str, **policy) -> str:
+    response = httpx.post(
+        f"{gateway.api}/manage/keys",
+        json={
+            "name": "batch test",
+            "owner": {"id": owner_id, "name": "batch tester", "kind": "app"},
+            "roles": ["Gateway.Use"],
+        },
+    )
+    assert response.status_code == 201, response.text
+    if policy:
+        put = httpx.put(f"{gateway.api}/manage/policies/{owner_id}", json=policy)
+        assert put.status_code in (200, 201), put.text
+    return response.json()["key"]
+
+
+def clients(gateway, key: str) -> list[openai.OpenAI]:
+    return [
+        openai.AzureOpenAI(azure_endpoint=gateway.api, api_key=key, api_version=API_VERSION, max_retries=0),
+        openai.OpenAI(base_url=f"{gateway.api}/openai/v1", api_key=key, max_retries=0),
+    ]
+
+
+def ledger_rows(connection_string: str, caller_id: str) -> list[dict]:
+    with TableServiceClient.from_connection_string(connection_string) as service:
+        table = service.get_table_client("gatewayUsage")
+        return list(table.query_entities("CallerId eq @c", parameters={"c": caller_id}))
+
+
+def callers_requests(sim: SimulatorControl) -> list[dict]:
+    """What callers' requests sent upstream (the settlement timer polls open batches on its own: not theirs)."""
+    return [r for r in sim.requests() if not (r.get("client_request_id") or "").startswith("timer-")]
+
+
+def wait_until(predicate, seconds: float = 15.0):
+    deadline = time.monotonic() + seconds
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.2)
+
+
+def simulated_usage(sim: SimulatorControl, client: openai.OpenAI, output_file_id: str) -> tuple[int, int]:
+    text = client.files.content(output_file_id).text
+    prompt = completion = 0
+    for line in text.splitlines():
+        usage = json.loads(line)["response"]["body"]["usage"]
+        prompt, completion = prompt + usage["prompt_tokens"], completion + usage["completion_tokens"]
+    return prompt, completion
+
+
+@pytest.mark.parametrize("style", ["dated", "v1"])
+def test_a_batch_from_upload_to_output_is_charged_once_at_the_batch_rate(
+    batch_gateway, sim, storage_connection_string, style
+):
+    owner = f"tenant-b/{uuid.uuid4()}"
+    client = clients(batch_gateway, key_for(batch_gateway, owner))[0 if style == "dated" else 1]
+
+    uploaded = client.files.create(file=("input.jsonl", lines(3)), purpose="batch")
+    assert uploaded.id.startswith("file-") and uploaded.purpose == "batch"
+    assert [f.id for f in client.files.list()] == [uploaded.id]
+    batch = client.batches.create(input_file_id=uploaded.id, endpoint="/chat/completions", completion_window="24h")
+    assert batch.id.startswith("batch_")
+
+    done = wait_until(lambda: (b := client.batches.retrieve(batch.id)).status == "completed" and b)
+    assert done and done.request_counts.completed == 3
+    output = client.files.content(done.output_file_id).text.splitlines()
+    assert sorted(json.loads(line)["custom_id"] for line in output) == ["task-0", "task-1", "task-2"]
+    assert done.output_file_id in {f.id for f in client.files.list()}  # the output file is the caller's too
+
+    prompt, completion = simulated_usage(sim, client, done.output_file_id)
+    time.sleep(1.5)  # the timer runs three more times; two more retrieves: still one settlement
+    client.batches.retrieve(batch.id)
+    client.batches.retrieve(batch.id)
+
+    def settled():
+        rows = ledger_rows(storage_connection_string, owner)
+        return [r for r in rows if r["Operation"] == "batch"] and rows
+
+    rows = wait_until(settled)
+    batch_rows = [r for r in rows if r["Operation"] == "batch"]
+    assert len(batch_rows) == 1
+    row = batch_rows[0]
+    assert (row["PromptTokens"], row["CompletionTokens"], row["Outcome"]) == (prompt, completion, "completed")
+    standard = prompt * Decimal("0.15") + completion * Decimal("0.6")
+    assert Decimal(row["Cost"]) == standard / 2 / 1_000_000  # Azure Global Batch: half the standard price
+    assert row["PriceVersion"].endswith("#batch")
+    management = [r for r in rows if r["Operation"] in ("files", "batches")]
+    assert management and all(r["PromptTokens"] == r["CompletionTokens"] == 0 for r in management)
+
+    client.files.delete(uploaded.id)
+    assert uploaded.id not in {f.id for f in client.files.list()}
+
+
+def test_a_caller_at_its_budget_cannot_create_a_batch(batch_gateway, sim):
+    owner = f"tenant-b/{uuid.uuid4()}"
+    client = clients(batch_gateway, key_for(batch_gateway, owner, limits={"tokens_per_day": 500}))[1]
+    uploaded = client.files.create(file=("input.jsonl", lines(3, max_tokens=100)), purpose="batch")
+    # 3 lines: 36 prompt tokens plus 3 x 100 output: the first batch holds 336 of the 500 at once.
+    client.batches.create(input_file_id=uploaded.id, endpoint="/chat/completions", completion_window="24h")
+    sim.reset()
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        client.batches.create(input_file_id=uploaded.id, endpoint="/chat/completions", completion_window="24h")
+    with pytest.raises(openai.PermissionDeniedError) as chat_refused:  # the same refusal as a chat call's
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "Say hello"}], max_tokens=200
+        )
+    assert refused.value.code == chat_refused.value.code == "tokens_per_day_exceeded"
+    for refusal in (refused.value, chat_refused.value):
+        assert refusal.response.headers.keys() >= {"retry-after", "retry-after-ms"}
+    assert callers_requests(sim) == []  # neither reached the upstream
+
+
+def test_strangers_get_404_and_nothing_reaches_the_upstream(batch_gateway, sim):
+    alice = clients(batch_gateway, key_for(batch_gateway, f"tenant-b/{uuid.uuid4()}"))
+    bob = clients(batch_gateway, key_for(batch_gateway, f"tenant-b/{uuid.uuid4()}"))
+    uploaded = alice[1].files.create(file=("input.jsonl", lines(2)), purpose="batch")
+    batch = alice[1].batches.create(input_file_id=uploaded.id, endpoint="/chat/completions", completion_window="24h")
+    sim.reset()
+    for client in bob:
+        for attempt in (
+            lambda: client.files.retrieve(uploaded.id),
+            lambda: client.files.content(uploaded.id),
+            lambda: client.files.delete(uploaded.id),
+            lambda: client.batches.retrieve(batch.id),
+            lambda: client.batches.cancel(batch.id),
+            lambda: client.batches.create(
+                input_file_id=uploaded.id, endpoint="/chat/completions", completion_window="24h"
+            ),
+        ):
+            with pytest.raises(openai.NotFoundError):
+                attempt()
+        assert client.files.list().data == []
+        assert client.batches.list().data == []
+    assert callers_requests(sim) == []  # nothing reached the upstream
+    assert [f.id for f in alice[0].files.list()] == [uploaded.id]
+    assert [b.id for b in alice[0].batches.list()] == [batch.id]
+
+
+def test_a_cancelled_batch_settles_to_what_its_output_reported(batch_gateway, sim, storage_connection_string):
+    owner = f"tenant-b/{uuid.uuid4()}"
+    client = clients(batch_gateway, key_for(batch_gateway, owner))[1]
+    uploaded = client.files.create(file=("input.jsonl", lines(4)), purpose="batch")
+    batch = client.batches.create(input_file_id=uploaded.id, endpoint="/chat/completions", completion_window="24h")
+    wait_until(lambda: client.batches.retrieve(batch.id).status == "in_progress")
+    sim.behave(batch_progress="hold")
+    assert client.batches.cancel(batch.id).status == "cancelling"
+    done = wait_until(lambda: (b := client.batches.retrieve(batch.id)).status == "cancelled" and b)
+    assert done and done.request_counts.completed == 2  # the simulator keeps half of a started batch
+    prompt, completion = simulated_usage(sim, client, done.output_file_id)
+    rows = wait_until(lambda: [r for r in ledger_rows(storage_connection_string, owner) if r["Operation"] == "batch"])
+    assert [(r["PromptTokens"], r["CompletionTokens"], r["Outcome"]) for r in rows] == [
+        (prompt, completion, "cancelled")
+    ]
