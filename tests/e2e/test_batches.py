@@ -175,12 +175,12 @@ def test_strangers_get_404_and_nothing_reaches_the_upstream(batch_gateway, sim):
     sim.reset()
     for client in bob:
         for attempt in (
-            lambda: client.files.retrieve(uploaded.id),
-            lambda: client.files.content(uploaded.id),
-            lambda: client.files.delete(uploaded.id),
-            lambda: client.batches.retrieve(batch.id),
-            lambda: client.batches.cancel(batch.id),
-            lambda: client.batches.create(
+            lambda client=client: client.files.retrieve(uploaded.id),
+            lambda client=client: client.files.content(uploaded.id),
+            lambda client=client: client.files.delete(uploaded.id),
+            lambda client=client: client.batches.retrieve(batch.id),
+            lambda client=client: client.batches.cancel(batch.id),
+            lambda client=client: client.batches.create(
                 input_file_id=uploaded.id, endpoint="/chat/completions", completion_window="24h"
             ),
         ):
@@ -198,7 +198,7 @@ def test_a_cancelled_batch_settles_to_what_its_output_reported(batch_gateway, si
     client = clients(batch_gateway, key_for(batch_gateway, owner))[1]
     uploaded = client.files.create(file=("input.jsonl", lines(4)), purpose="batch")
     batch = client.batches.create(input_file_id=uploaded.id, endpoint="/chat/completions", completion_window="24h")
-    wait_until(lambda: client.batches.retrieve(batch.id).status == "in_progress")
+    wait_until(lambda client=client: client.batches.retrieve(batch.id).status == "in_progress")
     sim.behave(batch_progress="hold")
     assert client.batches.cancel(batch.id).status == "cancelling"
     done = wait_until(lambda: (b := client.batches.retrieve(batch.id)).status == "cancelled" and b)
