@@ -5,6 +5,7 @@ Real parts: the gateway process, Azurite, the simulator over HTTP (one or two ac
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 import uuid
@@ -49,6 +50,7 @@ def batch_gateway(start_gateway, simulator, storage_connection_string):
             "GATEWAY_MAX_OUTPUT_TOKENS": "1000",
             "GATEWAY_ALLOWED_DEPLOYMENTS": "gpt-4o-mini,text-embedding-3-small,gpt-4.1",
             "GATEWAY_DEVHOST_TIMER_SECONDS": "0.5",
+            "GATEWAY_MAX_FILE_BYTES": "1000000",
         }
     )
 
@@ -208,3 +210,174 @@ def test_a_cancelled_batch_settles_to_what_its_output_reported(batch_gateway, si
     assert [(r["PromptTokens"], r["CompletionTokens"], r["Outcome"]) for r in rows] == [
         (prompt, completion, "cancelled")
     ]
+
+
+# --- a pool of two accounts: files and batches stay where they were created ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_accounts(start_gateway, storage_connection_string):
+    from tests.upstream.servers import simulators
+
+    with simulators(2) as controls:
+        pools = {
+            "*": [{"label": "a", "endpoint": controls[0].url}, {"label": "b", "endpoint": controls[1].url}],
+        }
+        gateway = start_gateway(
+            {
+                "GATEWAY_BACKENDS": json.dumps(pools),
+                "GATEWAY_STORAGE_CONNECTION_STRING": storage_connection_string,
+                "GATEWAY_LOCAL_DEV_AUTH": "true",
+                "GATEWAY_ALLOWED_DEPLOYMENTS": "gpt-4o-mini,text-embedding-3-small,gpt-4.1",
+            }
+        )
+        yield gateway, controls
+
+
+def test_file_and_batch_calls_always_reach_the_account_holding_the_file(two_accounts):
+    gateway, (a, b) = two_accounts
+    client = clients(gateway, key_for(gateway, f"tenant-b/{uuid.uuid4()}"))[1]
+    for _ in range(6):  # weights spread new files over both accounts; each one's later calls follow it
+        a.reset()
+        b.reset()
+        uploaded = client.files.create(file=("input.jsonl", lines(2)), purpose="batch")
+        holder, other = (a, b) if a.requests() else (b, a)
+        batch = client.batches.create(input_file_id=uploaded.id, endpoint="/chat/completions", completion_window="24h")
+        client.files.retrieve(uploaded.id)
+        client.files.content(uploaded.id)
+        done = wait_until(lambda batch=batch: (x := client.batches.retrieve(batch.id)).status == "completed" and x)
+        client.files.content(done.output_file_id)
+        client.batches.list()
+        client.files.delete(uploaded.id)
+        assert len(callers_requests(holder)) >= 8 and callers_requests(other) == []
+
+
+# --- bad input: refused before anything is sent or recorded ---------------------------------------------------------
+
+
+def upload_raw(gateway, key: str, body, content_type: str, headers: dict | None = None) -> httpx.Response:
+    return httpx.post(
+        f"{gateway.api}/openai/v1/files",
+        content=body,
+        headers={"authorization": f"Bearer {key}", "content-type": content_type, **(headers or {})},
+        timeout=30,
+    )
+
+
+def multipart(purpose: str, content: bytes, content_type: str = "application/jsonl") -> tuple[bytes, str]:
+    request = httpx.Request(
+        "POST", "http://x/", data={"purpose": purpose}, files={"file": ("input.jsonl", content, content_type)}
+    )
+    return request.read(), request.headers["content-type"]
+
+
+BAD_FILES = {
+    "not json": (b'{"custom_id": "a", oops}\n', "Line 1"),
+    "NaN": (
+        b'{"custom_id": "a", "method": "POST", "url": "/chat/completions", "body": {"model": "gpt-4o-mini", '
+        b'"messages": [{"role": "user", "content": "hi"}], "temperature": NaN}}\n',
+        "Line 1",
+    ),
+    "lone surrogate": (
+        b'{"custom_id": "\\ud800", "method": "POST", "url": "/chat/completions", "body": {"model": "gpt-4o-mini"}}\n',
+        "Line 1",
+    ),
+    "not an object": (b"[1, 2]\n", "Line 1"),
+    "no custom_id": (lines(1).replace(b'"custom_id": "task-0", ', b""), "Line 1"),
+    "no method": (lines(1).replace(b'"method": "POST", ', b""), "Line 1"),
+    "no url": (lines(1).replace(b'"url": "/chat/completions", ', b""), "Line 1"),
+    "no body": (b'{"custom_id": "a", "method": "POST", "url": "/chat/completions"}\n', "Line 1"),
+    "duplicate custom_id": (lines(2).replace(b"task-1", b"task-0"), "Line 2"),
+    "model not allowed": (lines(2) + lines(1, model="gpt-4.1").replace(b"task-0", b"task-9"), "Line 3"),
+    "unknown deployment": (lines(1, model="no-such-model"), "Line 1"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_a_malformed_batch_file_is_refused_naming_its_line(batch_gateway, sim, storage_connection_string, case):
+    owner = f"tenant-b/{uuid.uuid4()}"
+    key = key_for(batch_gateway, owner, allowed_deployments=["gpt-4o-mini"])
+    content, where = BAD_FILES[case]
+    body, content_type = multipart("batch", content)
+    sim.reset()
+    response = upload_raw(batch_gateway, key, body, content_type)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert where in error["message"] and error["param"] == "file"
+    assert callers_requests(sim) == []
+    assert clients(batch_gateway, key)[1].files.list().data == []
+    time.sleep(0.6)  # a ledger flush interval: refused input is not recorded
+    assert ledger_rows(storage_connection_string, owner) == []
+
+
+def test_uploads_are_refused_for_size_type_and_purpose_before_anything_is_sent(batch_gateway, sim):
+    key = key_for(batch_gateway, f"tenant-b/{uuid.uuid4()}")
+    body, content_type = multipart("batch", lines(1))
+    sim.reset()
+    declared = http.client.HTTPConnection(httpx.URL(batch_gateway.api).host, httpx.URL(batch_gateway.api).port)
+    declared.putrequest("POST", "/api/openai/v1/files")
+    for name, value in {"authorization": f"Bearer {key}", "content-type": content_type}.items():
+        declared.putheader(name, value)
+    declared.putheader("content-length", str(600 * 1000 * 1000))  # refused on its header, before any byte is read
+    declared.endheaders(body[:100])
+    refused = declared.getresponse()
+    assert refused.status == 413 and json.loads(refused.read())["error"]["code"] == "request_too_large"
+    declared.close()
+
+    def chunked():  # no content-length: refused at the first chunk past the limit
+        yield body
+        for _ in range(40):
+            yield b"x" * 64 * 1024
+
+    streamed = upload_raw(batch_gateway, key, chunked(), content_type)
+    assert streamed.status_code == 413 and streamed.json()["error"]["code"] == "request_too_large"
+    wrong_type = upload_raw(batch_gateway, key, b'{"purpose": "batch"}', "application/x-www-form-urlencoded")
+    assert wrong_type.status_code == 415
+    unknown = upload_raw(batch_gateway, key, *multipart("homework", lines(1)))
+    assert unknown.status_code == 400 and unknown.json()["error"]["param"] == "purpose"
+    image = upload_raw(batch_gateway, key, *multipart("batch", lines(1), "image/png"))
+    assert image.status_code == 400 and image.json()["error"]["code"] == "invalid_file_type"
+    cookie_only = httpx.post(
+        f"{batch_gateway.api}/openai/v1/files", content=body, headers={"content-type": content_type, "cookie": "x=1"}
+    )
+    assert cookie_only.status_code == 403  # a form on another site could send this: refused
+    assert callers_requests(sim) == []
+
+
+# An id that decodes to a path ("%2F", "..") matches no route: the host answers 404 and no function runs. Every other
+# hostile id reaches the route and is refused by its shape.
+HOSTILE_IDS = {
+    "file-abc%2F..%2Fbatches": 404,
+    "%2e%2e": 400,
+    "file-" + "a" * 200: 400,
+    "file-abc%0Adef": 400,
+    "file-abc%00": 400,
+    "file-a.b": 400,
+    "file-abc%25": 400,
+}
+
+
+@pytest.mark.parametrize("hostile", sorted(HOSTILE_IDS))
+def test_hostile_ids_are_refused_and_nothing_is_sent(batch_gateway, sim, hostile):
+    key = key_for(batch_gateway, f"tenant-b/{uuid.uuid4()}")
+    sim.reset()
+    headers = {"api-key": key}
+    batch_id = hostile.replace("file-", "batch_")
+    for method, path in (
+        ("GET", f"openai/files/{hostile}?api-version={API_VERSION}"),
+        ("GET", f"openai/v1/files/{hostile}/content"),
+        ("DELETE", f"openai/v1/files/{hostile}"),
+        ("GET", f"openai/v1/batches/{batch_id}"),
+        ("POST", f"openai/v1/batches/{batch_id}/cancel"),
+    ):
+        response = httpx.request(method, f"{batch_gateway.api}/{path}", headers=headers)
+        assert response.status_code == HOSTILE_IDS[hostile], (path, response.text)
+        if response.status_code == 400:
+            assert response.json()["error"]["code"] == "invalid_id"
+    created = httpx.post(
+        f"{batch_gateway.api}/openai/v1/batches",
+        headers=headers,
+        json={"input_file_id": hostile, "endpoint": "/chat/completions", "completion_window": "24h"},
+    )
+    assert created.status_code == 400 and created.json()["error"]["param"] == "input_file_id"
+    assert callers_requests(sim) == []
