@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from typing import Any, Protocol
 
 from azure.core.exceptions import AzureError
@@ -35,6 +35,7 @@ from shared.protocol.operations import Operation, OperationKind
 from shared.protocol.usage import Usage, usage_from_body
 from shared.quotas.enforcer import with_quota_headers
 from shared.settings import GuardrailSettings
+from shared.stateful.responses import FINAL_STATUSES, StoredResponses, is_background, stores
 from shared.telemetry import Observation, observe_request
 from shared.upstream.admission import Admission, Slot
 from shared.upstream.client import UpstreamUnavailable
@@ -75,6 +76,7 @@ class Gateway:
         *,
         stream_usage_min_api_version: str,
         admission: Admission | None = None,
+        stored: StoredResponses | None = None,
     ) -> None:
         self.guardrails = guardrails
         self.stream_usage_min_api_version = stream_usage_min_api_version
@@ -84,7 +86,9 @@ class Gateway:
         self.accounting = accounting
         # Calls this process holds at once (GATEWAY_MAX_INFLIGHT_CALLS); None in unit tests that build a bare Gateway.
         self.admission = admission or Admission(limit=1_000_000)
-        self._pending: set[asyncio.Task[None]] = set()
+        # Owners and backends of stored responses (shared/stateful); None in unit tests that build a bare Gateway.
+        self.stored = stored
+        self._pending: set[asyncio.Task[Any]] = set()
 
     async def model_call(self, request: Request, operation: Operation, deployment: str | None = None) -> Response:
         request_id = current_request_id()  # set at the HTTP edge, so every response and log names it
@@ -118,6 +122,8 @@ class Gateway:
             caller = await self.authenticator.authenticate(request.headers)
             call = await guard(request, operation, self.guardrails, deployment)
             await self.authorizer.authorize(caller, call)
+            # The stored objects the call references must be the caller's; the call goes where they are held.
+            pinned = await self.stored.pin(caller, call) if self.stored is not None else None
             observation.identified(caller.id, call)
             with observation.quota_reserve():
                 reservation = await self.accounting.reserve(caller, call, request_id)
@@ -133,10 +139,10 @@ class Gateway:
             log.exception("request %s failed before forwarding", request_id)
             observation.refused(500, "internal_error", "gateway_error")
             return internal_error_response(request_id)
-        return await self._forward_and_account(reservation, request_id, observation, slot)
+        return await self._forward_and_account(reservation, request_id, observation, slot, pinned)
 
     async def _forward_and_account(
-        self, reservation: Reservation, request_id: str, observation: Observation, slot: Slot
+        self, reservation: Reservation, request_id: str, observation: Observation, slot: Slot, pinned: str | None
     ) -> Response:
         call = reservation.call
         output_cap = reservation.quota.output_cap
@@ -147,7 +153,7 @@ class Gateway:
 
         try:
             with observation.upstream():
-                upstream = await self.upstream.send(call, body, request_id, another_attempt)
+                upstream = await self.upstream.send(call, body, request_id, another_attempt, backend=pinned)
         except GatewayError as error:
             # No answer: if the request may have run upstream, it is charged as if it used all it reserved.
             may_have_run = isinstance(error, UpstreamUnavailable) and error.may_have_run
@@ -185,18 +191,42 @@ class Gateway:
                 reservation, reservation.conservative(), error.status, outcome="upstream_incomplete"
             )
             return error_response(error, request_id)
+        answer = _answer_of(content, observation)
+        if self.stored is not None and stores(call) and answer is not None:
+            if await self._stored(reservation, answer, upstream.backend):
+                return Response(content, status_code=upstream.status, headers=headers, media_type=upstream.content_type)
         # Settled before the caller has the answer: the row is journaled (no storage wait, docs/durability.md), so
         # an instance killed right after sending it cannot lose a call it served. An answer without a readable
         # ``usage`` still ran: it is charged conservatively.
-        usage = _usage_of(content, observation) or reservation.conservative()
+        usage = _usage_of(answer) or reservation.conservative()
         await self.accounting.settle(reservation, usage, upstream.status, outcome="completed")
         return Response(content, status_code=upstream.status, headers=headers, media_type=upstream.content_type)
+
+    async def _stored(self, reservation: Reservation, answer: dict[str, Any], backend: str | None) -> bool:
+        """Record the owner of the response a call created; True when it is a background response still running,
+        held unsettled (its ledger row is written when it finishes: shared/stateful/responses.py)."""
+        assert self.stored is not None
+        if is_background(reservation.call) and answer.get("status") not in FINAL_STATUSES:
+            if await self.stored.hold_background(reservation, answer, backend):
+                reservation.claim()  # settled later, from the record, by whoever sees it finish
+                return True
+            return False  # not recorded: settled now, conservatively
+        await self.stored.created(reservation, answer.get("id"), backend)
+        return False
 
     async def _relay(self, relay: StreamRelay, reservation: Reservation, slot: Slot) -> AsyncIterator[bytes]:
         # The upstream stream is owned by this generator: the Functions invocation ends when the handler returns,
         # and the body is sent afterwards, so nothing here may depend on the handler's scope.
+        recording: asyncio.Task[object] | None = None
+        records = self.stored is not None and stores(reservation.call)
         try:
             async for events in relay.events():
+                if records and recording is None and relay.response_id is not None:
+                    # Written while the stream goes on; the caller sees the response complete only once it is.
+                    assert self.stored is not None
+                    recording = self._track(self.stored.created(reservation, relay.response_id, reservation.backend))
+                if relay.finished and recording is not None:
+                    await asyncio.shield(recording)
                 if relay.finished and reservation.claim():
                     # The final event: settle (journal the row) before the caller has it, as for JSON answers.
                     reservation.observation.streamed(relay.first_token_at, relay.response_model)
@@ -226,6 +256,12 @@ class Gateway:
             )
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
+
+    def _track(self, work: Coroutine[Any, Any, object]) -> asyncio.Task[object]:
+        task = asyncio.get_running_loop().create_task(work)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+        return task
 
     async def drain(self) -> None:
         """Wait for settlements still being written (on shutdown)."""
@@ -280,12 +316,17 @@ def _stream_usage(relay: StreamRelay, reservation: Reservation) -> Usage:
     return observed
 
 
-def _usage_of(content: bytes, observation: Observation) -> Usage | None:
+def _answer_of(content: bytes, observation: Observation) -> dict[str, Any] | None:
+    """The JSON object of an answer (parsed once, for its usage, its model and a stored response's id)."""
     try:
         body = json.loads(content)
-        usage = usage_from_body(body)
     except ValueError:
         return None
-    if isinstance(body, dict):
-        observation.answered(body.get("model"))
-    return usage
+    if not isinstance(body, dict):
+        return None
+    observation.answered(body.get("model"))
+    return body
+
+
+def _usage_of(answer: dict[str, Any] | None) -> Usage | None:
+    return usage_from_body(answer) if answer is not None else None

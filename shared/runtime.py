@@ -49,6 +49,7 @@ from shared.settings import BackendSettings, Settings, settings_from_env
 from shared.settings.sections import ANY_DEPLOYMENT
 from shared.stateful.batches import FilesAndBatches
 from shared.stateful.objects import ObjectRegistry
+from shared.stateful.responses import StoredResponses
 from shared.storage.tables import (
     API_KEYS_TABLE,
     CALLER_POLICIES_TABLE,
@@ -93,6 +94,7 @@ class Services:
     daily_rollup: DailyRollup
     objects: ObjectRegistry  # owner and backend of every stored object (responses, files, batches)
     files_batches: FilesAndBatches  # files and batches: owned, pinned to their backend, batches settled when they end
+    stored_responses: StoredResponses  # retrieve, delete, cancel, input items; background settlement
 
 
 REBUILD_RESUME_SECONDS = 120.0  # a timer run spends at most about this on resumed rebuild jobs (then the next run)
@@ -190,6 +192,11 @@ class Runtime:
         await jobs.resume_stale(now, budget_seconds=REBUILD_RESUME_SECONDS)
         return reports
 
+    async def settle_background_responses(self) -> dict[str, int]:
+        """The settlement timer's run: background responses seen finished are settled (shared.stateful.responses)."""
+        services = await self.services()
+        return await services.stored_responses.settle_finished(f"timer-{uuid.uuid4()}")
+
     def _managed_identity(self) -> AsyncTokenCredential:
         """One credential for the process: Table Storage and Azure OpenAI share its token cache and sessions."""
         if self._credential is None:
@@ -270,18 +277,21 @@ class Runtime:
             output_ceiling=settings.guardrails.max_output_tokens,
         )
         admission = Admission(settings.upstream.max_inflight_calls)
+        accounting = Accounting(ledger, prices, quotas, policies)
+        objects = ObjectRegistry(tables.get_table_client(OBJECTS_TABLE))
+        stored_responses = StoredResponses(objects, upstream, accounting, prices)
         gateway = Gateway(
             settings.guardrails,
             authenticator,
             Authorizer(policies),
             upstream,
-            Accounting(ledger, prices, quotas, policies),
+            accounting,
             stream_usage_min_api_version=settings.upstream.stream_usage_min_api_version,
             admission=admission,
+            stored=stored_responses,
         )
         telemetry.watch_calls_in_flight(lambda: admission.in_flight)
-        objects = ObjectRegistry(tables.get_table_client(OBJECTS_TABLE))
-        files_batches = FilesAndBatches(upstream, objects, gateway.accounting, policies, settings.guardrails)
+        files_batches = FilesAndBatches(upstream, objects, accounting, policies, settings.guardrails)
         daily_table = tables.get_table_client(DAILY_USAGE_TABLE)
         # Rows an earlier process left unwritten (a crash, a kill) reach the table without waiting for the timer.
         self._recovery = asyncio.get_running_loop().create_task(_recover_quietly(ledger))
@@ -301,6 +311,7 @@ class Runtime:
             DailyRollup(usage_table, tables.get_table_client(HOURLY_USAGE_TABLE), daily_table, policies),
             objects,
             files_batches,
+            stored_responses,
         )
 
     def _ledger(self, usage_table: TableClient) -> UsageLedger:

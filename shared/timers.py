@@ -39,6 +39,11 @@ ROLLUP_SCHEDULE = "30 */5 * * * *"  # half a minute after the replay, so replaye
 # Every 5 minutes: read each unsettled batch from its backend; settle those that ended (shared/stateful/batches.py).
 # A batch is settled once whichever instance or request sees it end first (its record is claimed with its ETag).
 BATCH_SCHEDULE = "45 */5 * * * *"
+# Every minute: poll unsettled background responses on their backends and settle the finished ones (a retrieve through
+# the gateway settles one sooner); the ledger row is written once whoever sees it first (shared/stateful).
+BACKGROUND_SCHEDULE = "15 * * * * *"
+# Hourly: delete ownership records of stored objects Azure no longer keeps (a filtered scan of gatewayObjects).
+OBJECTS_SCHEDULE = "0 40 * * * *"
 
 
 def blueprint(runtime: Runtime) -> func.Blueprint:
@@ -76,5 +81,16 @@ def blueprint(runtime: Runtime) -> func.Blueprint:
     async def roll_up_daily_usage(timer: func.TimerRequest) -> None:
         for report in await runtime.roll_up_usage_on_timer(datetime.now(UTC)):
             log.info("daily usage rollup: %s", report.to_json())
+
+    @bp.timer_trigger(arg_name="timer", schedule=BACKGROUND_SCHEDULE, run_on_startup=False, use_monitor=False)
+    async def settle_background_responses(timer: func.TimerRequest) -> None:
+        report = await runtime.settle_background_responses()
+        if report["checked"]:
+            log.info("background responses: %s", report)
+
+    @bp.timer_trigger(arg_name="timer", schedule=OBJECTS_SCHEDULE, run_on_startup=False, use_monitor=False)
+    async def stored_objects_housekeeping(timer: func.TimerRequest) -> None:
+        deleted = await (await runtime.services()).objects.delete_expired()
+        log.info("stored objects housekeeping: %d expired ownership records deleted", deleted)
 
     return bp

@@ -154,6 +154,16 @@ class Accounting:
             cost_usd = await self._record(reservation, usage, status, outcome)
         reservation.observation.settled(usage, status, outcome, cost_usd)
 
+    async def record_request(
+        self, caller: Caller, call: ModelCall, request_id: str, status: int, *, outcome: str, backend: str | None = None
+    ) -> None:
+        """Record a request that uses no tokens (a stored response read, deleted or cancelled, the models listed):
+        a ledger row of its own operation with 0 tokens, so finance sees every request (D-number in decisions.md).
+        Nothing is reserved for it, and it does not count against ``requests_per_minute``."""
+        chargeback = (await self.policies.get(caller.id)).chargeback() if self.policies is not None else None
+        reservation = Reservation(request_id, caller, call, chargeback=chargeback, backend=backend, settled=True)
+        await self._record(reservation, Usage(), status, outcome)
+
     async def _record(self, reservation: Reservation, usage: Usage, status: int, outcome: str) -> float | None:
         if self.quotas is not None:
             self.quotas.settle(reservation.quota, usage)  # synchronous, before any await: nothing can skip it

@@ -8,6 +8,7 @@ from azurefunctions.extensions.http.fastapi import JSONResponse, Request, Respon
 
 from shared.auth.identity import ROLE_USE, Caller
 from shared.http.handling import authenticated, new_blueprint
+from shared.policy.authorization import allowed_deployments
 from shared.runtime import Runtime, Services
 from shared.text import well_formed
 
@@ -19,14 +20,8 @@ def blueprint(runtime: Runtime) -> func.Blueprint:
     async def me(req: Request) -> Response:
         async def action(services: Services, caller: Caller) -> Response:
             guardrails = services.settings.guardrails
-            policy = await services.policies.get(caller.id)
-            allowed: list[str] | None
-            if policy.allowed_deployments is None:
-                allowed = sorted(guardrails.allowed_deployments) if guardrails.allowed_deployments is not None else None
-            elif guardrails.allowed_deployments is None:
-                allowed = sorted(policy.allowed_deployments)
-            else:
-                allowed = sorted(policy.allowed_deployments & guardrails.allowed_deployments)
+            usable = allowed_deployments(await services.policies.get(caller.id), guardrails)
+            allowed = sorted(usable) if usable is not None else None
             return JSONResponse(
                 well_formed(
                     {

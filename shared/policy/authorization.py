@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from shared.auth.identity import ROLE_USE, Caller
 from shared.errors import forbidden
-from shared.policy.callers import CallerPolicyStore
+from shared.policy.callers import CallerPolicy, CallerPolicyStore
 from shared.protocol.calls import ModelCall
+from shared.settings import GuardrailSettings
 
 
 def require_role(caller: Caller, role: str) -> None:
@@ -26,3 +27,13 @@ class Authorizer:
             raise forbidden(
                 f"The deployment '{call.deployment}' is not allowed for this caller.", code="deployment_not_allowed"
             )
+
+
+def allowed_deployments(policy: CallerPolicy, guardrails: GuardrailSettings) -> frozenset[str] | None:
+    """The deployments a caller may use: its policy's allowlist within the gateway's (``GATEWAY_ALLOWED_DEPLOYMENTS``);
+    None: every deployment the gateway serves."""
+    if policy.allowed_deployments is None:
+        return guardrails.allowed_deployments
+    if guardrails.allowed_deployments is None:
+        return policy.allowed_deployments
+    return policy.allowed_deployments & guardrails.allowed_deployments

@@ -19,6 +19,7 @@ from shared.protocol.deployments import is_deployment_name
 from shared.protocol.operations import Operation, OperationKind
 from shared.protocol.tokens import count_prompt, encoding_for_model
 from shared.settings import GuardrailSettings
+from shared.stateful.ids import check_object_id, referenced_objects
 
 INLINE_COUNT_BYTES = 64 * 1024
 MAX_CHOICES = 128  # OpenAI's bound on ``n``
@@ -148,23 +149,25 @@ def _check_generations(body: dict[str, Any], operation: Operation) -> int:
     return 1
 
 
-def _check_background(body: dict[str, Any], operation: Operation) -> None:
-    """Background responses run on after the call returns, so their usage is not known when the call is settled:
-    the gateway refuses them rather than let them run uncharged (docs/quotas.md)."""
-    if operation.kind is not OperationKind.RESPONSES or "background" not in body:
+def _check_stored_fields(body: dict[str, Any], operation: Operation) -> None:
+    """``store``, ``background`` and the stored objects a Responses call references: their types, and the shape of
+    every id (checked again against its owner before anything is forwarded, shared.stateful.responses).
+
+    A background response runs on after the call returns: it is reserved now and settled when it finishes
+    (docs/quotas.md); Azure keeps it to be polled, so it must be stored."""
+    if operation.kind is not OperationKind.RESPONSES:
         return
-    background = body["background"]
-    if background is None or background is False:
-        return
-    if not isinstance(background, bool):
-        raise bad_request("'background' must be true or false.", code="invalid_type", param="background")
-    raise bad_request(
-        "Background responses are not available through this gateway: their usage is only known after the call "
-        "returns, so they could not be charged to your quota. Send the request without 'background' (stream it for "
-        "long generations).",
-        code="background_not_supported",
-        param="background",
-    )
+    for name in ("store", "background"):
+        if body.get(name) is not None and not isinstance(body[name], bool):
+            raise bad_request(f"'{name}' must be true or false.", code="invalid_type", param=name)
+    if body.get("background") is True and body.get("store") is False:
+        raise bad_request(
+            "A background response must be stored (Azure keeps it for you to poll): drop 'store': false.",
+            code="invalid_value",
+            param="store",
+        )
+    for kind, object_id, param in referenced_objects(body):
+        check_object_id(kind, object_id, param)
 
 
 async def count_prompt_tokens(
@@ -190,7 +193,14 @@ def guard_body(body: dict[str, Any], operation: Operation, settings: GuardrailSe
     _check_types(body, operation)
     max_output = _check_output_limit(body, operation, settings)
     generations = _check_generations(body, operation)
-    _check_background(body, operation)
+    _check_stored_fields(body, operation)
+    if body.get("background") is True or any(True for _ in referenced_objects(body)):
+        # A batch line runs inside Azure, where the gateway cannot check whose stored object it names.
+        raise bad_request(
+            "A batch request may not run in the background or reference stored objects (previous_response_id, "
+            "conversation, files).",
+            code="invalid_value",
+        )
     model = settings.deployment_models.get(deployment, deployment)
     prompt_tokens = count_prompt(operation.kind, body, encoding_for_model(model), model=model)
     if prompt_tokens > settings.max_prompt_tokens:
@@ -226,7 +236,7 @@ async def guard(
     _check_types(body, operation)
     max_output = _check_output_limit(body, operation, settings)
     generations = _check_generations(body, operation)
-    _check_background(body, operation)
+    _check_stored_fields(body, operation)
     prompt_tokens = await count_prompt_tokens(body, operation, deployment, settings, size=len(raw))
     if prompt_tokens > settings.max_prompt_tokens:
         raise bad_request(

@@ -17,6 +17,12 @@ class OperationKind(StrEnum):
     FILES = "files"  # file management: upload, list, retrieve, content, delete (no tokens)
     BATCHES = "batches"  # batch management: create, retrieve, list, cancel (no tokens of their own)
     BATCH = "batch"  # a batch's usage, settled when it ends, at the batch rate
+    # Requests about stored responses and the models list: no tokens, a ledger row each (shared/stateful).
+    RESPONSES_RETRIEVE = "responses.retrieve"
+    RESPONSES_DELETE = "responses.delete"
+    RESPONSES_CANCEL = "responses.cancel"
+    RESPONSES_INPUT_ITEMS = "responses.input_items"
+    MODELS_LIST = "models.list"
 
 
 class ApiStyle(StrEnum):
@@ -97,3 +103,24 @@ V1_BATCH_RETRIEVE = Operation(OperationKind.BATCHES, "batches/{id}", ApiStyle.V1
 V1_BATCH_CANCEL = Operation(OperationKind.BATCHES, "batches/{id}/cancel", ApiStyle.V1, can_stream=False)
 
 BATCH_USAGE = Operation(OperationKind.BATCH, "batches", ApiStyle.V1, can_stream=False)  # never sent: a ledger row
+# Stored responses (GET/DELETE /responses/{id}, POST /responses/{id}/cancel, GET /responses/{id}/input_items) and the
+# models list, dated (?api-version=) and v1. Only a retrieve can stream (``stream=true`` resumes a background one).
+RESPONSES_RETRIEVE = Operation(OperationKind.RESPONSES_RETRIEVE, "responses/{id}", ApiStyle.DATED, method="GET")
+RESPONSES_DELETE = Operation(
+    OperationKind.RESPONSES_DELETE, "responses/{id}", ApiStyle.DATED, can_stream=False, method="DELETE"
+)
+RESPONSES_CANCEL = Operation(OperationKind.RESPONSES_CANCEL, "responses/{id}/cancel", ApiStyle.DATED, can_stream=False)
+RESPONSES_INPUT_ITEMS = Operation(
+    OperationKind.RESPONSES_INPUT_ITEMS, "responses/{id}/input_items", ApiStyle.DATED, can_stream=False, method="GET"
+)
+MODELS = Operation(OperationKind.MODELS_LIST, "models", ApiStyle.DATED, can_stream=False, method="GET")
+
+V1_RESPONSES_RETRIEVE = Operation(OperationKind.RESPONSES_RETRIEVE, "responses/{id}", ApiStyle.V1, method="GET")
+V1_RESPONSES_DELETE = Operation(
+    OperationKind.RESPONSES_DELETE, "responses/{id}", ApiStyle.V1, can_stream=False, method="DELETE"
+)
+V1_RESPONSES_CANCEL = Operation(OperationKind.RESPONSES_CANCEL, "responses/{id}/cancel", ApiStyle.V1, can_stream=False)
+V1_RESPONSES_INPUT_ITEMS = Operation(
+    OperationKind.RESPONSES_INPUT_ITEMS, "responses/{id}/input_items", ApiStyle.V1, can_stream=False, method="GET"
+)
+V1_MODELS = Operation(OperationKind.MODELS_LIST, "models", ApiStyle.V1, can_stream=False, method="GET")

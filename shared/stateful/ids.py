@@ -9,7 +9,9 @@ ids in upstream paths as well, so a shape that is one day widened cannot become 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from enum import StrEnum
+from typing import Any
 
 from shared.errors import GatewayError, bad_request
 
@@ -55,6 +57,20 @@ def check_object_id(kind: ObjectKind, value: object, param: str) -> str:
         raise invalid_id(kind, param)
     assert isinstance(value, str)
     return value
+
+
+def referenced_objects(body: Mapping[str, Any]) -> list[tuple[ObjectKind, object, str]]:
+    """The stored objects a Responses create names: ``previous_response_id`` and ``conversation`` (an id, or an
+    object with an ``id``), as (kind, value as sent, parameter). Values are unchecked: see :func:`check_object_id`."""
+    found: list[tuple[ObjectKind, object, str]] = []
+    if body.get("previous_response_id") is not None:
+        found.append((ObjectKind.RESPONSE, body["previous_response_id"], "previous_response_id"))
+    conversation = body.get("conversation")
+    if isinstance(conversation, dict):
+        found.append((ObjectKind.CONVERSATION, conversation.get("id"), "conversation.id"))
+    elif conversation is not None:
+        found.append((ObjectKind.CONVERSATION, conversation, "conversation"))
+    return found
 
 
 def check_item_id(value: object, param: str) -> str:

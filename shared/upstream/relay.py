@@ -53,6 +53,7 @@ class StreamRelay:
         self.relayed = False  # events() ran to its end (as opposed to being abandoned by the caller)
         self.first_token_at: float | None = None  # time.perf_counter() when the first generated text went by
         self.response_model: str | None = None  # the model the upstream named in its chunks (telemetry)
+        self.response_id: str | None = None  # a Responses stream's id, from its first event (ownership record)
 
     @property
     def usage(self) -> Usage:
@@ -159,6 +160,10 @@ class StreamRelay:
             self._generated.append(payload["delta"])
             if self.first_token_at is None:
                 self.first_token_at = time.perf_counter()
+        elif kind == "response.created":
+            response = payload.get("response")
+            if isinstance(response, dict) and isinstance(response.get("id"), str):
+                self.response_id = response["id"]
         elif kind in _RESPONSES_FINAL_EVENTS:
             self.finished = True
             response = payload.get("response")
