@@ -290,6 +290,7 @@ BAD_FILES = {
     "duplicate custom_id": (lines(2).replace(b"task-1", b"task-0"), "Line 2"),
     "model not allowed": (lines(2) + lines(1, model="gpt-4.1").replace(b"task-0", b"task-9"), "Line 3"),
     "unknown deployment": (lines(1, model="no-such-model"), "Line 1"),
+    "another caller's response": (lines(1, previous_response_id="resp_0123456789abcdef"), "Line 1"),
 }
 
 
