@@ -87,18 +87,22 @@ V1_RESPONSES = Operation(OperationKind.RESPONSES, "responses", ApiStyle.V1, _RES
 # as the Azure OpenAI REST reference names them (docs/decisions.md). No tokens of their own: a batch's usage is
 # settled when it ends (BATCH_USAGE, the ledger's ``batch`` rows).
 FILE_UPLOAD = Operation(OperationKind.FILES, "files", ApiStyle.DATED, can_stream=False)
+FILE_LIST = Operation(OperationKind.FILES, "files", ApiStyle.DATED, can_stream=False, method="GET")  # the registry's
 FILE_RETRIEVE = Operation(OperationKind.FILES, "files/{id}", ApiStyle.DATED, can_stream=False, method="GET")
 FILE_CONTENT = Operation(OperationKind.FILES, "files/{id}/content", ApiStyle.DATED, can_stream=False, method="GET")
 FILE_DELETE = Operation(OperationKind.FILES, "files/{id}", ApiStyle.DATED, can_stream=False, method="DELETE")
 BATCH_CREATE = Operation(OperationKind.BATCHES, "batches", ApiStyle.DATED, can_stream=False)
+BATCH_LIST = Operation(OperationKind.BATCHES, "batches", ApiStyle.DATED, can_stream=False, method="GET")  # registry
 BATCH_RETRIEVE = Operation(OperationKind.BATCHES, "batches/{id}", ApiStyle.DATED, can_stream=False, method="GET")
 BATCH_CANCEL = Operation(OperationKind.BATCHES, "batches/{id}/cancel", ApiStyle.DATED, can_stream=False)
 
 V1_FILE_UPLOAD = Operation(OperationKind.FILES, "files", ApiStyle.V1, can_stream=False)
+V1_FILE_LIST = Operation(OperationKind.FILES, "files", ApiStyle.V1, can_stream=False, method="GET")
 V1_FILE_RETRIEVE = Operation(OperationKind.FILES, "files/{id}", ApiStyle.V1, can_stream=False, method="GET")
 V1_FILE_CONTENT = Operation(OperationKind.FILES, "files/{id}/content", ApiStyle.V1, can_stream=False, method="GET")
 V1_FILE_DELETE = Operation(OperationKind.FILES, "files/{id}", ApiStyle.V1, can_stream=False, method="DELETE")
 V1_BATCH_CREATE = Operation(OperationKind.BATCHES, "batches", ApiStyle.V1, can_stream=False)
+V1_BATCH_LIST = Operation(OperationKind.BATCHES, "batches", ApiStyle.V1, can_stream=False, method="GET")
 V1_BATCH_RETRIEVE = Operation(OperationKind.BATCHES, "batches/{id}", ApiStyle.V1, can_stream=False, method="GET")
 V1_BATCH_CANCEL = Operation(OperationKind.BATCHES, "batches/{id}/cancel", ApiStyle.V1, can_stream=False)
 

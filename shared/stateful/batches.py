@@ -138,7 +138,7 @@ class FilesAndBatches:
                         expires_at=_expiry(created),
                     )
                 )
-        await self._record_request(call, model_call, answer)
+        await self._record_request(call, model_call, answer.status, answer.backend)
         return _relay(answer, content)
 
     def _scan(self, upload: Any, allowed: frozenset[str] | None) -> BatchFile:
@@ -156,6 +156,9 @@ class FilesAndBatches:
             for obj in await self.registry.list_for(call.caller, ObjectKind.FILE)
             if purpose is None or obj.attributes.get("purpose") == purpose
         ]
+        await self._record_request(
+            call, self._call(operation("FILE_LIST", call.dated), call, ANY_DEPLOYMENT), 200, None
+        )
         return JSONResponse(paged(objects, page))
 
     async def file(self, call: StoredCall, file_id: str, action: str) -> Response:
@@ -165,14 +168,14 @@ class FilesAndBatches:
         model_call = self._call(operation(f"FILE_{action.upper()}", call.dated), call, record.deployment, file_id)
         answer = await self._send(model_call, None, call.request_id, record.backend)
         if action == "content" and answer.ok:
-            await self._record_request(call, model_call, answer)
+            await self._record_request(call, model_call, answer.status, answer.backend)
             return StreamingResponse(
                 _closing(answer), status_code=answer.status, media_type=answer.content_type, headers=_headers(answer)
             )
         content = await answer.read()
         if action == "delete" and (answer.ok or answer.status == 404):
             await self.registry.forget(ObjectKind.FILE, file_id, record.owner)  # deleted, or already gone upstream
-        await self._record_request(call, model_call, answer)
+        await self._record_request(call, model_call, answer.status, answer.backend)
         return _relay(answer, content)
 
     # --- batches -----------------------------------------------------------------------------------------------
@@ -244,7 +247,7 @@ class FilesAndBatches:
                 quotas.settle(quota, None)
             if answer.ok:
                 log.error("request %s: the upstream created a batch but its answer has no usable id", call.request_id)
-            await self._record_request(call, model_call, answer)
+            await self._record_request(call, model_call, answer.status, answer.backend)
             return _relay(answer, content)
         reserved = Usage(facts.prompt_tokens, facts.output_tokens, estimated=True)
         if quotas is not None:
@@ -280,12 +283,15 @@ class FilesAndBatches:
             },
         )
         await self.registry.record(record)
-        await self._record_request(call, model_call, answer)
+        await self._record_request(call, model_call, answer.status, answer.backend)
         headers = with_quota_headers(_headers(answer), quota.headers)
         return Response(content, status_code=answer.status, headers=headers, media_type=answer.content_type)
 
     async def list_batches(self, call: StoredCall, page: Page) -> Response:
         objects = [_shown(obj) for obj in await self.registry.list_for(call.caller, ObjectKind.BATCH)]
+        await self._record_request(
+            call, self._call(operation("BATCH_LIST", call.dated), call, ANY_DEPLOYMENT), 200, None
+        )
         return JSONResponse(paged(objects, page))
 
     async def batch(self, call: StoredCall, batch_id: str, action: str) -> Response:
@@ -295,7 +301,7 @@ class FilesAndBatches:
         model_call = self._call(operation(f"BATCH_{action.upper()}", call.dated), call, record.deployment, batch_id)
         answer = await self._send(model_call, None, call.request_id, record.backend)
         content = await answer.read()
-        await self._record_request(call, model_call, answer)
+        await self._record_request(call, model_call, answer.status, answer.backend)
         seen = _json_object(content) if answer.ok else None
         if seen is not None:
             await self.observe(record, seen, call.request_id)
@@ -536,7 +542,7 @@ class FilesAndBatches:
             object_id=object_id,
         )
 
-    async def _record_request(self, call: StoredCall, model_call: ModelCall, answer: UpstreamResponse) -> None:
+    async def _record_request(self, call: StoredCall, model_call: ModelCall, status: int, backend: str | None) -> None:
         """A management call's ledger row: a request, no tokens, no cost."""
         policy = await self.policies.get(call.caller.id)
         currency = self.accounting.prices.currency
@@ -545,12 +551,11 @@ class FilesAndBatches:
             caller=call.caller,
             call=model_call,
             quota=QuotaReservation(price=Price(Decimal(0), Decimal(0), Decimal(0), currency, NO_CHARGE)),
-            backend=answer.backend,
+            backend=backend,
             chargeback=policy.chargeback(),
         )
-        await self.accounting.settle(
-            reservation, Usage(), answer.status, outcome="completed" if answer.ok else "upstream_error"
-        )
+        outcome = "completed" if 200 <= status < 300 else "upstream_error"
+        await self.accounting.settle(reservation, Usage(), status, outcome=outcome)
 
 
 def _add_line(total: list[int], line: bytes) -> None:

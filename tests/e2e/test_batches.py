@@ -306,9 +306,9 @@ def test_a_malformed_batch_file_is_refused_naming_its_line(batch_gateway, sim, s
     error = response.json()["error"]
     assert where in error["message"] and error["param"] == "file"
     assert callers_requests(sim) == []
-    assert clients(batch_gateway, key)[1].files.list().data == []
     time.sleep(0.6)  # a ledger flush interval: refused input is not recorded
     assert ledger_rows(storage_connection_string, owner) == []
+    assert clients(batch_gateway, key)[1].files.list().data == []
 
 
 def test_uploads_are_refused_for_size_type_and_purpose_before_anything_is_sent(batch_gateway, sim):
