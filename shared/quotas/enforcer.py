@@ -228,9 +228,11 @@ class QuotaEnforcer:
         *,
         since: datetime,
     ) -> None:
-        """A call that runs for hours (a batch) is charged its whole hold when it starts; when it ends, what it did not
-        use goes back to the caller's token and cost budgets whose window is still the one it was charged in (rate
-        windows ended long ago). Local only, like ``settle``: the keeper commits it."""
+        """A call that runs for hours (a batch) is charged its whole hold when it starts; when it ends, the difference
+        to what it used is settled on the caller's token and cost budgets whose window is still the one it was charged
+        in (rate windows ended long ago): what it did not use goes back, what it used beyond the hold (a batch line
+        without an output limit, when the allowance is below the model's maximum) is charged. Local only, like
+        ``settle``: the keeper commits it."""
         now = self._clock()
         for scope, limit, units in await self.limits_for(caller, deployment):
             if limit.unit is Unit.REQUESTS or limit.is_rate:
@@ -239,7 +241,7 @@ class QuotaEnforcer:
             if window_key(limit.window, since) != key or (limit.unit is Unit.NANO_USD and price is None):
                 continue
             unused = self._used(limit, price, charged) - self._used(limit, price, used)
-            if unused > 0:
+            if unused:
                 local = self._leases.local(CounterId(scope, limit, key), units, window_end(limit.window, now))
                 self._leases.release(local, 0, -unused)
 
