@@ -155,7 +155,7 @@ def test_a_caller_at_its_budget_cannot_create_a_batch(batch_gateway, sim):
     client = clients(batch_gateway, key_for(batch_gateway, owner, limits={"tokens_per_day": 500}))[1]
     uploaded = client.files.create(file=("input.jsonl", lines(3, max_tokens=100)), purpose="batch")
     # 3 lines: 36 prompt tokens plus 3 x 100 output: the first batch holds 336 of the 500 at once.
-    client.batches.create(input_file_id=uploaded.id, endpoint="/chat/completions", completion_window="24h")
+    first = client.batches.create(input_file_id=uploaded.id, endpoint="/chat/completions", completion_window="24h")
     sim.reset()
     with pytest.raises(openai.PermissionDeniedError) as refused:
         client.batches.create(input_file_id=uploaded.id, endpoint="/chat/completions", completion_window="24h")
@@ -167,6 +167,11 @@ def test_a_caller_at_its_budget_cannot_create_a_batch(batch_gateway, sim):
     for refusal in (refused.value, chat_refused.value):
         assert refusal.response.headers.keys() >= {"retry-after", "retry-after-ms"}
     assert callers_requests(sim) == []  # neither reached the upstream
+
+    # Once the first batch has ended, what it did not use is back: the same batch fits again.
+    assert wait_until(lambda: client.batches.retrieve(first.id).status == "completed")
+    second = client.batches.create(input_file_id=uploaded.id, endpoint="/chat/completions", completion_window="24h")
+    assert second.status == "validating"
 
 
 def test_strangers_get_404_and_nothing_reaches_the_upstream(batch_gateway, sim):
