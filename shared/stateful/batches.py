@@ -304,7 +304,10 @@ class FilesAndBatches:
         await self._record_request(call, model_call, answer.status, answer.backend)
         seen = _json_object(content) if answer.ok else None
         if seen is not None:
-            await self.observe(record, seen, call.request_id)
+            try:
+                await self.observe(record, seen, call.request_id)
+            except GatewayError as error:  # the caller still gets the batch; the timer settles it later
+                log.warning("batch %s not settled on this read: %s", record.id, error.code)
         return _relay(answer, content)
 
     # --- what a batch shows, and its settlement ---------------------------------------------------------------
@@ -338,8 +341,11 @@ class FilesAndBatches:
             if seen is None:
                 log.warning("batch %s: its backend answered %d", record.id, answer.status)
                 continue
-            if await self.observe(record, seen, request_id):
-                settled += 1
+            try:
+                if await self.observe(record, seen, request_id):
+                    settled += 1
+            except GatewayError as error:  # its output file could not be read now: the next run tries again
+                log.warning("batch %s not settled: %s", record.id, error.code)
         return settled
 
     async def observe(self, record: OwnedObject, seen: Mapping[str, Any], request_id: str) -> bool:
