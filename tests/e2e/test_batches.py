@@ -17,6 +17,8 @@ import pytest
 from azure.data.tables import TableServiceClient
 
 from tests.conftest import SimulatorControl
+from tests.gateway_process import GatewayProcess
+from tests.upstream.servers import simulators
 
 pytestmark = pytest.mark.e2e
 PRICES = '{"gpt-4o-mini": {"input": 0.15, "cached_input": 0.075, "output": 0.6}}'
@@ -39,9 +41,10 @@ def lines(count: int = 3, model: str = "gpt-4o-mini", **extra) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def batch_gateway(start_gateway, simulator, storage_connection_string):
-    """A priced gateway whose dev host runs the timers every half second (the settlement timer among them)."""
-    return start_gateway(
+def batch_gateway(simulator, storage_connection_string):
+    """A priced gateway whose dev host runs the timers every half second (the settlement timer among them); stopped
+    with this module, so its timers do not keep running through the rest of the session."""
+    process = GatewayProcess(
         {
             "AZURE_OPENAI_ENDPOINT": simulator.url,
             "GATEWAY_STORAGE_CONNECTION_STRING": storage_connection_string,
@@ -52,7 +55,9 @@ def batch_gateway(start_gateway, simulator, storage_connection_string):
             "GATEWAY_DEVHOST_TIMER_SECONDS": "0.5",
             "GATEWAY_MAX_FILE_BYTES": "1000000",
         }
-    )
+    ).start()
+    yield process
+    process.stop()
 
 
 def key_for(gateway, owner_id: str, **policy) -> str:
@@ -221,22 +226,23 @@ def test_a_cancelled_batch_settles_to_what_its_output_reported(batch_gateway, si
 
 
 @pytest.fixture(scope="module")
-def two_accounts(start_gateway, storage_connection_string):
-    from tests.upstream.servers import simulators
-
+def two_accounts(storage_connection_string):
     with simulators(2) as controls:
         pools = {
             "*": [{"label": "a", "endpoint": controls[0].url}, {"label": "b", "endpoint": controls[1].url}],
         }
-        gateway = start_gateway(
+        gateway = GatewayProcess(
             {
                 "GATEWAY_BACKENDS": json.dumps(pools),
                 "GATEWAY_STORAGE_CONNECTION_STRING": storage_connection_string,
                 "GATEWAY_LOCAL_DEV_AUTH": "true",
                 "GATEWAY_ALLOWED_DEPLOYMENTS": "gpt-4o-mini,text-embedding-3-small,gpt-4.1",
             }
-        )
-        yield gateway, controls
+        ).start()
+        try:
+            yield gateway, controls
+        finally:
+            gateway.stop()
 
 
 def test_file_and_batch_calls_always_reach_the_account_holding_the_file(two_accounts):
