@@ -233,9 +233,10 @@ def list_page(query: Mapping[str, str], kind: ObjectKind, *, max_limit: int = MA
 
 
 def paged(objects: Sequence[Mapping[str, Any]], page: Page) -> dict[str, Any]:
-    """An OpenAI list (``object``, ``data``, ``first_id``, ``last_id``, ``has_more``) of objects, each with ``id`` and
-    ``created_at``: newest first unless ``order=asc``, starting after ``page.after``."""
-    ordered = sorted(objects, key=lambda o: (o.get("created_at") or 0, o["id"]), reverse=page.descending)
+    """An OpenAI list (``object``, ``data``, ``first_id``, ``last_id``, ``has_more``) of ``objects`` (each with an
+    ``id``), given oldest first as the registry keeps them (to the microsecond, where the upstream's ``created_at``
+    has whole seconds): newest first unless ``order=asc``, starting after ``page.after``."""
+    ordered = list(reversed(objects)) if page.descending else list(objects)
     if page.after is not None:
         ids = [o["id"] for o in ordered]
         ordered = ordered[ids.index(page.after) + 1 :] if page.after in ids else []

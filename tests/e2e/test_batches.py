@@ -393,3 +393,16 @@ def test_hostile_ids_are_refused_and_nothing_is_sent(batch_gateway, sim, hostile
     )
     assert created.status_code == 400 and created.json()["error"]["param"] == "input_file_id"
     assert callers_requests(sim) == []
+
+
+def test_lists_are_the_caller_s_own_in_pages(batch_gateway, sim):
+    client = clients(batch_gateway, key_for(batch_gateway, f"tenant-b/{uuid.uuid4()}"))[1]
+    ids = [client.files.create(file=(f"f{i}.jsonl", lines(1)), purpose="batch").id for i in range(3)]
+    first = client.files.list(limit=2)
+    assert [f.id for f in first.data] == ids[::-1][:2] and first.has_more  # newest first
+    rest = client.files.list(limit=2, after=first.data[-1].id)
+    assert [f.id for f in rest.data] == [ids[0]] and not rest.has_more
+    assert [f.id for f in client.files.list(limit=2, order="asc")] == ids  # the SDK follows the pages
+    assert client.files.list(purpose="assistants").data == []
+    with pytest.raises(openai.BadRequestError):
+        client.files.list(limit=0)
