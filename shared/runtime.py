@@ -47,6 +47,7 @@ from shared.quotas.enforcer import QuotaEnforcer
 from shared.quotas.leases import QuotaLeases
 from shared.settings import BackendSettings, Settings, settings_from_env
 from shared.settings.sections import ANY_DEPLOYMENT
+from shared.stateful.batches import FilesAndBatches
 from shared.stateful.objects import ObjectKind, ObjectRegistry
 from shared.stateful.responses import StoredResponses
 from shared.storage.tables import (
@@ -92,6 +93,7 @@ class Services:
     daily_usage_table: TableClient  # finance's daily table, derived from the ledger by daily_rollup
     daily_rollup: DailyRollup
     objects: ObjectRegistry  # owner and backend of every stored object (responses, files, batches)
+    files_batches: FilesAndBatches  # files and batches: owned, pinned to their backend, batches settled when they end
     stored_responses: StoredResponses  # retrieve, delete, cancel, input items; background settlement
 
 
@@ -289,6 +291,7 @@ class Runtime:
             stored=stored_responses,
         )
         telemetry.watch_calls_in_flight(lambda: admission.in_flight)
+        files_batches = FilesAndBatches(upstream, objects, accounting, policies, settings.guardrails)
         daily_table = tables.get_table_client(DAILY_USAGE_TABLE)
         # Rows an earlier process left unwritten (a crash, a kill) reach the table without waiting for the timer.
         self._recovery = asyncio.get_running_loop().create_task(_recover_quietly(ledger))
@@ -307,6 +310,7 @@ class Runtime:
             daily_table,
             DailyRollup(usage_table, tables.get_table_client(HOURLY_USAGE_TABLE), daily_table, policies),
             objects,
+            files_batches,
             stored_responses,
         )
 

@@ -8,6 +8,9 @@ received rows late (any day), so late rows are counted without a manual rebuild;
 alerts (once per threshold across instances) and resumes rebuild jobs an instance left. Re-deriving is idempotent,
 so overlapping runs are harmless.
 
+``settle_batches`` reads every batch not yet settled from the backend that holds it, records its output files as
+its owner's, and settles those that ended from their output file's usage, at the batch rate (docs/quotas.md).
+
 ``replay_usage_journal`` writes usage rows that a stopped or crashed instance left in the shared ledger
 journal (docs/durability.md). Any instance may run it: replays are idempotent (rows are keyed by request
 id). The local dev host runs timer functions too, on their NCRONTAB schedule (``shared.local.devhost``).
@@ -33,6 +36,9 @@ REPLAY_SCHEDULE = "0 */5 * * * *"
 # that counted a dead instance's lease as spent, from the ledger (shared/quotas/reconcile.py).
 QUOTA_SCHEDULE = "0 3-59/10 * * * *"
 ROLLUP_SCHEDULE = "30 */5 * * * *"  # half a minute after the replay, so replayed rows are counted in this run
+# Every 5 minutes: read each unsettled batch from its backend; settle those that ended (shared/stateful/batches.py).
+# A batch is settled once whichever instance or request sees it end first (its record is claimed with its ETag).
+BATCH_SCHEDULE = "45 */5 * * * *"
 # Every minute: poll unsettled background responses on their backends and settle the finished ones (a retrieve through
 # the gateway settles one sooner); the ledger row is written once whoever sees it first (shared/stateful).
 BACKGROUND_SCHEDULE = "15 * * * * *"
@@ -64,6 +70,12 @@ def blueprint(runtime: Runtime) -> func.Blueprint:
 
         corrected = await services.quotas.reconcile(ledger_tokens)
         log.info("quota housekeeping: %d expired counters deleted, %d corrected from the ledger", deleted, corrected)
+
+    @bp.timer_trigger(arg_name="timer", schedule=BATCH_SCHEDULE, run_on_startup=False, use_monitor=False)
+    async def settle_batches(timer: func.TimerRequest) -> None:
+        services = await runtime.services()
+        settled = await services.files_batches.settle_on_timer()
+        log.info("batch settlement: %d batches settled", settled)
 
     @bp.timer_trigger(arg_name="timer", schedule=ROLLUP_SCHEDULE, run_on_startup=False, use_monitor=False)
     async def roll_up_daily_usage(timer: func.TimerRequest) -> None:

@@ -9,6 +9,11 @@ ledger row, so a later change never re-prices history. Money is :class:`~decimal
 exact (tokens x price / 10^6), never a float. Deployments without a price are recorded with no cost (``null``),
 not with zero.
 
+Batches (``/openai/batches``) are charged at the batch rate: each price entry's figures times its
+``batch_multiplier`` (default :data:`DEFAULT_BATCH_MULTIPLIER`, 0.5: Azure OpenAI Global Batch costs 50% less than
+Global Standard, docs/decisions.md), a price of its own with the id ``<version>#batch``, so a batch's ledger row names
+the rate it was charged at and finance's exports find its unit prices by that id like any other.
+
 :class:`PriceBook` is also a ``Mapping[str, Price]`` of the prices in force *now*, which is what the quota
 enforcer's cost budgets need (``book.current(deployment)`` or ``book.get(deployment)``).
 """
@@ -23,7 +28,7 @@ import math
 import re
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -44,6 +49,10 @@ MAX_PRICE = Decimal(1_000_000)  # per million tokens: anything above is a typo
 MAX_PRICE_DECIMALS = 9
 BEGINNING = datetime(1970, 1, 1, tzinfo=UTC)
 _CURRENCY = re.compile(r"[A-Z]{3}")
+# Azure OpenAI Global Batch: "50% less cost than global standard" (docs/decisions.md cites Microsoft's page). A price
+# entry's ``batch_multiplier`` overrides it (Data Zone batch, a negotiated rate).
+DEFAULT_BATCH_MULTIPLIER = Decimal("0.5")
+BATCH_SUFFIX = "#batch"  # the id of a version's batch rate: ``gpt-4o-mini@seed-1a2b3c4d#batch``
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +78,19 @@ class Price:
     output: Decimal
     currency: str = DEFAULT_CURRENCY
     version: str = ""
+    batch_multiplier: Decimal = DEFAULT_BATCH_MULTIPLIER  # the batch rate: these figures times this
+
+    def batch(self) -> Price:
+        """The batch rate of this version: every figure times ``batch_multiplier``, id ``<version>#batch``."""
+        factor = _dec(self.batch_multiplier)
+        return Price(
+            _dec(self.input) * factor,
+            _dec(self.cached_input) * factor,
+            _dec(self.output) * factor,
+            self.currency,
+            f"{self.version}{BATCH_SUFFIX}",
+            Decimal(1),
+        )
 
     def cost_of(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> Decimal:
         """The exact cost: cached prompt tokens at the cached price, the rest of the prompt at the input price."""
@@ -87,12 +109,15 @@ class Price:
         return math.ceil(self.cost_of(prompt_tokens, completion_tokens, cached_tokens) * 1_000_000_000)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        figures = {
             "input": money_text(_dec(self.input)),
             "cached_input": money_text(_dec(self.cached_input)),
             "output": money_text(_dec(self.output)),
             "currency": self.currency,
         }
+        if _dec(self.batch_multiplier) != DEFAULT_BATCH_MULTIPLIER:  # only then: seed ids of older entries stay
+            figures["batch_multiplier"] = money_text(_dec(self.batch_multiplier))
+        return figures
 
 
 def _dec(value: Decimal | float | int) -> Decimal:
@@ -131,10 +156,11 @@ def seed_version_id(deployment: str, price: Price) -> str:
 
 
 def parse_price(entry: object, where: str, *, stored: bool = False) -> Price:
-    """One price object (``input``, ``output``, optional ``cached_input`` and ``currency``), strictly."""
+    """One price object (``input``, ``output``, optional ``cached_input``, ``currency`` and ``batch_multiplier``),
+    strictly."""
     if not isinstance(entry, dict) or not {"input", "output"} <= entry.keys():
         raise PriceError(f"needs 'input' and 'output' (per million tokens) for {where}")
-    unknown = set(entry) - {"input", "cached_input", "output", "currency"}
+    unknown = set(entry) - {"input", "cached_input", "output", "currency", "batch_multiplier"}
     if unknown:
         raise PriceError(f"has unknown fields {sorted(unknown)} for {where}")
     values = {}
@@ -144,7 +170,12 @@ def parse_price(entry: object, where: str, *, stored: bool = False) -> Price:
     currency = entry.get("currency", DEFAULT_CURRENCY)
     if not isinstance(currency, str) or not _CURRENCY.fullmatch(currency):
         raise PriceError(f"'currency' must be an ISO 4217 code such as USD for {where}")
-    return Price(values["input"], values["cached_input"], values["output"], currency)
+    multiplier = DEFAULT_BATCH_MULTIPLIER
+    if entry.get("batch_multiplier") is not None:
+        multiplier = _parse_amount(entry["batch_multiplier"], f"{where}.batch_multiplier", stored)
+        if multiplier > 1:
+            raise PriceError(f"{where}.batch_multiplier is a fraction of the standard price, from 0 to 1")
+    return Price(values["input"], values["cached_input"], values["output"], currency, "", multiplier)
 
 
 def _parse_amount(raw: object, where: str, stored: bool) -> Decimal:
@@ -186,9 +217,7 @@ def parse_prices(text: str | None) -> dict[str, Price]:
     prices = {}
     for deployment, entry in raw.items():
         price = parse_price(entry, repr(deployment))
-        prices[deployment] = Price(
-            price.input, price.cached_input, price.output, price.currency, seed_version_id(deployment, price)
-        )
+        prices[deployment] = replace(price, version=seed_version_id(deployment, price))
     currencies = {p.currency for p in prices.values()}
     if len(currencies) > 1:
         raise PriceError(f"uses several currencies ({', '.join(sorted(currencies))}); the gateway bills in one")
@@ -232,7 +261,15 @@ class PriceBook(Mapping[str, Price]):
     def current(self, deployment: str) -> Price | None:
         return self.at(deployment, datetime.now(UTC))
 
+    def batch_at(self, deployment: str, when: datetime) -> Price | None:
+        """The batch rate in force for ``deployment`` at ``when`` (None: unpriced)."""
+        price = self.at(deployment, when)
+        return price.batch() if price is not None else None
+
     def by_id(self, version: str) -> Price | None:
+        if version.endswith(BATCH_SUFFIX):
+            standard = self.by_id(version.removesuffix(BATCH_SUFFIX))
+            return standard.batch() if standard is not None else None
         for versions in self._versions.values():
             for candidate in versions:
                 if candidate.id == version:
@@ -337,6 +374,7 @@ def _entity(version: PriceVersion) -> dict[str, Any]:
         "Output": money_text(price.output),
         "Currency": price.currency,
         "CreatedBy": version.created_by,
+        "BatchMultiplier": money_text(_dec(price.batch_multiplier)),
     }
 
 
@@ -352,10 +390,10 @@ def _version_from_entity(entity: Mapping[str, Any]) -> PriceVersion:
             "cached_input": entity["CachedInput"],
             "output": entity["Output"],
             "currency": entity["Currency"],
+            "batch_multiplier": entity.get("BatchMultiplier"),  # absent on versions stored before batches
         },
         deployment,
         stored=True,
     )
-    vid = version_id(deployment, effective)
-    price = Price(price.input, price.cached_input, price.output, price.currency, vid)
+    price = replace(price, version=version_id(deployment, effective))
     return PriceVersion(deployment, effective, price, str(entity.get("CreatedBy", "")))

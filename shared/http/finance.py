@@ -23,6 +23,7 @@ import contextlib
 import os
 import re
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -149,7 +150,7 @@ def blueprint(runtime: Runtime) -> func.Blueprint:
             version = PriceVersion(
                 deployment,
                 effective,
-                type(price)(price.input, price.cached_input, price.output, price.currency, vid),
+                replace(price, version=vid),
                 created_by=caller.id,
             )
             try:

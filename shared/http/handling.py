@@ -53,21 +53,22 @@ Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Response]])
 class GatewayBlueprint(func.Blueprint):
     """A blueprint of anonymous HTTP functions whose every route runs :func:`at_the_edge`."""
 
-    def route(self, *args: Any, **kwargs: Any) -> Callable[..., Any]:
+    def route(self, *args: Any, multipart: bool = False, **kwargs: Any) -> Callable[..., Any]:
+        """``multipart``: the route takes ``multipart/form-data`` uploads (see :func:`refuse_cross_site`)."""
         register = super().route(*args, **kwargs)
 
         def decorator(handler: Callable[..., Awaitable[Response]]) -> Any:
-            return register(at_the_edge(handler))
+            return register(at_the_edge(handler, multipart=multipart))
 
         return decorator
 
 
-def new_blueprint() -> func.Blueprint:
+def new_blueprint() -> GatewayBlueprint:
     """Easy Auth and the gateway authenticate, not function keys."""
     return GatewayBlueprint(http_auth_level=func.AuthLevel.ANONYMOUS)  # type: ignore[no-untyped-call]
 
 
-def at_the_edge(handler: Handler) -> Handler:
+def at_the_edge(handler: Handler, *, multipart: bool = False) -> Handler:
     """Wrap a function handler (``handler(req)``): request id, cross-site refusal, no unhandled exception.
 
     ``functools.wraps`` keeps the name, docstring and ``Request`` annotation the Functions worker indexes.
@@ -79,7 +80,7 @@ def at_the_edge(handler: Handler) -> Handler:
     async def edge(req: Request) -> Response:
         request_id = new_request_id()
         try:
-            refuse_cross_site(req)
+            refuse_cross_site(req, multipart=multipart)
             response = await handler(req)
         except GatewayError as error:
             log_refusal(function, error, request_id)
@@ -96,16 +97,27 @@ def at_the_edge(handler: Handler) -> Handler:
 # --- cross-site requests ---------------------------------------------------------------------------------------
 
 
-def refuse_cross_site(request: Request) -> None:
+def refuse_cross_site(request: Request, *, multipart: bool = False) -> None:
     """Refuse what a page on another site could make a browser send with the user's cookies.
 
     A cross-site HTML form can POST ``text/plain``, ``application/x-www-form-urlencoded`` or ``multipart/form-data``
     without a CORS preflight; ``application/json`` needs one, which the gateway never approves. And where the
     only credential is a cookie (an Easy Auth session), the browser's ``Origin`` must be the gateway's own.
+
+    Upload routes (``multipart``) take ``multipart/form-data`` from a caller whose credential is a header
+    (``Authorization`` or ``api-key``), which a form on another site cannot set; a cookie alone is not enough there.
     """
     if request.method.upper() not in STATE_CHANGING_METHODS:
         return
-    if _has_body(request) and not is_json_media_type(request.headers.get("content-type")):
+    content_type = request.headers.get("content-type")
+    if multipart and _is_multipart(content_type):
+        if _cookie_is_the_credential(request) or not _has_header_credential(request):
+            raise forbidden(
+                "An upload must carry its credential in the Authorization or api-key header.",
+                code="cross_origin_refused",
+            )
+        return
+    if _has_body(request) and not is_json_media_type(content_type):
         raise GatewayError(
             415,
             "Send the request body as JSON with 'Content-Type: application/json'.",
@@ -125,6 +137,14 @@ def is_json_media_type(value: str | None) -> bool:
         return False
     media_type = value.split(";", 1)[0].strip().lower()
     return media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
+
+
+def _is_multipart(value: str | None) -> bool:
+    return bool(value) and str(value).split(";", 1)[0].strip().lower() == "multipart/form-data"
+
+
+def _has_header_credential(request: Request) -> bool:
+    return "authorization" in request.headers or "api-key" in request.headers
 
 
 def _has_body(request: Request) -> bool:

@@ -198,6 +198,42 @@ async def count_prompt_tokens(
     return await asyncio.to_thread(count_prompt, operation.kind, body, encoding, model=model)
 
 
+def guard_body(body: dict[str, Any], operation: Operation, settings: GuardrailSettings) -> ModelCall:
+    """The guardrails of :func:`guard` applied to a request body that did not come as an HTTP request of its own (a
+    line of a batch input file, where ``model`` names the deployment); the prompt is counted here, inline."""
+    deployment = check_deployment(body.get("model"), settings, param="model")
+    _check_types(body, operation)
+    max_output = _check_output_limit(body, operation, settings)
+    generations = _check_generations(body, operation)
+    _check_stored_fields(body, operation)
+    if body.get("background") is True or any(True for _ in referenced_objects(body)):
+        # A batch line runs inside Azure, where the gateway cannot check whose stored object it names.
+        raise bad_request(
+            "A batch request may not run in the background or reference stored objects (previous_response_id, "
+            "conversation, files).",
+            code="invalid_value",
+        )
+    model = settings.deployment_models.get(deployment, deployment)
+    prompt_tokens = count_prompt(operation.kind, body, encoding_for_model(model), model=model)
+    if prompt_tokens > settings.max_prompt_tokens:
+        raise bad_request(
+            f"The prompt is {prompt_tokens} tokens, above this gateway's limit of {settings.max_prompt_tokens}.",
+            code="prompt_too_large",
+        )
+    return ModelCall(
+        operation=operation,
+        deployment=deployment,
+        api_version=None,
+        body=body,
+        stream=False,
+        client_wants_stream_usage=False,
+        prompt_tokens_estimate=prompt_tokens,
+        max_output_tokens=max_output,
+        generations=generations,
+        model=model,
+    )
+
+
 async def guard(
     request: Request, operation: Operation, settings: GuardrailSettings, deployment: str | None
 ) -> ModelCall:

@@ -14,6 +14,9 @@ class OperationKind(StrEnum):
     COMPLETIONS = "completions"
     EMBEDDINGS = "embeddings"
     RESPONSES = "responses"
+    FILES = "files"  # file management: upload, list, retrieve, content, delete (no tokens)
+    BATCHES = "batches"  # batch management: create, retrieve, list, cancel (no tokens of their own)
+    BATCH = "batch"  # a batch's usage, settled when it ends, at the batch rate
     # Requests about stored responses and the models list: no tokens, a ledger row each (shared/stateful).
     RESPONSES_RETRIEVE = "responses.retrieve"
     RESPONSES_DELETE = "responses.delete"
@@ -80,6 +83,30 @@ V1_CHAT = Operation(OperationKind.CHAT, "chat/completions", ApiStyle.V1, _CHAT_L
 V1_EMBEDDINGS = Operation(OperationKind.EMBEDDINGS, "embeddings", ApiStyle.V1, can_stream=False)
 V1_RESPONSES = Operation(OperationKind.RESPONSES, "responses", ApiStyle.V1, _RESPONSES_LIMITS)
 
+# Files and batches (shared/stateful/batches.py): dated (``/openai/files?api-version=``) and v1 (``/openai/v1/files``),
+# as the Azure OpenAI REST reference names them (docs/decisions.md). No tokens of their own: a batch's usage is
+# settled when it ends (BATCH_USAGE, the ledger's ``batch`` rows).
+FILE_UPLOAD = Operation(OperationKind.FILES, "files", ApiStyle.DATED, can_stream=False)
+FILE_LIST = Operation(OperationKind.FILES, "files", ApiStyle.DATED, can_stream=False, method="GET")  # the registry's
+FILE_RETRIEVE = Operation(OperationKind.FILES, "files/{id}", ApiStyle.DATED, can_stream=False, method="GET")
+FILE_CONTENT = Operation(OperationKind.FILES, "files/{id}/content", ApiStyle.DATED, can_stream=False, method="GET")
+FILE_DELETE = Operation(OperationKind.FILES, "files/{id}", ApiStyle.DATED, can_stream=False, method="DELETE")
+BATCH_CREATE = Operation(OperationKind.BATCHES, "batches", ApiStyle.DATED, can_stream=False)
+BATCH_LIST = Operation(OperationKind.BATCHES, "batches", ApiStyle.DATED, can_stream=False, method="GET")  # registry
+BATCH_RETRIEVE = Operation(OperationKind.BATCHES, "batches/{id}", ApiStyle.DATED, can_stream=False, method="GET")
+BATCH_CANCEL = Operation(OperationKind.BATCHES, "batches/{id}/cancel", ApiStyle.DATED, can_stream=False)
+
+V1_FILE_UPLOAD = Operation(OperationKind.FILES, "files", ApiStyle.V1, can_stream=False)
+V1_FILE_LIST = Operation(OperationKind.FILES, "files", ApiStyle.V1, can_stream=False, method="GET")
+V1_FILE_RETRIEVE = Operation(OperationKind.FILES, "files/{id}", ApiStyle.V1, can_stream=False, method="GET")
+V1_FILE_CONTENT = Operation(OperationKind.FILES, "files/{id}/content", ApiStyle.V1, can_stream=False, method="GET")
+V1_FILE_DELETE = Operation(OperationKind.FILES, "files/{id}", ApiStyle.V1, can_stream=False, method="DELETE")
+V1_BATCH_CREATE = Operation(OperationKind.BATCHES, "batches", ApiStyle.V1, can_stream=False)
+V1_BATCH_LIST = Operation(OperationKind.BATCHES, "batches", ApiStyle.V1, can_stream=False, method="GET")
+V1_BATCH_RETRIEVE = Operation(OperationKind.BATCHES, "batches/{id}", ApiStyle.V1, can_stream=False, method="GET")
+V1_BATCH_CANCEL = Operation(OperationKind.BATCHES, "batches/{id}/cancel", ApiStyle.V1, can_stream=False)
+
+BATCH_USAGE = Operation(OperationKind.BATCH, "batches", ApiStyle.V1, can_stream=False)  # never sent: a ledger row
 # Stored responses (GET/DELETE /responses/{id}, POST /responses/{id}/cancel, GET /responses/{id}/input_items) and the
 # models list, dated (?api-version=) and v1. Only a retrieve can stream (``stream=true`` resumes a background one).
 RESPONSES_RETRIEVE = Operation(OperationKind.RESPONSES_RETRIEVE, "responses/{id}", ApiStyle.DATED, method="GET")

@@ -218,6 +218,33 @@ class QuotaEnforcer:
             raise
         return reservation
 
+    async def give_back(
+        self,
+        caller: Caller,
+        deployment: str,
+        price: Price | None,
+        charged: Usage,
+        used: Usage,
+        *,
+        since: datetime,
+    ) -> None:
+        """A call that runs for hours (a batch) is charged its whole hold when it starts; when it ends, the difference
+        to what it used is settled on the caller's token and cost budgets whose window is still the one it was charged
+        in (rate windows ended long ago): what it did not use goes back, what it used beyond the hold (a batch line
+        without an output limit, when the allowance is below the model's maximum) is charged. Local only, like
+        ``settle``: the keeper commits it."""
+        now = self._clock()
+        for scope, limit, units in await self.limits_for(caller, deployment):
+            if limit.unit is Unit.REQUESTS or limit.is_rate:
+                continue
+            key = window_key(limit.window, now)
+            if window_key(limit.window, since) != key or (limit.unit is Unit.NANO_USD and price is None):
+                continue
+            unused = self._used(limit, price, charged) - self._used(limit, price, used)
+            if unused:
+                local = self._leases.local(CounterId(scope, limit, key), units, window_end(limit.window, now))
+                self._leases.release(local, 0, -unused)
+
     def settle(self, reservation: QuotaReservation, usage: Usage | None) -> None:
         """Charge what the call used against what it held (local only: no storage, cannot fail)."""
         for hold in reservation.holds:

@@ -47,6 +47,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         guardrails=GuardrailSettings(
             allowed_deployments=_deployments(env, "GATEWAY_ALLOWED_DEPLOYMENTS"),
             max_request_bytes=_positive_int(env, "GATEWAY_MAX_REQUEST_BYTES", 4 * 1024 * 1024),
+            max_file_bytes=_positive_int(env, "GATEWAY_MAX_FILE_BYTES", 512 * 1000 * 1000),
             max_prompt_tokens=_positive_int(env, "GATEWAY_MAX_PROMPT_TOKENS", 128_000),
             max_output_tokens=_positive_int(env, "GATEWAY_MAX_OUTPUT_TOKENS", 16_384),
             deployment_models=_deployment_models(env, "GATEWAY_DEPLOYMENT_MODELS"),

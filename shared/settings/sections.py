@@ -72,6 +72,8 @@ class UpstreamSettings:
 class GuardrailSettings:
     allowed_deployments: frozenset[str] | None = None  # None: any well-formed deployment name
     max_request_bytes: int = 4 * 1024 * 1024
+    # File uploads (multipart, streamed to local disk): Azure OpenAI's own limit for a file, 512 MB (docs/decisions.md).
+    max_file_bytes: int = 512 * 1000 * 1000
     max_prompt_tokens: int = 128_000
     max_output_tokens: int = 16_384
     # Deployment -> model name (GATEWAY_DEPLOYMENT_MODELS), for the tokenizer; a deployment not listed is read as

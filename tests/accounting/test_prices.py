@@ -101,3 +101,24 @@ async def test_an_idle_instance_prices_its_next_call_with_the_version_in_force_n
     await idle.ensure_current()
     price = idle.at("m", datetime.now(UTC))
     assert price is not None and price.version == f"m@{soon:%Y-%m-%dT%H:%M:%SZ}"
+
+
+def test_a_batch_is_priced_at_the_version_s_batch_rate_and_found_by_its_id():
+    from shared.accounting.prices import DEFAULT_BATCH_MULTIPLIER
+
+    book = PriceBook(
+        parse_prices(
+            '{"mini": {"input": 0.15, "output": 0.6}, "big": {"input": 2, "output": 8, "batch_multiplier": 0.4}}'
+        )
+    )
+    mini, big = book.current("mini"), book.current("big")
+    assert DEFAULT_BATCH_MULTIPLIER == Decimal("0.5")  # Azure Global Batch: 50% less than Global Standard
+    batch = book.batch_at("mini", datetime.now(UTC))
+    assert (batch.input, batch.output, batch.version) == (Decimal("0.075"), Decimal("0.3"), f"{mini.version}#batch")
+    assert batch.cost_of(1_000_000, 1_000_000) == mini.cost_of(1_000_000, 1_000_000) / 2
+    assert book.by_id(batch.version) == batch  # finance's exports find the batch rate by the row's price version
+    assert book.batch_at("big", datetime.now(UTC)).output == Decimal("3.2")
+    assert "batch_multiplier" not in mini.to_json() and big.to_json()["batch_multiplier"] == "0.4"
+    assert book.batch_at("unpriced", datetime.now(UTC)) is None
+    with pytest.raises(PriceError):
+        parse_prices('{"mini": {"input": 1, "output": 1, "batch_multiplier": 1.5}}')

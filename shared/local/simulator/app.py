@@ -23,7 +23,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from shared.hosting import running_in_azure
-from shared.local.simulator import azure_errors, chat_wire, reading, responses_wire, stored_responses
+from shared.local.simulator import azure_errors, chat_wire, files_batches, reading, responses_wire, stored_responses
 from shared.local.simulator.azure_errors import AzureError
 from shared.local.simulator.behaviours import Behaviour, BehaviourBook
 from shared.local.simulator.deployments import Deployment, deployments_from, deployments_from_env
@@ -212,6 +212,25 @@ def create_app(env: Mapping[str, str] | None = None, deployments: Mapping[str, s
     @app.post("/openai/v1/responses")
     async def v1_responses(request: Request) -> Response:
         return await handle(request, "responses", None, dated=False)
+
+    def answer_line(operation: str, body: dict[str, Any], deployment_name: str) -> tuple[int, dict[str, Any]]:
+        """A batch line, answered as the same live call would be (same usage), without scripted faults."""
+        deployment = served.get(deployment_name)
+        if deployment is None:
+            return 404, azure_errors.deployment_not_found().body
+        if (deployment.model.kind == "embeddings") != (operation == "embeddings"):
+            return 400, azure_errors.operation_not_supported(_OPERATION_NAMES[operation], deployment.model.name).body
+        try:
+            reply = _answer(
+                operation, {**body, "stream": False}, deployment, Behaviour(), f"{next(ids):06d}", {}, stored
+            )
+        except AzureError as error:
+            return error.status, error.body
+        except Exception as error:  # noqa: BLE001 - a line nothing foresaw is that line's 400, never the batch's 500
+            return 400, azure_errors.invalid_request(f"The line could not be processed ({type(error).__name__}).").body
+        return reply.status_code, json.loads(bytes(reply.body))
+
+    files_batches.register(app, book, recorded, answer_line)
 
     # --- stored responses and models (stored_responses.py) ------------------------------------------------------
 

@@ -9,6 +9,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 Fault = Literal["none", "429", "500", "503", "cutoff"]
+# How a batch moves when it is read (shared/local/simulator/files_batches.py): one status per read, straight to
+# ``completed``, not at all, to ``failed``, or to ``expired`` with half of its lines done.
+BatchProgress = Literal["step", "complete", "hold", "fail", "expire"]
 
 
 class Behaviour(BaseModel):
@@ -23,6 +26,7 @@ class Behaviour(BaseModel):
     chunk_delay_ms: int = Field(default=0, ge=0, le=10_000)
     completion_tokens: int | None = Field(default=None, ge=1, le=4096, description="reply length in tokens")
     cutoff_after_chunks: int = Field(default=3, ge=0)
+    batch_progress: BatchProgress = "step"
     background_steps: int = Field(
         default=2, ge=0, le=100, description="retrieves a background response takes to finish (0: the first)"
     )
