@@ -20,6 +20,7 @@ No ``from __future__ import annotations`` here: the Functions worker reads the h
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import re
 from collections.abc import AsyncIterator, Iterable
@@ -128,7 +129,7 @@ def blueprint(runtime: Runtime) -> func.Blueprint:
 
     @bp.route(route="manage/prices", methods=["POST"])
     async def manage_add_price(req: Request) -> Response:
-        """Add a price version: ``{"deployment", "input", "cached_input"?, "output", "currency"?,
+        """Add a price version: ``{"deployment", "input", "cached_input"?, "output", "currency"?, media rates?,
         "effective_from"?}`` (default: in a minute); it cannot start in the past (history never changes)."""
 
         async def action(services: Services, caller: Caller) -> Response:
@@ -149,7 +150,7 @@ def blueprint(runtime: Runtime) -> func.Blueprint:
             version = PriceVersion(
                 deployment,
                 effective,
-                type(price)(price.input, price.cached_input, price.output, price.currency, vid),
+                dataclasses.replace(price, version=vid),
                 created_by=caller.id,
             )
             try:

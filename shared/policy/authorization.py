@@ -26,3 +26,9 @@ class Authorizer:
             raise forbidden(
                 f"The deployment '{call.deployment}' is not allowed for this caller.", code="deployment_not_allowed"
             )
+        if call.media is not None and not policy.media:
+            raise forbidden(
+                f"{call.operation.name} (images and audio) is not enabled for this caller; an administrator can enable "
+                "it in the caller's policy ('media': true).",
+                code="media_not_allowed",
+            )
