@@ -10,7 +10,6 @@ or recorded.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from typing import Any
 
@@ -82,8 +81,10 @@ def _upload_limit(operation: Operation) -> int:
 def _guard_upload(
     form: Form, operation: Operation, settings: GuardrailSettings, deployment: str | None, api_version: str | None
 ) -> ModelCall:
-    body: dict[str, Any] = {name: form.text(name) for name in form.names if form.file(name) is None}
-    body = {name: value for name, value in body.items() if value is not None}
+    body: dict[str, Any] = {}
+    for name in dict.fromkeys(form.names):  # text fields; repeated ones only as ``name[]``
+        if not form.files(name):
+            body[name] = form.texts(name) if name.endswith("[]") else form.text(name)
     deployment = _deployment(body.get("model"), operation, settings, deployment)
     model = settings.deployment_models.get(deployment, deployment)
     stream = _text_flag(body, "stream")
@@ -310,8 +311,7 @@ def _check_image(upload: UploadedFile, param: str) -> None:
         raise bad_request(f"The '{param}' file is empty.", code="empty_file", param=param)
     if upload.size > IMAGE_MAX_BYTES:
         raise _file_too_large(param, IMAGE_MAX_BYTES)
-    with contextlib.closing(upload.open()) as file:
-        head = file.read(12)
+    head = upload.open().read(12)  # the spool itself: read, never closed here (the form closes it)
     if not (head.startswith(_IMAGE_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")):
         raise bad_request(
             f"The '{param}' file is not a PNG, JPEG or WebP image.", code="invalid_image_format", param=param
@@ -353,15 +353,14 @@ def _audio_request(
         raise bad_request("The audio file is empty.", code="empty_file", param="file")
     if upload.size > AUDIO_MAX_BYTES:
         raise _file_too_large("file", AUDIO_MAX_BYTES)
-    with contextlib.closing(upload.open()) as file:
-        head = file.read(16)
-        if audio_format(head) is None:
-            raise bad_request(
-                "The file is not audio this service accepts (flac, m4a, mp3, mp4, mpeg, mpga, oga, ogg, wav, webm).",
-                code="invalid_file_format",
-                param="file",
-            )
-        duration = audio_duration_ms(file, upload.size)
+    file = upload.open()  # the spool itself: read, never closed here (the form closes it)
+    if audio_format(file.read(16)) is None:
+        raise bad_request(
+            "The file is not audio this service accepts (flac, m4a, mp3, mp4, mpeg, mpga, oga, ogg, wav, webm).",
+            code="invalid_file_format",
+            param="file",
+        )
+    duration = audio_duration_ms(file, upload.size)
     if duration == 0:
         raise bad_request("The audio file holds no audio.", code="empty_audio", param="file")
     response_format = _choice(body, "response_format", facts.response_formats, "json")

@@ -28,6 +28,10 @@ class ModelCall:
     # A multipart upload (shared.protocol.multipart.Form), re-encoded when forwarded; ``body`` then holds its text
     # fields. Closed by the pipeline once the call has been sent.
     form: Any = field(default=None, compare=False)
+    # The stored object the call is about (``responses/{id}``, ``files/{id}``), and query parameters forwarded
+    # upstream as they are (list pagination, ``include[]``, ``stream``), each already checked by the route.
+    object_id: str | None = None
+    query: tuple[tuple[str, str], ...] = ()
 
     @property
     def model_name(self) -> str:

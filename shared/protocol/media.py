@@ -21,7 +21,7 @@ import json
 import struct
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, BinaryIO, TypeVar
+from typing import IO, Any, TypeVar
 
 from shared.protocol.usage import Usage, parse_media_usage
 
@@ -237,7 +237,7 @@ def _json_object(content: bytes) -> dict[str, Any] | None:
 # --- audio durations, from the file's header ---------------------------------------------------------------------
 
 
-def audio_duration_ms(file: BinaryIO, size: int) -> int | None:
+def audio_duration_ms(file: IO[bytes], size: int) -> int | None:
     """The duration of an audio file in milliseconds, read from its header: WAV (RIFF ``data`` / byte rate), FLAC
     (STREAMINFO samples), MP3 (Xing/Info/VBRI frame count, else constant bitrate from the first frame), Ogg Vorbis and
     Opus (the last page's granule position), MP4/M4A (``mvhd``). None when the format is not one of these (WebM is
@@ -263,7 +263,7 @@ def audio_duration_ms(file: BinaryIO, size: int) -> int | None:
     return None
 
 
-def _wav(file: BinaryIO, size: int) -> int | None:
+def _wav(file: IO[bytes], size: int) -> int | None:
     file.seek(12)
     byte_rate = 0
     while True:
@@ -289,7 +289,7 @@ def _wav(file: BinaryIO, size: int) -> int | None:
                 return None
 
 
-def _flac(file: BinaryIO, size: int) -> int | None:
+def _flac(file: IO[bytes], size: int) -> int | None:
     file.seek(4)
     header = file.read(4)
     if len(header) < 4 or header[0] & 0x7F != 0:  # STREAMINFO comes first
@@ -316,7 +316,7 @@ _MP3_BITRATES = {  # kbit/s by (MPEG-1?, layer) and index 1..14
 _MP3_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
 
 
-def _mp3(file: BinaryIO, size: int) -> int | None:
+def _mp3(file: IO[bytes], size: int) -> int | None:
     file.seek(0)
     start = 0
     head = file.read(10)
@@ -349,7 +349,7 @@ def _mp3(file: BinaryIO, size: int) -> int | None:
     return int((size - start) * 8 * 1000 // bitrate)
 
 
-def _ogg(file: BinaryIO, size: int) -> int | None:
+def _ogg(file: IO[bytes], size: int) -> int | None:
     file.seek(26)
     segments = file.read(1)[0]
     file.seek(27 + segments)
@@ -375,7 +375,7 @@ def _ogg(file: BinaryIO, size: int) -> int | None:
 _MP4_CONTAINERS = {b"moov"}
 
 
-def _mp4(file: BinaryIO, size: int) -> int | None:
+def _mp4(file: IO[bytes], size: int) -> int | None:
     position, end = 0, size
     while position + 8 <= end:
         file.seek(position)

@@ -56,23 +56,32 @@ class ApiStyle(StrEnum):
 @dataclass(frozen=True)
 class Operation:
     kind: OperationKind
-    path: str  # below the deployment (dated API) or below /openai/v1
+    # Below the deployment (dated API) or below /openai/v1; ``{id}`` stands for a stored object's id
+    # (``responses/{id}``), which the call carries (``ModelCall.object_id``).
+    path: str
     style: ApiStyle
     # Body fields that cap the output, in the order the upstream honours them.
     output_limit_fields: tuple[str, ...] = ()
     can_stream: bool = True
     multipart: bool = False  # the body is multipart/form-data (uploads), not JSON
+    method: str = "POST"
 
     @property
     def name(self) -> str:
         """For logs, messages and usage records: ``chat.completions``, ``embeddings``, ..."""
         return self.kind.value
 
-    def upstream_path(self, deployment: str) -> str:
-        """Path below the Azure OpenAI endpoint's ``/openai`` root (``/v1`` is part of the v1 client's base URL)."""
+    def upstream_path(self, deployment: str, object_id: str | None = None) -> str:
+        """Path below the Azure OpenAI endpoint's ``/openai`` root (``/v1`` is part of the v1 client's base URL),
+        every caller-given segment percent-encoded."""
+        path = self.path
+        if "{id}" in path:
+            if object_id is None:
+                raise ValueError(f"{self.name} needs an object id")
+            path = path.replace("{id}", quote(object_id, safe=""))
         if self.style.deployment_in_path:
-            return f"/deployments/{quote(deployment, safe='')}/{self.path}"
-        return f"/{self.path}"
+            return f"/deployments/{quote(deployment, safe='')}/{path}"
+        return f"/{path}"
 
 
 _CHAT_LIMITS = ("max_completion_tokens", "max_tokens")

@@ -63,7 +63,23 @@ def parse_backends(name: str, text: str | None, *, in_azure: bool) -> dict[str, 
         if duplicated:
             raise BackendsError(f"{where} uses the label {duplicated[0]!r} twice; labels name one backend each.")
         pools[deployment] = backends
+    _one_account_per_label(name, pools)
     return pools
+
+
+def _one_account_per_label(name: str, pools: dict[str, tuple[BackendSettings, ...]]) -> None:
+    """A label names one Azure OpenAI account wherever it appears: stored objects (responses, files, batches) are
+    pinned to the label of the account that holds them, so one label on two endpoints would send a follow-up to an
+    account that never saw the object."""
+    endpoints: dict[str, str] = {}
+    for members in pools.values():
+        for backend in members:
+            known = endpoints.setdefault(backend.label, backend.endpoint.rstrip("/").lower())
+            if known != backend.endpoint.rstrip("/").lower():
+                raise BackendsError(
+                    f"{name} uses the label {backend.label!r} for two endpoints; a label names one account "
+                    "(stored responses, files and batches are pinned to it)."
+                )
 
 
 def _backend(where: str, member: Any, in_azure: bool) -> BackendSettings:

@@ -20,6 +20,7 @@ import logging
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import aiohttp
 from azure.core.credentials_async import AsyncTokenCredential
@@ -28,6 +29,7 @@ from yarl import URL
 
 from shared.errors import GatewayError
 from shared.protocol.calls import ModelCall
+from shared.protocol.payloads import StreamedBody
 from shared.settings import UpstreamSettings
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,9 @@ _PASSTHROUGH_HEADERS = frozenset({"retry-after", "retry-after-ms", "apim-request
 BACKEND_HEADER = "x-gateway-backend"
 
 TokenProvider = Callable[[], Awaitable[str]]
+
+# What a call sends upstream: a JSON object, an upload streamed from its spool, or nothing (GET, DELETE).
+Body = dict[str, Any] | StreamedBody | None
 
 _DROPPED = frozenset({errno.ECONNRESET, errno.EPIPE})
 
@@ -182,25 +187,34 @@ class EndpointClient:
         return session
 
     def url(self, call: ModelCall, deployment: str) -> URL:
-        path = call.operation.upstream_path(deployment)  # deployment already percent-encoded
+        path = call.operation.upstream_path(deployment, call.object_id)  # every segment percent-encoded
+        query = urlencode(call.query, quote_via=quote) if call.query else ""
         if call.operation.style.dated:
-            return URL(f"{self._dated_base}{path}?api-version={call.api_version}", encoded=True)
-        return URL(f"{self._v1_base}{path}", encoded=True)
+            version = f"api-version={call.api_version}"
+            return URL(f"{self._dated_base}{path}?{version}{'&' + query if query else ''}", encoded=True)
+        return URL(f"{self._v1_base}{path}{'?' + query if query else ''}", encoded=True)
 
     async def send(
         self,
         call: ModelCall,
-        body: dict[str, Any],
+        body: Body,
         request_id: str,
         deployment: str | None = None,
         *,
         fresh_connection: bool = False,
     ) -> UpstreamResponse:
         """Send the call to ``deployment`` (default: the caller's), on a new connection when ``fresh_connection``;
-        return the response with headers read and body unread (errors are read)."""
+        return the response with headers read and body unread (errors are read).
+
+        ``body``: a JSON object, a :class:`StreamedBody` (an upload, sent as it is read from its spool), or None
+        (GET, DELETE)."""
         deployment = deployment or call.deployment
         if deployment != call.deployment and not call.operation.style.deployment_in_path:
-            body = {**body, "model": deployment}  # this backend's deployment has another name
+            # This backend's deployment has another name.
+            if isinstance(body, StreamedBody):
+                body = body.for_deployment(deployment)
+            elif body is not None:
+                body = {**body, "model": deployment}
         try:
             token = await self._token()
         except ClientAuthenticationError as exc:
@@ -208,15 +222,20 @@ class EndpointClient:
             raise GatewayError(
                 502, "The gateway could not authenticate to the upstream model service.", code="upstream_auth_failed"
             ) from exc
-        headers = {
-            "authorization": f"Bearer {token}",
-            "content-type": "application/json",
-            "x-ms-client-request-id": request_id,
-        }
+        headers = {"authorization": f"Bearer {token}", "x-ms-client-request-id": request_id}
+        data: bytes | AsyncIterator[bytes] | None = None
+        if isinstance(body, StreamedBody):
+            headers["content-type"] = body.content_type
+            headers["content-length"] = str(body.length)  # sent as it is, not chunked
+            data = body.open()
+        elif body is not None:
+            headers["content-type"] = "application/json"
+            data = json.dumps(body).encode()
         try:
-            raw = await self._client(fresh_connection).post(
+            raw = await self._client(fresh_connection).request(
+                call.operation.method,
                 self.url(call, deployment),
-                data=json.dumps(body).encode(),
+                data=data,
                 headers=headers,
                 allow_redirects=False,  # an upstream redirect is the caller's to see, never followed with the token
                 proxy=self._proxy,

@@ -35,7 +35,7 @@ from shared.protocol.calls import ModelCall
 from shared.protocol.operations import OperationKind
 from shared.settings import BackendSettings, UpstreamSettings
 from shared.settings.sections import ANY_DEPLOYMENT
-from shared.upstream.client import EndpointClient, TokenProvider, UpstreamResponse, UpstreamUnavailable
+from shared.upstream.client import Body, EndpointClient, TokenProvider, UpstreamResponse, UpstreamUnavailable
 from shared.upstream.health import BackendHealth, Circuit, retry_after_seconds
 
 log = logging.getLogger(__name__)
@@ -59,10 +59,15 @@ class Backend:
         self.weight = settings.weight
         self.current_weight = 0  # smooth weighted round robin
 
-    async def send(self, call: ModelCall, body: dict[str, Any], request_id: str) -> UpstreamResponse:
+    async def send(
+        self, call: ModelCall, body: Body, request_id: str, *, own_deployment: bool = True
+    ) -> UpstreamResponse:
+        """``own_deployment``: call this backend's deployment name (False: the call's own, when the backend is
+        reached through another deployment's pool because it holds the call's stored object)."""
+        deployment = self.settings.deployment if own_deployment else None
         started = time.monotonic()
         try:
-            return await self.client.send(call, body, request_id, self.settings.deployment)
+            return await self.client.send(call, body, request_id, deployment)
         except UpstreamUnavailable as error:
             # A stale pooled connection fails at once; a connection lost after a while may have done the work.
             stale = error.connection_dropped and time.monotonic() - started < STALE_CONNECTION_SECONDS
@@ -71,7 +76,7 @@ class Backend:
         # A pooled keep-alive connection the server had closed as idle, the close not yet seen here: once more, on
         # a new connection (the pool may hold more closed ones). Not counted as a failure of the backend.
         log.info("request %s: backend %s dropped a pooled connection; sending again", request_id, self.label)
-        return await self.client.send(call, body, request_id, self.settings.deployment, fresh_connection=True)
+        return await self.client.send(call, body, request_id, deployment, fresh_connection=True)
 
 
 class BackendPool:
@@ -188,16 +193,24 @@ class Upstream:
     async def send(
         self,
         call: ModelCall,
-        body: dict[str, Any],
+        body: Body,
         request_id: str,
         another_attempt: AnotherAttempt | None = None,
+        *,
+        backend: str | None = None,
     ) -> UpstreamResponse:
         """The response of the backend that answered (headers read, body unread), labelled with that backend.
 
         ``another_attempt`` is asked before the call is sent again after an attempt that may have run (a timeout,
         a connection lost after sending): that attempt is paid for, and the next one needs quota of its own. When
         it answers False, the call is not sent again and the caller gets the failure.
+
+        ``backend``: the label of the backend that holds the stored object the call refers to (a response, a file,
+        a batch exist in one Azure OpenAI account only). The call goes there whatever priorities and weights say,
+        once, and never to another account: when that backend cannot take it now, the caller gets a retryable 503.
         """
+        if backend is not None:
+            return await self._send_pinned(call, body, request_id, backend)
         pool = self.pool_for(call.deployment)
         single = pool.single
         if single is not None:
@@ -205,11 +218,62 @@ class Upstream:
             return response.served_by(single.label)
         return await self._send_with_failover(pool, call, body, request_id, another_attempt)
 
+    def holder(self, deployment: str, label: str) -> tuple[Backend, bool] | None:
+        """The backend labelled ``label`` for a call on ``deployment``: the one in the deployment's pool, else the
+        one in any pool (the ``"*"`` pool first); and whether it is in the deployment's own pool. Labels name one
+        account wherever they appear (settings check it)."""
+        pool = self.pool_for(deployment)
+        for candidate in pool.backends:
+            if candidate.label == label:
+                return candidate, True
+        for other in (self._default, *self._pools.values()):
+            for candidate in other.backends:
+                if candidate.label == label:
+                    return candidate, False
+        return None
+
+    async def _send_pinned(self, call: ModelCall, body: Body, request_id: str, label: str) -> UpstreamResponse:
+        found = self.holder(call.deployment, label)
+        if found is None:
+            raise GatewayError(
+                503,
+                f"The backend {label!r} that holds this object is not configured on this gateway; ask its operator.",
+                code="backend_unavailable",
+            )
+        backend, in_pool = found
+        tracked = len(self.pool_for(call.deployment).backends) > 1 or not in_pool  # a pool of one keeps no state
+        now = time.monotonic()
+        if tracked:
+            if not backend.health.can_take(now):
+                raise _pinned_unavailable(backend, now)
+            backend.health.attempt(now)
+        try:
+            response = await backend.send(call, body, request_id, own_deployment=in_pool)
+        except UpstreamUnavailable:
+            if tracked:
+                _failed(backend, time.monotonic())
+            raise
+        except BaseException:
+            if tracked:
+                backend.health.abandoned()
+            raise
+        if tracked:
+            now = time.monotonic()
+            if response.status == 429:
+                wait = retry_after_seconds(response.upstream_headers)
+                backend.health.rate_limited(now, self._cooldown_seconds if wait is None else wait)
+                telemetry.record_backend_event(backend.label, "cooling")
+            elif response.status >= 500:
+                _failed(backend, now)
+            else:
+                backend.health.answered()
+        return response.served_by(backend.label)
+
     async def _send_with_failover(
         self,
         pool: BackendPool,
         call: ModelCall,
-        body: dict[str, Any],
+        body: Body,
         request_id: str,
         another_attempt: AnotherAttempt | None,
     ) -> UpstreamResponse:
@@ -314,6 +378,20 @@ def _pool_unavailable(pool: BackendPool, deployment: str, now: float) -> Gateway
         f"No backend serving deployment {deployment!r} is available right now; retry after {millis} ms.",
         code="backends_unavailable",
         headers=headers,
+    )
+
+
+def _pinned_unavailable(backend: Backend, now: float) -> GatewayError:
+    """The backend holding the call's stored object cannot take calls now: retry later, never another account."""
+    soonest = backend.health.available_at(now)
+    wait = 1.0 if math.isinf(soonest) else max(0.0, soonest - now)
+    millis = max(1, math.ceil(wait * 1000))
+    return GatewayError(
+        503,
+        f"The backend {backend.label!r} that holds this object cannot take calls right now (the object exists "
+        f"there only); retry after {millis} ms.",
+        code="backend_unavailable",
+        headers={"retry-after-ms": str(millis), "retry-after": str(math.ceil(millis / 1000))},
     )
 
 

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from shared.settings import BackendSettings, SettingsError, settings_from_env
+from shared.settings.backends import BackendsError, parse_backends
 
 LOCAL = {"AzureWebJobsStorage": "UseDevelopmentStorage=true"}
 AZURE = {
@@ -119,3 +120,18 @@ def test_failover_knobs_are_read():
     ).upstream
     assert (upstream.max_attempts, upstream.failover_seconds, upstream.cooldown_seconds) == (2, 0.0, 1.5)
     assert (upstream.breaker_failures, upstream.breaker_open_seconds) == (4, 12.0)
+
+
+def test_a_label_names_one_account_across_pools():
+    # Stored objects are pinned to a label: one label on two endpoints would send a follow-up to the wrong account.
+    text = (
+        '{"*": [{"label": "a", "endpoint": "https://a.openai.azure.com"}],'
+        ' "gpt-4o": [{"label": "a", "endpoint": "https://b.openai.azure.com"}]}'
+    )
+    with pytest.raises(BackendsError, match="label 'a' for two endpoints"):
+        parse_backends("GATEWAY_BACKENDS", text, in_azure=False)
+    same = (
+        '{"*": [{"label": "a", "endpoint": "https://a.openai.azure.com"}],'
+        ' "gpt-4o": [{"label": "a", "endpoint": "https://A.openai.azure.com/", "deployment": "gpt-4o-2"}]}'
+    )
+    assert parse_backends("GATEWAY_BACKENDS", same, in_azure=False)["gpt-4o"][0].deployment == "gpt-4o-2"

@@ -370,3 +370,69 @@ async def test_a_dropped_connection_is_sent_again_once_on_a_new_connection_when_
         with pytest.raises(UpstreamUnavailable):
             await backend.send(_call(body=body), body, "req")
         assert client.sends == [False]
+
+
+# --- affinity: a call about a stored object goes to the account that holds it ----------------------------------
+
+
+async def test_a_pinned_call_goes_to_its_backend_whatever_the_weights_say(sims):
+    a, b = sims
+    upstream = _pool(_backend("a", a.url, weight=5), _backend("b", b.url, weight=1))
+    try:
+        for _ in range(6):
+            response = await upstream.send(_call(), HELLO, "req", backend="b")
+            assert response.status == 200 and response.backend == "b"
+            await response.read()
+        assert (_hits(a), _hits(b)) == (0, 6)
+    finally:
+        await upstream.aclose()
+
+
+async def test_a_pinned_call_to_a_cooling_backend_gets_a_retryable_503_never_the_other_account(sims):
+    a, b = sims
+    upstream = _pool(_backend("a", a.url), _backend("b", b.url))
+    try:
+        b.behave(fault="429", retry_after_ms=5000, times=1)
+        first = await upstream.send(_call(), HELLO, "req", backend="b")  # b's own 429 reaches the caller
+        assert first.status == 429
+        await first.read()
+        with pytest.raises(GatewayError) as caught:
+            await upstream.send(_call(), HELLO, "req", backend="b")  # b cools: nothing is sent anywhere
+        assert caught.value.status == 503 and caught.value.code == "backend_unavailable"
+        assert 4 <= int(caught.value.headers["retry-after"]) <= 5
+        assert (_hits(a), _hits(b)) == (0, 1)
+    finally:
+        await upstream.aclose()
+
+
+async def test_a_pinned_call_to_a_label_no_longer_configured_is_refused_without_sending(sims):
+    a, _ = sims
+    upstream = _pool(_backend("a", a.url))
+    try:
+        with pytest.raises(GatewayError) as caught:
+            await upstream.send(_call(), HELLO, "req", backend="gone")
+        assert caught.value.status == 503 and caught.value.code == "backend_unavailable"
+        assert _hits(a) == 0
+    finally:
+        await upstream.aclose()
+
+
+async def test_a_pinned_call_reaches_a_backend_of_another_pool_under_its_own_deployment_name(sims):
+    a, b = sims
+    settings = UpstreamSettings(
+        pools={
+            "*": (_backend("a", a.url),),
+            "other": (_backend("b", b.url, deployment="other-on-b"),),
+        },
+        timeout_seconds=5,
+        connect_timeout_seconds=2,
+    )
+    upstream = Upstream.from_settings(settings, lambda _: simulator_token_provider())
+    try:
+        response = await upstream.send(_call(), HELLO, "req", backend="b")
+        assert response.status == 200 and response.backend == "b"
+        await response.read()
+        (seen,) = b.requests()
+        assert f"/deployments/{DEPLOYMENT}/" in seen["path"]  # the call's deployment, not the other pool's name
+    finally:
+        await upstream.aclose()
