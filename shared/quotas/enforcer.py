@@ -347,6 +347,12 @@ def _per_generation(call: ModelCall) -> str:
 def _never_fits(limit: Limit, need: int, units: int, call: ModelCall, tokens: int) -> GatewayError:
     if limit.unit is Unit.REQUESTS:
         detail = f"your {limit.value.replace('_', ' ')} limit is {units}"
+    elif call.media is not None:  # images and audio: what the request asked for, in its unit
+        detail = (
+            f"this {call.operation.name} call needs {_units_text(limit, need)} at most (what it asked for, in "
+            f"{call.media.unit.value}), more than your whole {limit.value.replace('_', ' ')} limit of "
+            f"{_units_text(limit, units)}"
+        )
     else:
         allowance = tokens - call.prompt_tokens_estimate
         detail = (

@@ -8,7 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-Fault = Literal["none", "429", "500", "503", "cutoff"]
+# ``content_policy_violation``: image calls get Azure's safety refusal (shared/local/simulator/media.py).
+Fault = Literal["none", "429", "500", "503", "cutoff", "content_policy_violation"]
 
 
 class Behaviour(BaseModel):
