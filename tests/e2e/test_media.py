@@ -284,7 +284,9 @@ def test_media_is_off_for_a_caller_whose_policy_does_not_enable_it(media_gateway
     assert sim.requests() == []
 
 
-def test_a_cost_budget_reserves_n_images_at_their_price_before_forwarding(media_gateway, sim, storage_connection_string):
+def test_a_cost_budget_reserves_n_images_at_their_price_before_forwarding(
+    media_gateway, sim, storage_connection_string
+):
     owner, key = _caller(media_gateway, limits={"cost_usd_per_month": 0.2})
     client = openai.AzureOpenAI(azure_endpoint=media_gateway.api, api_key=key, api_version=API_VERSION, max_retries=0)
     raw = client.images.with_raw_response.generate(model="dall-e-3", prompt="one", size="1024x1792", quality="hd")
