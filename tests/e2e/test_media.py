@@ -4,12 +4,15 @@ answers it, recorded in its own unit at its own price, and hostile uploads refus
 from __future__ import annotations
 
 import base64
+import csv
+import io
 import json
 import socket
 import struct
 import time
 import uuid
 import zlib
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import httpx
@@ -18,6 +21,7 @@ import pytest
 from azure.data.tables import TableClient
 
 from shared.local.simulator.media import wav
+from tests.finance.focus_conformance import violations
 
 pytestmark = pytest.mark.e2e
 
@@ -374,3 +378,70 @@ def test_a_file_part_claiming_ten_gigabytes_is_refused_before_it_is_read(media_g
     assert answer.startswith("HTTP/1.1 413"), answer[:200]
     assert '"request_too_large"' in answer
     assert sim.requests() == []
+
+
+# --- finance: ledger, daily table, /api/usage and FOCUS agree, in each unit ---------------------------------------
+
+
+def _rebuild_today(gateway) -> None:
+    today = datetime.now(UTC).date().isoformat()
+    response = httpx.post(f"{gateway.api}/manage/usage/rebuild", json={"from": today, "to": today}, timeout=60)
+    assert response.status_code in (200, 202), response.text
+    job, deadline = response.json(), time.monotonic() + 60
+    while job["status"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        job = httpx.get(job["status_url"]).json()
+    assert job["status"] == "done", job
+
+
+def test_daily_table_usage_and_focus_equal_the_ledger_in_each_unit(media_gateway, sim, storage_connection_string):
+    owner, key = _caller(media_gateway)
+    v1 = openai.OpenAI(base_url=f"{media_gateway.api}/openai/v1", api_key=key, max_retries=0)
+    v1.images.generate(model="dall-e-3", prompt="one", size="1024x1792", quality="hd")
+    v1.images.generate(model="dall-e-3", prompt="two")
+    v1.images.generate(model="gpt-image-1", prompt="three", quality="low")
+    v1.audio.transcriptions.create(model="whisper", file=("a.wav", wav(2.125), "audio/wav"))
+    v1.audio.transcriptions.create(model="gpt-4o-transcribe", file=("a.wav", wav(1, words="hi"), "audio/wav"))
+    with v1.audio.speech.with_streaming_response.create(model="tts", voice="alloy", input="Twelve chars") as speech:
+        speech.read()
+    simulated = [entry["usage"] for entry in sim.requests()]
+    ledger = _rows(storage_connection_string, owner, 6)
+    assert len(ledger) == 6 and not any(row["Estimated"] for row in ledger)
+
+    _rebuild_today(media_gateway)
+    usage = httpx.get(
+        f"{media_gateway.api}/usage", params={"caller_id": owner, "group_by": "deployment"}, timeout=30
+    ).json()["data"]
+    by_deployment = {row["deployment"]: row for row in usage}
+    for deployment in ("dall-e-3", "gpt-image-1", "whisper", "gpt-4o-transcribe", "tts"):
+        rows = [row for row in ledger if row["Deployment"] == deployment]
+        assert Decimal(by_deployment[deployment]["cost"]) == sum(Decimal(row["Cost"]) for row in rows), deployment
+    dalle, image, whisper = by_deployment["dall-e-3"], by_deployment["gpt-image-1"], by_deployment["whisper"]
+    assert (dalle["images"], dalle["image_variants"]) == (2, {"1024x1024/standard": 1, "1024x1792/hd": 1})
+    assert Decimal(dalle["cost"]) == Decimal("0.16")
+    assert image["image_output_tokens"] == simulated[2]["image_output_tokens"] == 272
+    assert (whisper["audio_seconds"], Decimal(whisper["cost"])) == ("2.125", Decimal("2.125") * Decimal("0.0001"))
+    transcribe = by_deployment["gpt-4o-transcribe"]
+    assert transcribe["audio_input_tokens"] == simulated[4]["audio_input_tokens"] == 10
+    assert (by_deployment["tts"]["characters"], Decimal(by_deployment["tts"]["cost"])) == (
+        12,
+        12 * Decimal(15) / 1_000_000,
+    )
+
+    focus = httpx.get(f"{media_gateway.api}/usage", params={"caller_id": owner, "format": "focus"}, timeout=30).text
+    reader = csv.DictReader(io.StringIO(focus))
+    records = list(reader)
+    assert violations(list(reader.fieldnames or []), records) == []  # FOCUS 1.2 with images, seconds, characters
+    for deployment, row in by_deployment.items():
+        charges = [r for r in records if r["ResourceName"] == deployment]
+        assert sum(Decimal(r["BilledCost"]) for r in charges) == Decimal(row["cost"]), deployment
+        for charge in charges:  # ListUnitPrice x PricingQuantity = ListCost, exactly
+            assert Decimal(charge["ListUnitPrice"]) * Decimal(charge["PricingQuantity"]) == Decimal(charge["ListCost"])
+    units = {(r["ResourceName"], r["ConsumedUnit"], r["PricingUnit"], r["ConsumedQuantity"]) for r in records}
+    assert ("dall-e-3", "Images", "Images", "1") in units
+    assert ("whisper", "Seconds", "Seconds", "2.125") in units
+    assert ("tts", "Characters", "1000000 Characters", "12") in units
+    assert ("gpt-4o-transcribe", "Tokens", "1000000 Tokens", "10") in units  # audio input tokens, apart
+    assert {r["ChargeDescription"] for r in records if r["ResourceName"] == "gpt-4o-transcribe"} >= {
+        "Audio input tokens of gpt-4o-transcribe"
+    }
