@@ -183,7 +183,7 @@ class Gateway:
         relay: StreamRelay | MediaRelay | None = None
         media_type = "text/event-stream"
         if call.media is not None and (call.stream or call.operation.kind is OperationKind.SPEECH):
-            # Audio bytes or media events, relayed as they arrive, never held whole (D82).
+            # Audio bytes or media events, relayed as they arrive, never held whole (D83).
             relay = MediaRelay(upstream, call, events=call.stream)
             media_type = "text/event-stream" if call.stream else upstream.content_type
         elif call.stream:

@@ -46,7 +46,7 @@ def blueprint(runtime: Runtime) -> func.Blueprint:
     async def v1_responses(req: Request) -> Response:
         return await runtime.model_call(req, operations.V1_RESPONSES)
 
-    # --- images and audio (D82) ------------------------------------------------------------------------------
+    # --- images and audio (D83) ------------------------------------------------------------------------------
 
     @bp.route(route="openai/deployments/{deployment}/images/generations", methods=["POST"])
     async def deployments_images_generations(req: Request) -> Response:

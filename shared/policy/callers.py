@@ -54,7 +54,7 @@ class CallerPolicy:
     department: str = ""
     tags: Mapping[str, str] = field(default_factory=dict)
     # Images and audio (generations, edits, transcriptions, translations, speech): off unless an admin turns them on
-    # for the caller (D83); the deployment allowlists apply as well.
+    # for the caller (D84); the deployment allowlists apply as well.
     media: bool = False
 
     def chargeback(self) -> dict[str, Any]:

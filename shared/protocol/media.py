@@ -10,7 +10,7 @@ Every model call is recorded in the unit its model is priced in (docs/finance.md
 
 Facts are from Microsoft's image generation how-to (https://learn.microsoft.com/azure/ai-foundry/openai/how-to/dall-e),
 the Whisper quickstart (25 MB per file) and the v1 REST reference for images and audio
-(https://learn.microsoft.com/azure/ai-foundry/openai/reference-preview-latest); see docs/decisions.md D82. A model is
+(https://learn.microsoft.com/azure/ai-foundry/openai/reference-preview-latest); see docs/decisions.md D83. A model is
 matched by its name or its longest known prefix (``gpt-image-1-mini``, ``whisper-001``) as in
 :mod:`shared.protocol.models`; an unknown model on a media route is refused (400): its unit could not be known.
 """

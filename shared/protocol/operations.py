@@ -96,7 +96,7 @@ V1_CHAT = Operation(OperationKind.CHAT, "chat/completions", ApiStyle.V1, _CHAT_L
 V1_EMBEDDINGS = Operation(OperationKind.EMBEDDINGS, "embeddings", ApiStyle.V1, can_stream=False)
 V1_RESPONSES = Operation(OperationKind.RESPONSES, "responses", ApiStyle.V1, _RESPONSES_LIMITS)
 
-# Images and audio (docs/decisions.md D82): the dated API puts the deployment in the path, the v1 API in ``model``.
+# Images and audio (docs/decisions.md D83): the dated API puts the deployment in the path, the v1 API in ``model``.
 IMAGES = Operation(OperationKind.IMAGES, "images/generations", ApiStyle.DEPLOYMENTS)
 IMAGE_EDITS = Operation(OperationKind.IMAGE_EDITS, "images/edits", ApiStyle.DEPLOYMENTS, multipart=True)
 TRANSCRIPTIONS = Operation(OperationKind.TRANSCRIPTIONS, "audio/transcriptions", ApiStyle.DEPLOYMENTS, multipart=True)
