@@ -263,10 +263,13 @@ def audio_duration_ms(file: IO[bytes], size: int) -> int | None:
     return None
 
 
+MAX_CHUNKS = 256  # chunks or boxes looked at before giving up: a crafted file cannot make the parse long
+
+
 def _wav(file: IO[bytes], size: int) -> int | None:
     file.seek(12)
     byte_rate = 0
-    while True:
+    for _ in range(MAX_CHUNKS):
         header = file.read(8)
         if len(header) < 8:
             return None
@@ -287,6 +290,7 @@ def _wav(file: IO[bytes], size: int) -> int | None:
             file.seek(length + (length & 1), 1)
             if file.tell() > size:
                 return None
+    return None
 
 
 def _flac(file: IO[bytes], size: int) -> int | None:
@@ -377,7 +381,9 @@ _MP4_CONTAINERS = {b"moov"}
 
 def _mp4(file: IO[bytes], size: int) -> int | None:
     position, end = 0, size
-    while position + 8 <= end:
+    for _ in range(MAX_CHUNKS):
+        if position + 8 > end:
+            return None
         file.seek(position)
         header = file.read(16)
         length, kind = struct.unpack(">I", header[:4])[0], header[4:8]

@@ -138,3 +138,10 @@ def test_usage_of_answers_keeps_audio_and_image_tokens_apart():
     assert whisper.answered(b'{"text": "x", "duration": 1.234}').audio_ms == 1234  # type: ignore[union-attr]
     assert whisper.answered(b"plain text").audio_ms == 1000  # type: ignore[union-attr]
     assert MediaRequest(Unit.AUDIO_SECONDS, audio_bound_ms=9000).answered(b"text") is None
+
+
+def test_a_crafted_header_cannot_make_the_parse_long():
+    """Thousands of empty chunks before the data (or empty boxes): the parse gives up, quickly, without a duration."""
+    wav_chunks = b"RIFF\x00\x00\x00\x00WAVE" + b"junk\x00\x00\x00\x00" * 100_000
+    mp4_boxes = b"\x00\x00\x00\x10ftypM4A \x00\x00\x00\x00" + b"\x00\x00\x00\x08free" * 100_000
+    assert duration(wav_chunks) is None and duration(mp4_boxes) is None
