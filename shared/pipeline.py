@@ -66,6 +66,8 @@ class Authenticates(Protocol):
 class Authorizes(Protocol):
     async def authorize(self, caller: Caller, call: ModelCall) -> None: ...
 
+    async def authorize_operation(self, caller: Caller, operation: Operation) -> None: ...
+
 
 class Gateway:
     def __init__(
@@ -122,6 +124,7 @@ class Gateway:
                 self.accounting.ledger.admit()  # fail-closed 503 while usage cannot be recorded (docs/durability.md)
                 caller = await self.authenticator.authenticate(request.headers)
                 if operation.kind.media:
+                    await self.authorizer.authorize_operation(caller, operation)  # before an upload is read
                     call = await guard_media(request, operation, self.guardrails, deployment)
                 else:
                     call = await guard(request, operation, self.guardrails, deployment)

@@ -285,6 +285,9 @@ def test_media_is_off_for_a_caller_whose_policy_does_not_enable_it(media_gateway
     with pytest.raises(openai.PermissionDeniedError) as refused:
         client.images.generate(model="dall-e-3", prompt="a cat")
     assert refused.value.code == "media_not_allowed"
+    with pytest.raises(openai.PermissionDeniedError) as refused:  # refused before the upload is read: not a 400
+        client.audio.transcriptions.create(model="whisper", file=("a.wav", b"not audio at all", "audio/wav"))
+    assert refused.value.code == "media_not_allowed"
     assert sim.requests() == []
 
 
