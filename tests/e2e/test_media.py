@@ -48,7 +48,9 @@ def media_gateway(start_gateway, simulator, storage_connection_string):
     )
 
 
-def _caller(gateway, *, media: bool = True, limits: dict | None = None) -> tuple[str, str]:
+def _caller(
+    gateway, *, media: bool = True, limits: dict | None = None, allowed: list[str] | None = None
+) -> tuple[str, str]:
     principal = str(uuid.uuid4())
     owner = f"media-tests/{principal}"
     response = httpx.post(
@@ -57,6 +59,8 @@ def _caller(gateway, *, media: bool = True, limits: dict | None = None) -> tuple
     )
     assert response.status_code == 201, response.text
     policy = {"media": media, **({"limits": limits} if limits else {})}
+    if allowed is not None:
+        policy["allowed_deployments"] = allowed
     put = httpx.put(f"{gateway.api}/manage/policies/media-tests/{principal}", json=policy)
     assert put.status_code == 200, put.text
     return owner, response.json()["key"]
@@ -276,6 +280,24 @@ def test_a_content_policy_refusal_reaches_the_caller_as_azure_sent_it(azure, sim
     assert (row["Status"], row["Outcome"], row["Units"], row["Cost"]) == (400, "upstream_error", "0", "0")
 
 
+@pytest.mark.parametrize("api", ["dated", "v1"])
+def test_every_operation_answers_on_both_apis(api, azure, v1, sim, storage_connection_string):
+    client = azure if api == "dated" else v1
+    picture = base64.b64decode(client.images.generate(model="gpt-image-1", prompt="a pear").data[0].b64_json or "")
+    assert decoded_png(picture) == (8, 8)
+    edited = client.images.edit(model="gpt-image-1", image=[("p.png", picture, "image/png")], prompt="a green pear")
+    assert edited.data[0].b64_json
+    audio = ("a.wav", wav(1, words="bonjour"), "audio/wav")
+    assert client.audio.transcriptions.create(model="whisper", file=audio).text == "bonjour"
+    assert client.audio.translations.create(model="whisper", file=audio).text == "bonjour"
+    speech = client.audio.speech.create(model="tts", voice="alloy", input="Hi there", response_format="mp3")
+    assert speech.content[:2] == b"\xff\xfb"  # MPEG-1 layer III frames
+    paths = [entry["path"] for entry in sim.requests()]
+    prefix = "/openai/deployments/" if api == "dated" else "/openai/v1/"
+    assert all(path.startswith(prefix) for path in paths) and len(paths) == 5
+    assert paths[1].endswith("images/edits") and paths[3].endswith("audio/translations")
+
+
 # --- policy and quotas -------------------------------------------------------------------------------------------
 
 
@@ -289,6 +311,16 @@ def test_media_is_off_for_a_caller_whose_policy_does_not_enable_it(media_gateway
         client.audio.transcriptions.create(model="whisper", file=("a.wav", b"not audio at all", "audio/wav"))
     assert refused.value.code == "media_not_allowed"
     assert sim.requests() == []
+
+
+def test_deployment_allowlists_apply_to_media_as_to_chat(media_gateway, sim):
+    _, key = _caller(media_gateway, allowed=["whisper"])
+    client = openai.OpenAI(base_url=f"{media_gateway.api}/openai/v1", api_key=key, max_retries=0)
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        client.images.generate(model="dall-e-3", prompt="a cat")
+    assert refused.value.code == "deployment_not_allowed"
+    assert client.audio.transcriptions.create(model="whisper", file=("a.wav", wav(0.5), "audio/wav")).text
+    assert [entry["deployment"] for entry in sim.requests()] == ["whisper"]
 
 
 def test_a_cost_budget_reserves_n_images_at_their_price_before_forwarding(
@@ -339,6 +371,16 @@ def test_hostile_uploads_and_parameters_are_refused_before_anything_is_forwarded
         "empty WAV": (url, *_upload({"file": ("a.wav", wav(0), "audio/wav")}), 400),
         "not audio": (url, *_upload({"file": ("a.wav", b"MZ\x90\x00" * 100, "audio/wav")}), 400),
         "oversized": (url, *_upload({"file": ("a.wav", b"RIFF" + b"\x00" * (25 * 1024 * 1024 + 1), "audio/wav")}), 413),
+        "an edit of a file that is not an image": (
+            f"{media_gateway.api}/openai/v1/images/edits",
+            *_upload({"image": ("a.png", b"GIF89a" * 10, "image/png")}, {"model": "gpt-image-1", "prompt": "x"}),
+            400,
+        ),
+        "whisper asked to stream": (
+            url,
+            *_upload({"file": ("a.wav", wav(1), "audio/wav")}, {"stream": "true"}),
+            400,
+        ),
     }
     images = f"{media_gateway.api}/openai/deployments/dall-e-3/images/generations?api-version={API_VERSION}"
     gpt_image = f"{media_gateway.api}/openai/v1/images/generations"
@@ -362,8 +404,10 @@ def test_hostile_uploads_and_parameters_are_refused_before_anything_is_forwarded
     assert _rows(storage_connection_string, owner, 1, timeout=1.0) == []
 
 
-def _upload(files: dict[str, tuple[str, bytes, str]]) -> tuple[bytes, dict[str, str]]:
-    body, content_type = _multipart({}, files)
+def _upload(
+    files: dict[str, tuple[str, bytes, str]], fields: dict[str, str] | None = None
+) -> tuple[bytes, dict[str, str]]:
+    body, content_type = _multipart(fields or {}, files)
     return body, {"content-type": content_type}
 
 
