@@ -46,7 +46,7 @@ bench-concurrency: install
 	$(PY) scripts/bench.py concurrency --json docs/performance-concurrency.json
 
 bench-rollup: install
-	$(PY) scripts/bench_rollup.py
+	$(PY) scripts/bench.py rollup
 
 browser:
 	apt-get update && apt-get install -y chromium

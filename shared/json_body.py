@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from starlette.requests import Request
@@ -87,8 +88,20 @@ def loads_strict(raw: bytes) -> Any:
         raise InvalidJson("The request body is not UTF-8 encoded JSON.") from None
     if not text.strip():
         raise InvalidJson("The request body is empty; send a JSON object.")
+    non_finite: list[_NonFinite] = []
+
+    def constant(name: str) -> _NonFinite:
+        non_finite.append(_NonFinite(name))
+        return non_finite[-1]
+
+    def number(digits: str) -> float | _NonFinite:
+        value = _parse_float(digits)
+        if isinstance(value, _NonFinite):
+            non_finite.append(value)
+        return value
+
     try:
-        document = json.loads(text, parse_constant=_NonFinite, parse_float=_parse_float)
+        document = json.loads(text, parse_constant=constant, parse_float=number)
     except json.JSONDecodeError as exc:
         raise InvalidJson(
             f"The request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}."
@@ -97,8 +110,13 @@ def loads_strict(raw: bytes) -> Any:
         raise InvalidJson(
             "The request body is JSON this gateway does not accept (absurdly large numbers or nesting)."
         ) from None
-    _refuse_what_json_does_not_allow(document)
+    if non_finite or _SURROGATE_ESCAPE.search(raw) or raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:
+        _refuse_what_json_does_not_allow(document)  # something to find: walk the document to say where it is
     return document
+
+
+# Where a lone surrogate can come from: a \uD800-\uDFFF escape (UTF-8 itself cannot carry one, the decoder refuses it).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 MAX_DEPTH = 100  # far deeper than any OpenAI request (tool schemas included); bounds every recursive reader after us

@@ -2,7 +2,7 @@
 
 Why a table of its own: the ledger has one row per call (a month at 100 requests/s is ~260 million rows), far too
 many for Excel, Power BI or ``/api/usage`` to sum. The rollup works hour by hour, because re-reading a whole day
-every 5 minutes does not scale (scripts/bench_rollup.py): it reads one UTC hour of the ledger (every shard),
+every 5 minutes does not scale (scripts/bench.py rollup): it reads one UTC hour of the ledger (every shard),
 counts each request id once, and replaces that hour's partial sums in the internal ``gatewayUsageHourly`` table;
 then it sums the day's partials into ``gatewayUsageDaily``. The timer re-derives only the current hour (and the
 previous one early in an hour, plus any hour never derived); a rebuild and the after-midnight runs re-derive all

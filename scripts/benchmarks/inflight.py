@@ -16,21 +16,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import time
 from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from scripts.benchmarks.common import BODY, DEPLOYMENT, start_simulator
+from tests.azurite import Azurite
+from tests.gateway_process import GatewayProcess
 
-from scripts.bench import BODY, start_simulator  # noqa: E402
-from tests.azurite import Azurite  # noqa: E402
-from tests.gateway_process import GatewayProcess  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 HEADERS = {"authorization": "Bearer bench", "content-type": "application/json"}
 PATH = "/api/openai/v1/chat/completions"
+V1_BODY = {**BODY, "model": DEPLOYMENT}
 
 
 def rss_mb(pid: int) -> float:
@@ -50,7 +49,7 @@ async def hold(url: str, pid: int, count: int, stream: bool) -> float:
 
         async def one() -> None:
             nonlocal in_flight
-            async with client.stream("POST", PATH, json={**BODY, "stream": stream}, headers=HEADERS) as response:
+            async with client.stream("POST", PATH, json={**V1_BODY, "stream": stream}, headers=HEADERS) as response:
                 if stream:
                     async for _chunk in response.aiter_raw():
                         break  # the first chunk: this stream is open on both sides
@@ -64,7 +63,7 @@ async def hold(url: str, pid: int, count: int, stream: bool) -> float:
             in_flight += 1  # counted when sent: the gateway holds it while the simulator waits
             if in_flight == count:
                 all_in.set()
-            await client.post(PATH, json=BODY, headers=HEADERS)
+            await client.post(PATH, json=V1_BODY, headers=HEADERS)
 
         tasks = [asyncio.create_task(one() if stream else one_json()) for _ in range(count)]
         await asyncio.wait_for(all_in.wait(), 60)
@@ -77,11 +76,11 @@ async def hold(url: str, pid: int, count: int, stream: bool) -> float:
     return measured
 
 
-def main() -> None:
+def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", default="100,300", help="calls in flight to measure, comma-separated")
     parser.add_argument("--hold", type=int, default=20, help="seconds the simulator holds a JSON call's first byte")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     steps = [int(s) for s in args.steps.split(",")]
 
     azurite = Azurite().start()
@@ -97,7 +96,7 @@ def main() -> None:
     pid = gateway.proc.pid
     try:
         for _ in range(50):  # warm-up: clients, caches, first ledger batches
-            httpx.post(gateway.base_url + PATH, json=BODY, headers=HEADERS, timeout=30).raise_for_status()
+            httpx.post(gateway.base_url + PATH, json=V1_BODY, headers=HEADERS, timeout=30).raise_for_status()
         time.sleep(1.0)
         print(f"gateway idle after warm-up: {rss_mb(pid):.1f} MB RSS")
         print(f"{'case':24} {'in flight':>9} {'RSS MB':>8} {'MB per call':>12}")
@@ -118,7 +117,3 @@ def main() -> None:
         gateway.stop()
         sim_proc.terminate()
         azurite.stop()
-
-
-if __name__ == "__main__":
-    main()

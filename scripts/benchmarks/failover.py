@@ -28,20 +28,16 @@ import json
 import os
 import socket
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
+from scripts.benchmarks.common import BODY, Target, drive, start_simulator, summarize
+from tests.azurite import Azurite, free_port
+from tests.gateway_process import GatewayProcess
 
-from bench import BODY, run, start_simulator  # noqa: E402
-
-from tests.azurite import Azurite, free_port  # noqa: E402
-from tests.gateway_process import GatewayProcess  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 API_VERSION = "2024-10-21"
 
@@ -79,16 +75,17 @@ def path(deployment: str) -> str:
     return f"/api/openai/deployments/{deployment}/chat/completions?api-version={API_VERSION}"
 
 
-def main() -> None:
+def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     azurite = Azurite().start()
-    sim_a, url_a = start_simulator()
-    sim_b, url_b = start_simulator()
+    cases = ("solo", "pair", "failover", "spread", "one-dead", "one-silent")
+    sim_a, url_a = start_simulator(dict.fromkeys(cases, "gpt-4o-mini"))
+    sim_b, url_b = start_simulator(dict.fromkeys(cases, "gpt-4o-mini"))
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
     silent.listen(1024)
@@ -131,9 +128,14 @@ def main() -> None:
         def rounds(url: str, paths: dict[str, str], concurrency: int) -> dict[str, dict[str, float]]:
             per_round = max(20, args.requests // args.rounds)
             runs: dict[str, list[dict[str, float]]] = {name: [] for name in paths}
+            assert gateway.proc is not None
             for _ in range(args.rounds):
                 for name, case_path in paths.items():
-                    runs[name].append(asyncio.run(run(url, case_path, per_round, concurrency, False)))
+                    target = Target(
+                        name, "gateway", url, gateway.proc.pid, {"authorization": "Bearer b"}, {"case": case_path}, name
+                    )
+                    sample = asyncio.run(drive(target, "case", False, per_round, concurrency))
+                    runs[name].append(summarize(sample))
             return {
                 name: {key: statistics.median(r[key] for r in results) for key in results[0]}
                 for name, results in runs.items()
@@ -165,7 +167,3 @@ def main() -> None:
         sim_b.terminate()
         silent.close()
         azurite.stop()
-
-
-if __name__ == "__main__":
-    main()

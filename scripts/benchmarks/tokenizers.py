@@ -31,9 +31,7 @@ from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from shared.protocol.encodings import Encoding, encoder  # noqa: E402
+from shared.protocol.encodings import Encoding, encoder
 
 Counter = Callable[[str], int]
 
@@ -216,7 +214,11 @@ def measure_hard(label: str, encoding: Encoding, case: str) -> dict[str, object]
 def in_child(*args: str, timeout: float) -> dict[str, object] | None:
     try:
         done = subprocess.run(
-            [sys.executable, __file__, *args], capture_output=True, text=True, timeout=timeout, check=False
+            [sys.executable, str(Path(__file__).resolve().parents[1] / "bench.py"), "tokenizers", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
     except subprocess.TimeoutExpired:
         return None
@@ -227,7 +229,7 @@ def in_child(*args: str, timeout: float) -> dict[str, object] | None:
     return result
 
 
-def main() -> None:
+def compare() -> None:
     print(f"exactness corpus: {len(corpus())} fixed texts + 600 generated texts + 3 generated 100 KB prompts")
     rows = []
     for label, (dists, setup) in CANDIDATES.items():
@@ -277,10 +279,13 @@ def load_or(load: float | None) -> float:
     return load if load is not None else 0.0
 
 
-if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--measure":
-        print(json.dumps(measure(sys.argv[2], Encoding(sys.argv[3]))))
-    elif len(sys.argv) > 1 and sys.argv[1] == "--hard":
-        print(json.dumps(measure_hard(sys.argv[2], Encoding(sys.argv[3]), sys.argv[4])))
+def main(argv: list[str]) -> None:
+    """The comparison; a child process measures one candidate (``--measure`` / ``--hard``, internal)."""
+    if argv[:1] in (["-h"], ["--help"]):
+        print(__doc__)
+    elif argv[:1] == ["--measure"]:
+        print(json.dumps(measure(argv[1], Encoding(argv[2]))))
+    elif argv[:1] == ["--hard"]:
+        print(json.dumps(measure_hard(argv[1], Encoding(argv[2]), argv[3])))
     else:
-        main()
+        compare()

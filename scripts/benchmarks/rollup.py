@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import math
 import random
-import sys
 import time
 import tracemalloc
 import uuid
@@ -29,18 +28,17 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from azure.data.tables.aio import TableServiceClient
 
-from azure.data.tables.aio import TableServiceClient  # noqa: E402
+from shared.accounting.ledger import LEDGER_SHARDS, UsageLedger, UsageRecord
+from shared.accounting.prices import parse_prices
+from shared.finance.daily import DailyRollup
+from shared.finance.rebuild import RebuildJobs
+from shared.finance.usage_report import UsageQuery, daily_rows, ledger_rows, summarize
+from shared.policy.callers import CallerPolicyStore
+from tests.azurite import Azurite
 
-from shared.accounting.ledger import LEDGER_SHARDS, UsageLedger, UsageRecord  # noqa: E402
-from shared.accounting.prices import parse_prices  # noqa: E402
-from shared.finance.daily import DailyRollup  # noqa: E402
-from shared.finance.rebuild import RebuildJobs  # noqa: E402
-from shared.finance.usage_report import UsageQuery, daily_rows, ledger_rows, summarize  # noqa: E402
-from shared.policy.callers import CallerPolicyStore  # noqa: E402
-from tests.azurite import Azurite  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 DAY = date(2026, 11, 30)
 ROWS_PER_DAY_AT_100_RPS = 100 * 86_400
@@ -85,7 +83,7 @@ def records(rows: int, callers: int, deployments: int) -> list[UsageRecord]:
     return out
 
 
-async def main(rows: int, callers: int, deployments: int) -> None:
+async def measure(rows: int, callers: int, deployments: int) -> None:
     azurite = Azurite().start()
     try:
         async with TableServiceClient.from_connection_string(azurite.connection_string) as service:
@@ -190,10 +188,10 @@ async def main(rows: int, callers: int, deployments: int) -> None:
     )
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="bench.py rollup", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--callers", type=int, default=200)
     parser.add_argument("--deployments", type=int, default=4)
-    args = parser.parse_args()
-    asyncio.run(main(args.rows, args.callers, args.deployments))
+    args = parser.parse_args(argv)
+    asyncio.run(measure(args.rows, args.callers, args.deployments))

@@ -13,27 +13,24 @@ falls back to h11 as it did before httptools was a dependency.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
+import tests.gateway_process as gateway_process
+from scripts.benchmarks import common as bench
+from scripts.benchmarks import rate
+from tests.azurite import Azurite, terminate
 
-import bench  # noqa: E402
-
-import tests.gateway_process as gateway_process  # noqa: E402
-from tests.azurite import Azurite, terminate  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 
-def main() -> None:
+def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkout", action="append", required=True, help="label=path[+h11]")
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=16)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     hidden = Path(tempfile.mkdtemp(prefix="no-httptools-")) / "httptools"
     hidden.mkdir()
@@ -58,7 +55,7 @@ def main() -> None:
             targets.append(
                 bench.Target(label, "gateway", gateway.base_url, gateway.proc.pid, dev, {"v1": "/api" + bench.V1_PATH})
             )
-        rows = bench.report(bench.run_rounds(targets, args))
+        rows = rate.report(rate.run_rounds(targets, args))
         print(
             "\n| checkout | mode | c | p50 ms | p99 ms | TTFB p50 ms | req/s | CPU ms / 1,000 req | overhead p50 ms "
             "| p50 x direct | req/s x direct |\n|---|---|---|---|---|---|---|---|---|---|---|"
@@ -75,7 +72,3 @@ def main() -> None:
             gateway.stop()
         terminate(simulator)
         azurite.stop()
-
-
-if __name__ == "__main__":
-    main()

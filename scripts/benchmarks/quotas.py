@@ -13,28 +13,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import time
 import uuid
 from pathlib import Path
 
 from azure.data.tables.aio import TableServiceClient
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from shared.accounting.prices import Price
+from shared.auth.identity import ROLE_USE, Caller
+from shared.policy.callers import CallerPolicyStore
+from shared.protocol.calls import ModelCall
+from shared.protocol.operations import CHAT
+from shared.protocol.usage import Usage
+from shared.quotas.counters import CounterStore
+from shared.quotas.enforcer import QuotaEnforcer
+from shared.quotas.leases import QuotaLeases
+from shared.quotas.limits import Limit, Limits
+from shared.settings import QuotaSettings
+from tests.azurite import Azurite
 
-from shared.accounting.prices import Price  # noqa: E402
-from shared.auth.identity import ROLE_USE, Caller  # noqa: E402
-from shared.policy.callers import CallerPolicyStore  # noqa: E402
-from shared.protocol.calls import ModelCall  # noqa: E402
-from shared.protocol.operations import CHAT  # noqa: E402
-from shared.protocol.usage import Usage  # noqa: E402
-from shared.quotas.counters import CounterStore  # noqa: E402
-from shared.quotas.enforcer import QuotaEnforcer  # noqa: E402
-from shared.quotas.leases import QuotaLeases  # noqa: E402
-from shared.quotas.limits import Limit, Limits  # noqa: E402
-from shared.settings import QuotaSettings  # noqa: E402
-from tests.azurite import Azurite  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 LIMITS = Limits(
     {
@@ -85,16 +83,12 @@ async def measure(connection_string: str, calls: int) -> None:
         await leases.aclose()
 
 
-def main() -> None:
+def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=20_000)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     azurite = Azurite().start()
     try:
         asyncio.run(measure(azurite.connection_string, args.calls))
     finally:
         azurite.stop()
-
-
-if __name__ == "__main__":
-    main()

@@ -10,18 +10,14 @@ import argparse
 import asyncio
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
+from scripts.benchmarks.common import DEPLOYMENT, V1_PATH, Target, drive, start_simulator, summarize
+from tests.azurite import Azurite, terminate
+from tests.gateway_process import GatewayProcess
 
-from bench import DEPLOYMENT, V1_PATH, Target, drive, start_simulator, summarize  # noqa: E402
-
-from tests.azurite import Azurite, terminate  # noqa: E402
-from tests.gateway_process import GatewayProcess  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 
 async def run(gateway: GatewayProcess, total: int, concurrency: int, stream: bool) -> dict[str, float]:
@@ -124,11 +120,11 @@ def compare_telemetry(gateways: dict[str, GatewayProcess], args: argparse.Namesp
                 )
 
 
-def main() -> None:
+def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     azurite = Azurite().start()
     sim_proc, sim_url = start_simulator()
     common = {
@@ -152,7 +148,3 @@ def main() -> None:
             gateway.stop()
         terminate(sim_proc)
         azurite.stop()
-
-
-if __name__ == "__main__":
-    main()

@@ -23,7 +23,7 @@ the simulator is that Azure OpenAI, reached on its dated path (``/openai/deploym
 
 Usage from the benchmark (nothing runs at import)::
 
-    import bench_peers
+    from scripts.benchmarks import peers as bench_peers
     reason = bench_peers.install("litellm")             # None when ready, else why not (report it as skipped)
     peer = bench_peers.start("litellm", simulator_url)  # = start_litellm(url); raises PeerUnavailable
     try:
@@ -33,7 +33,7 @@ Usage from the benchmark (nothing runs at import)::
     finally:
         peer.stop()
 
-Check it by hand: ``.venv/bin/python scripts/bench_peers.py --check [--peer litellm] [--peer portkey]``.
+Check it by hand: ``.venv/bin/python scripts/bench.py peers --check [--peer litellm] [--peer portkey]``.
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
+
 BENCH_DIR = ROOT / ".bench"
 
 # Pinned. LiteLLM 1.106.12 is the newest release whose `proxy` extra resolves from PyPI here: 1.108+ need
@@ -201,7 +202,7 @@ def _install_litellm(home: Path) -> str | None:
 def _install_portkey(home: Path) -> str | None:
     manifest = {
         "private": True,
-        "description": "benchmark peer, installed by scripts/bench_peers.py",
+        "description": "benchmark peer, installed by scripts/bench.py peers",
         "dependencies": {PORTKEY_PACKAGE: PORTKEY_VERSION},
         "overrides": PORTKEY_OVERRIDES,
     }
@@ -631,12 +632,12 @@ def _check_peer(
     return failures
 
 
-def main() -> None:
+def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="install, start each peer, send one JSON + one stream")
     parser.add_argument("--install", action="store_true", help="only install (or confirm) the peers")
     parser.add_argument("--peer", action="append", choices=PEERS, help="the peer(s) to use (default: all)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     peers = args.peer or list(PEERS)
     if args.install:
         reasons = {peer: install(peer) for peer in peers}
@@ -646,7 +647,3 @@ def main() -> None:
     if args.check:
         sys.exit(check(peers))
     parser.print_help()
-
-
-if __name__ == "__main__":
-    main()

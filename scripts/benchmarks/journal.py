@@ -12,20 +12,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from azure.data.tables.aio import TableClient
 
-from azure.data.tables.aio import TableClient  # noqa: E402
+from shared.accounting.journal import Journal
+from shared.accounting.ledger import BacklogLimits, UsageLedger
+from tests.accounting.test_ledger import record
+from tests.azurite import connection_string, free_port
 
-from shared.accounting.journal import Journal  # noqa: E402
-from shared.accounting.ledger import BacklogLimits, UsageLedger  # noqa: E402
-from tests.accounting.test_ledger import record  # noqa: E402
-from tests.azurite import connection_string, free_port  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 
 async def per_row_us(rows: int, journal: Journal | None) -> list[float]:
@@ -50,11 +48,11 @@ def summary(times: list[float]) -> str:
     return f"median {statistics.median(ordered):8.1f} µs   p99 {ordered[int(len(ordered) * 0.99)]:8.1f} µs"
 
 
-async def main() -> None:
+async def measure(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=3000)
     parser.add_argument("--dir", type=Path, default=None, help="where to put the journal (default: a temp dir)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(dir=args.dir) as directory:
         base = await per_row_us(args.rows, None)
         plain = await per_row_us(args.rows, Journal(Path(directory) / "plain", "bench/journal"))
@@ -66,5 +64,5 @@ async def main() -> None:
     print(f"record() + journal fsync : {summary(synced)}   ratio {statistics.median(synced) / baseline:.2f}")
 
 
-if __name__ == "__main__":
-    asyncio.run(main())
+def main(argv: list[str]) -> None:
+    asyncio.run(measure(argv))

@@ -37,19 +37,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from azure.data.tables.aio import TableServiceClient
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
+from scripts.benchmarks.common import QUOTAS_ON, start_simulator
+from shared.auth.apikeys import ApiKeyStore
+from shared.auth.identity import ROLE_USE, Caller
+from shared.storage.tables import API_KEYS_TABLE, ensure_tables
+from tests.azurite import Azurite
+from tests.gateway_process import GatewayProcess
 
-from azure.data.tables.aio import TableServiceClient  # noqa: E402
-from bench import QUOTAS_ON, start_simulator  # noqa: E402
-
-from shared.auth.apikeys import ApiKeyStore  # noqa: E402
-from shared.auth.identity import ROLE_USE, Caller  # noqa: E402
-from shared.storage.tables import API_KEYS_TABLE, ensure_tables  # noqa: E402
-from tests.azurite import Azurite  # noqa: E402
-from tests.gateway_process import GatewayProcess  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 OUTPUT = ROOT / "docs" / "storage-ops.json"
 PATH = "/openai/v1/chat/completions"
@@ -308,14 +305,14 @@ def print_scenario(result: dict[str, Any]) -> None:
         print(f"   answers >= 400: {json.dumps(failed)}")
 
 
-def main() -> None:
+def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=2000, help="requests per scenario")
     parser.add_argument("--timer-seconds", type=float, default=10.0, help="timer functions run this often")
     parser.add_argument("--throughput-requests", type=int, default=2000, help="closed-loop c=16 run (0: skip)")
     parser.add_argument("--quick", action="store_true", help="one small scenario (a smoke test of the script)")
     parser.add_argument("--output", type=Path, default=OUTPUT)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[attr-defined]
 
     scenarios = [
@@ -374,7 +371,3 @@ def main() -> None:
     if not args.quick:
         args.output.write_text(json.dumps(report, indent=2) + "\n")
         print(f"\nwrote {args.output.relative_to(ROOT)}")
-
-
-if __name__ == "__main__":
-    main()
