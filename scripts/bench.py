@@ -7,6 +7,7 @@ test, and figures are reported as ratios to a baseline measured in the same run 
     .venv/bin/python scripts/bench.py                   # the request-rate matrix; writes docs/performance.{json,md}
     .venv/bin/python scripts/bench.py rate --quick      # one round, fewer requests, no peers, writes nothing
     .venv/bin/python scripts/bench.py concurrency --levels 100,1000 --json out.json
+    .venv/bin/python scripts/bench.py upload            # a 25 MB transcription upload: gateway vs direct
     .venv/bin/python scripts/bench.py list              # the commands and what each measures
 """
 
@@ -37,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "telemetry": ("telemetry", "main"),
     "tokenizers": ("tokenizers", "main"),
     "ownership": ("ownership", "main"),
+    "upload": ("upload", "main"),
 }
 
 

@@ -28,10 +28,12 @@ from shared.errors import (
     internal_error_response,
 )
 from shared.policy.guard import guard
+from shared.policy.media_guard import guard_media
 from shared.protocol.api_versions import version_date
 from shared.protocol.calls import ModelCall
 from shared.protocol.models import is_reasoning_model
 from shared.protocol.operations import Operation, OperationKind
+from shared.protocol.payloads import StreamedBody
 from shared.protocol.usage import Usage, usage_from_body
 from shared.quotas.enforcer import with_quota_headers
 from shared.settings import GuardrailSettings
@@ -39,6 +41,7 @@ from shared.stateful.responses import FINAL_STATUSES, StoredResponses, is_backgr
 from shared.telemetry import Observation, observe_request
 from shared.upstream.admission import Admission, Slot
 from shared.upstream.client import UpstreamUnavailable
+from shared.upstream.media_relay import MediaRelay
 from shared.upstream.pool import Upstream
 from shared.upstream.relay import StreamRelay
 
@@ -63,6 +66,8 @@ class Authenticates(Protocol):
 
 class Authorizes(Protocol):
     async def authorize(self, caller: Caller, call: ModelCall) -> None: ...
+
+    async def authorize_operation(self, caller: Caller, operation: Operation) -> None: ...
 
 
 class Gateway:
@@ -117,29 +122,39 @@ class Gateway:
         observation: Observation,
         slot: Slot,
     ) -> Response:
+        form = None  # an upload the guard spooled (multipart): closed once the call was sent, or refused
         try:
-            self.accounting.ledger.admit()  # fail-closed 503 while usage cannot be recorded (docs/durability.md)
-            caller = await self.authenticator.authenticate(request.headers)
-            call = await guard(request, operation, self.guardrails, deployment)
-            await self.authorizer.authorize(caller, call)
-            # The stored objects the call references must be the caller's; the call goes where they are held.
-            pinned = await self.stored.pin(caller, call) if self.stored is not None else None
-            observation.identified(caller.id, call)
-            with observation.quota_reserve():
-                reservation = await self.accounting.reserve(caller, call, request_id)
-            reservation.observation = observation
-        except GatewayError as error:
-            observation.refused(error.status, error.code)
-            return error_response(error, request_id)
-        except AzureError as exc:  # Table Storage (keys, policies, quota counters) unreachable: fail closed
-            log.error("request %s refused: Table Storage failed (%s)", request_id, type(exc).__name__)
-            observation.refused(STORAGE_UNAVAILABLE.status, STORAGE_UNAVAILABLE.code, "storage_unavailable")
-            return error_response(STORAGE_UNAVAILABLE, request_id)
-        except Exception:
-            log.exception("request %s failed before forwarding", request_id)
-            observation.refused(500, "internal_error", "gateway_error")
-            return internal_error_response(request_id)
-        return await self._forward_and_account(reservation, request_id, observation, slot, pinned)
+            try:
+                self.accounting.ledger.admit()  # fail-closed 503 while usage cannot be recorded (docs/durability.md)
+                caller = await self.authenticator.authenticate(request.headers)
+                if operation.kind.media:
+                    await self.authorizer.authorize_operation(caller, operation)  # before an upload is read
+                    call = await guard_media(request, operation, self.guardrails, deployment)
+                else:
+                    call = await guard(request, operation, self.guardrails, deployment)
+                form = call.form
+                await self.authorizer.authorize(caller, call)
+                # The stored objects the call references must be the caller's; the call goes where they are held.
+                pinned = await self.stored.pin(caller, call) if self.stored is not None else None
+                observation.identified(caller.id, call)
+                with observation.quota_reserve():
+                    reservation = await self.accounting.reserve(caller, call, request_id)
+                reservation.observation = observation
+            except GatewayError as error:
+                observation.refused(error.status, error.code)
+                return error_response(error, request_id)
+            except AzureError as exc:  # Table Storage (keys, policies, quota counters) unreachable: fail closed
+                log.error("request %s refused: Table Storage failed (%s)", request_id, type(exc).__name__)
+                observation.refused(STORAGE_UNAVAILABLE.status, STORAGE_UNAVAILABLE.code, "storage_unavailable")
+                return error_response(STORAGE_UNAVAILABLE, request_id)
+            except Exception:
+                log.exception("request %s failed before forwarding", request_id)
+                observation.refused(500, "internal_error", "gateway_error")
+                return internal_error_response(request_id)
+            return await self._forward_and_account(reservation, request_id, observation, slot, pinned)
+        finally:
+            if form is not None:
+                form.close()
 
     async def _forward_and_account(
         self, reservation: Reservation, request_id: str, observation: Observation, slot: Slot, pinned: str | None
@@ -174,13 +189,20 @@ class Gateway:
             content = await upstream.read()
             await self.accounting.settle(reservation, None, upstream.status, outcome="upstream_error")
             return Response(content, status_code=upstream.status, headers=headers, media_type=upstream.content_type)
-        if call.stream:
+        relay: StreamRelay | MediaRelay | None = None
+        media_type = "text/event-stream"
+        if call.media is not None and (call.stream or call.operation.kind is OperationKind.SPEECH):
+            # Audio bytes or media events, relayed as they arrive, never held whole (D88).
+            relay = MediaRelay(upstream, call, events=call.stream)
+            media_type = "text/event-stream" if call.stream else upstream.content_type
+        elif call.stream:
             relay = StreamRelay(upstream, call, drop_usage_chunk=injected_usage)
+        if relay is not None:
             return StreamingResponse(
                 self._relay(relay, reservation, slot),
                 status_code=upstream.status,
                 headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"},
-                media_type="text/event-stream",
+                media_type=media_type,
                 # Settles a stream the caller abandoned before it started (the generator never ran).
                 background=BackgroundTask(self._settle_abandoned, relay, reservation, slot),
             )
@@ -191,14 +213,17 @@ class Gateway:
                 reservation, reservation.conservative(), error.status, outcome="upstream_incomplete"
             )
             return error_response(error, request_id)
-        answer = _answer_of(content, observation)
+        answer = None if call.media is not None else _answer_of(content, observation)  # media: read by its own parser
         if self.stored is not None and stores(call) and answer is not None:
             if await self._stored(reservation, answer, upstream.backend):
                 return Response(content, status_code=upstream.status, headers=headers, media_type=upstream.content_type)
         # Settled before the caller has the answer: the row is journaled (no storage wait, docs/durability.md), so
         # an instance killed right after sending it cannot lose a call it served. An answer without a readable
         # ``usage`` still ran: it is charged conservatively.
-        usage = _usage_of(answer) or reservation.conservative()
+        if call.media is not None:
+            usage = call.media.answered(content) or reservation.conservative()
+        else:
+            usage = _usage_of(answer) or reservation.conservative()
         await self.accounting.settle(reservation, usage, upstream.status, outcome="completed")
         return Response(content, status_code=upstream.status, headers=headers, media_type=upstream.content_type)
 
@@ -216,17 +241,22 @@ class Gateway:
         self._track(self.stored.created(reservation, answer.get("id"), backend))
         return False
 
-    async def _relay(self, relay: StreamRelay, reservation: Reservation, slot: Slot) -> AsyncIterator[bytes]:
+    async def _relay(
+        self, relay: StreamRelay | MediaRelay, reservation: Reservation, slot: Slot
+    ) -> AsyncIterator[bytes]:
         # The upstream stream is owned by this generator: the Functions invocation ends when the handler returns,
         # and the body is sent afterwards, so nothing here may depend on the handler's scope.
         recording: asyncio.Task[object] | None = None
-        records = self.stored is not None and stores(reservation.call)
+        # A stored response's stream: its owner is recorded from the event that carries its id.
+        records = (
+            relay if isinstance(relay, StreamRelay) and self.stored is not None and stores(reservation.call) else None
+        )
         try:
             async for events in relay.events():
-                if records and recording is None and relay.response_id is not None:
+                if records is not None and recording is None and records.response_id is not None:
                     # Written while the stream goes on; the caller sees the response complete only once it is.
                     assert self.stored is not None
-                    recording = self._track(self.stored.created(reservation, relay.response_id, reservation.backend))
+                    recording = self._track(self.stored.created(reservation, records.response_id, reservation.backend))
                 if relay.finished and recording is not None:
                     await asyncio.shield(recording)
                 if relay.finished and reservation.claim():
@@ -241,7 +271,7 @@ class Gateway:
             slot.release()
             self._settle_detached(reservation, relay)
 
-    async def _settle_abandoned(self, relay: StreamRelay, reservation: Reservation, slot: Slot) -> None:
+    async def _settle_abandoned(self, relay: StreamRelay | MediaRelay, reservation: Reservation, slot: Slot) -> None:
         """After the response: settles a stream whose generator never ran (the caller left before the first byte)."""
         try:
             if not reservation.settled:
@@ -250,7 +280,7 @@ class Gateway:
         finally:
             slot.release()
 
-    def _settle_detached(self, reservation: Reservation, relay: StreamRelay) -> None:
+    def _settle_detached(self, reservation: Reservation, relay: StreamRelay | MediaRelay) -> None:
         if reservation.claim():
             reservation.observation.streamed(relay.first_token_at, relay.response_model)
             task = asyncio.get_running_loop().create_task(
@@ -270,12 +300,16 @@ class Gateway:
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
 
-    def forward_body(self, call: ModelCall, output_cap: int | None = None) -> tuple[dict[str, Any], bool]:
+    def forward_body(
+        self, call: ModelCall, output_cap: int | None = None
+    ) -> tuple[dict[str, Any] | StreamedBody, bool]:
         """The body to send upstream, and whether the gateway added ``include_usage`` for its own accounting.
 
         ``output_cap``: the output limit a budgeted call that set none must carry, so that the upstream enforces
         what its quota reservation holds (D68).
         """
+        if call.form is not None:  # an upload: re-encoded from the spooled parts as it is sent, never held whole
+            return call.form.body(), False
         body = call.body
         if output_cap is not None:
             body = {**body, self._output_limit_field(call): output_cap}
@@ -306,12 +340,12 @@ class Gateway:
         return "max_tokens"
 
 
-def _stream_usage(relay: StreamRelay, reservation: Reservation) -> Usage:
+def _stream_usage(relay: StreamRelay | MediaRelay, reservation: Reservation) -> Usage:
     """What a stream is charged: the usage the upstream reported; without it, what the stream showed, unless the
     stream broke off upstream or the model reasons (its reasoning tokens never show in a delta), in which case it
     is charged as if it used all it reserved (docs/quotas.md)."""
     observed = relay.usage
-    if not observed.estimated:
+    if not observed.estimated or isinstance(relay, MediaRelay):
         return observed
     if relay.broken or is_reasoning_model(reservation.call.model_name):
         return reservation.conservative(observed)

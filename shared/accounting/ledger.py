@@ -144,6 +144,16 @@ class UsageRecord:
     owner: str | None = None
     department: str | None = None
     tags: str | None = None  # a JSON object, sorted keys ("" when the caller has none)
+    # Images and audio (shared.protocol.media): the unit the call is counted in (tokens, images, audio_seconds,
+    # characters), the quantity as decimal text, the ``size/quality`` of per-image prices, and the token kinds Azure
+    # reports apart (parts of prompt/completion tokens). None on text operations and on rows written before.
+    unit: str | None = None
+    units: str | None = None
+    image_variant: str | None = None
+    audio_input_tokens: int | None = None
+    audio_output_tokens: int | None = None
+    image_input_tokens: int | None = None
+    image_output_tokens: int | None = None
     # The writing process's shard (D56). Not on the journal's lines, which older versions must still read: a
     # replay derives it from the journal header's shard layout and the row's time.
     shard: int | None = None
@@ -181,6 +191,14 @@ class UsageRecord:
             entity["Cost"] = self.cost
             entity["Currency"] = self.currency or ""
             entity["PriceVersion"] = self.price_version or ""
+        if self.unit is not None:
+            entity["Unit"] = self.unit
+            entity["Units"] = self.units or "0"
+            entity["ImageVariant"] = self.image_variant or ""
+            entity["AudioInputTokens"] = self.audio_input_tokens or 0
+            entity["AudioOutputTokens"] = self.audio_output_tokens or 0
+            entity["ImageInputTokens"] = self.image_input_tokens or 0
+            entity["ImageOutputTokens"] = self.image_output_tokens or 0
         if self.cost_center is not None:
             entity["CostCenter"] = self.cost_center
             entity["Owner"] = self.owner or ""

@@ -69,9 +69,20 @@ def money_text(amount: Decimal) -> str:
     return "0" if text in ("", "-0") else text
 
 
+UNIT_RATE_FIELDS = ("audio_input", "audio_output", "image_input", "image_output", "audio_second", "characters")
+PRICE_FIELDS = ("input", "cached_input", "output", "currency", "batch_multiplier", *UNIT_RATE_FIELDS, "images")
+_VARIANT = re.compile(r"(?:\d{2,5}x\d{2,5}|auto)/[a-z]{2,10}")
+
+
 @dataclass(frozen=True)
 class Price:
-    """Prices per million tokens in ``currency``; ``version`` identifies the price version they come from."""
+    """Prices per million tokens in ``currency``; ``version`` identifies the price version they come from.
+
+    Media rates (docs/finance.md, "Units"), all optional: ``audio_input``/``audio_output``/``image_input``/
+    ``image_output`` per million tokens of that kind (default: the ``input``/``output`` rate), ``images`` per image by
+    ``size/quality`` (``{"1024x1024/standard": 0.04}``), ``audio_second`` per second of audio, ``characters`` per
+    million characters. A call needing a rate its price lacks is unpriced (no cost), never priced at zero.
+    """
 
     input: Decimal
     cached_input: Decimal
@@ -79,6 +90,13 @@ class Price:
     currency: str = DEFAULT_CURRENCY
     version: str = ""
     batch_multiplier: Decimal = DEFAULT_BATCH_MULTIPLIER  # the batch rate: these figures times this
+    audio_input: Decimal | None = None
+    audio_output: Decimal | None = None
+    image_input: Decimal | None = None
+    image_output: Decimal | None = None
+    audio_second: Decimal | None = None
+    characters: Decimal | None = None
+    images: tuple[tuple[str, Decimal], ...] = ()  # (size/quality, price per image), sorted
 
     def batch(self) -> Price:
         """The batch rate of this version: every figure times ``batch_multiplier``, id ``<version>#batch``."""
@@ -101,23 +119,83 @@ class Price:
             + completion_tokens * _dec(self.output)
         ) / PER_TOKENS
 
+    def image_price(self, variant: str) -> Decimal | None:
+        return next((price for name, price in self.images if name == variant), None)
+
+    def covers(self, usage: Usage) -> bool:
+        """Whether this price has every rate ``usage`` needs (a per-image, per-second or per-character rate)."""
+        return (
+            (not usage.images or self.image_price(usage.image_variant) is not None)
+            and (not usage.audio_ms or self.audio_second is not None)
+            and (not usage.characters or self.characters is not None)
+        )
+
     def cost(self, usage: Usage) -> Decimal:
-        return self.cost_of(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
+        """The exact cost of ``usage``: tokens by kind at their rates, plus images, audio seconds and characters (a
+        unit without a rate adds nothing: check :meth:`covers` first)."""
+        prompt, completion = usage.prompt_tokens, usage.completion_tokens
+        audio_in = min(usage.audio_input_tokens, prompt)
+        image_in = min(usage.image_input_tokens, prompt - audio_in)
+        cached = min(usage.cached_tokens, prompt - audio_in - image_in)
+        audio_out = min(usage.audio_output_tokens, completion)
+        image_out = min(usage.image_output_tokens, completion - audio_out)
+        input_rate, output_rate = _dec(self.input), _dec(self.output)
+        tokens = (
+            (prompt - audio_in - image_in - cached) * input_rate
+            + cached * _dec(self.cached_input)
+            + audio_in * _rate(self.audio_input, input_rate)
+            + image_in * _rate(self.image_input, input_rate)
+            + (completion - audio_out - image_out) * output_rate
+            + audio_out * _rate(self.audio_output, output_rate)
+            + image_out * _rate(self.image_output, output_rate)
+        ) / PER_TOKENS
+        units = Decimal(0)
+        per_image = self.image_price(usage.image_variant) if usage.images else None
+        if per_image is not None:
+            units += usage.images * per_image
+        if usage.audio_ms and self.audio_second is not None:
+            units += usage.audio_ms * self.audio_second / 1000
+        if usage.characters and self.characters is not None:
+            units += usage.characters * self.characters / PER_TOKENS
+        return tokens + units
 
     def cost_nano_usd(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> int:
         """The cost in whole billionths of the currency, rounded up: exact integers for quota budgets."""
         return math.ceil(self.cost_of(prompt_tokens, completion_tokens, cached_tokens) * 1_000_000_000)
 
+    def usage_nano_usd(self, usage: Usage) -> int:
+        """:meth:`cost` in whole billionths of the currency, rounded up (any kind of usage, media included)."""
+        return math.ceil(self.cost(usage) * 1_000_000_000)
+
+    @property
+    def has_unit_rates(self) -> bool:
+        return bool(self.images) or any(getattr(self, name) is not None for name in UNIT_RATE_FIELDS)
+
+    def unit_rates_json(self) -> dict[str, Any]:
+        rates: dict[str, Any] = {
+            name: money_text(getattr(self, name)) for name in UNIT_RATE_FIELDS if getattr(self, name) is not None
+        }
+        if self.images:
+            rates["images"] = {variant: money_text(price) for variant, price in self.images}
+        return rates
+
     def to_json(self) -> dict[str, Any]:
+        # Prices without media rates or a batch multiplier of their own keep their earlier shape (and so their seed
+        # version ids).
         figures = {
             "input": money_text(_dec(self.input)),
             "cached_input": money_text(_dec(self.cached_input)),
             "output": money_text(_dec(self.output)),
             "currency": self.currency,
+            **self.unit_rates_json(),
         }
         if _dec(self.batch_multiplier) != DEFAULT_BATCH_MULTIPLIER:  # only then: seed ids of older entries stay
             figures["batch_multiplier"] = money_text(_dec(self.batch_multiplier))
         return figures
+
+
+def _rate(rate: Decimal | None, default: Decimal) -> Decimal:
+    return default if rate is None else rate
 
 
 def _dec(value: Decimal | float | int) -> Decimal:
@@ -156,11 +234,11 @@ def seed_version_id(deployment: str, price: Price) -> str:
 
 
 def parse_price(entry: object, where: str, *, stored: bool = False) -> Price:
-    """One price object (``input``, ``output``, optional ``cached_input``, ``currency`` and ``batch_multiplier``),
-    strictly."""
+    """One price object (``input``, ``output``, optional ``cached_input``, ``currency``, ``batch_multiplier`` and media
+    rates), strictly."""
     if not isinstance(entry, dict) or not {"input", "output"} <= entry.keys():
         raise PriceError(f"needs 'input' and 'output' (per million tokens) for {where}")
-    unknown = set(entry) - {"input", "cached_input", "output", "currency", "batch_multiplier"}
+    unknown = set(entry) - set(PRICE_FIELDS)
     if unknown:
         raise PriceError(f"has unknown fields {sorted(unknown)} for {where}")
     values = {}
@@ -175,7 +253,34 @@ def parse_price(entry: object, where: str, *, stored: bool = False) -> Price:
         multiplier = _parse_amount(entry["batch_multiplier"], f"{where}.batch_multiplier", stored)
         if multiplier > 1:
             raise PriceError(f"{where}.batch_multiplier is a fraction of the standard price, from 0 to 1")
-    return Price(values["input"], values["cached_input"], values["output"], currency, "", multiplier)
+    rates = {
+        name: _parse_amount(entry[name], f"{where}.{name}", stored)
+        for name in UNIT_RATE_FIELDS
+        if entry.get(name) is not None
+    }
+    images = entry.get("images")
+    per_image: list[tuple[str, Decimal]] = []
+    if images is not None:
+        if not isinstance(images, dict) or len(images) > 64:
+            raise PriceError(f"'images' must be an object of at most 64 'size/quality' prices for {where}")
+        for variant, amount in images.items():
+            if not isinstance(variant, str) or not _VARIANT.fullmatch(variant):
+                raise PriceError(f"'images' keys are 'size/quality' such as '1024x1024/hd' for {where}")
+            per_image.append((variant, _parse_amount(amount, f"{where}.images.{variant}", stored)))
+    return Price(
+        values["input"],
+        values["cached_input"],
+        values["output"],
+        currency,
+        batch_multiplier=multiplier,
+        audio_input=rates.get("audio_input"),
+        audio_output=rates.get("audio_output"),
+        image_input=rates.get("image_input"),
+        image_output=rates.get("image_output"),
+        audio_second=rates.get("audio_second"),
+        characters=rates.get("characters"),
+        images=tuple(sorted(per_image)),
+    )
 
 
 def _parse_amount(raw: object, where: str, stored: bool) -> Decimal:
@@ -375,6 +480,8 @@ def _entity(version: PriceVersion) -> dict[str, Any]:
         "Currency": price.currency,
         "CreatedBy": version.created_by,
         "BatchMultiplier": money_text(_dec(price.batch_multiplier)),
+        # Media rates (an additive column: versions stored before it have none).
+        **({"UnitRates": json.dumps(price.unit_rates_json(), sort_keys=True)} if price.has_unit_rates else {}),
     }
 
 
@@ -391,6 +498,7 @@ def _version_from_entity(entity: Mapping[str, Any]) -> PriceVersion:
             "output": entity["Output"],
             "currency": entity["Currency"],
             "batch_multiplier": entity.get("BatchMultiplier"),  # absent on versions stored before batches
+            **json.loads(entity.get("UnitRates") or "{}"),
         },
         deployment,
         stored=True,

@@ -23,6 +23,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from azure.core.exceptions import AzureError
@@ -33,6 +34,7 @@ from shared.auth.identity import Caller
 from shared.errors import GatewayError
 from shared.policy.callers import CallerPolicyStore
 from shared.protocol.calls import ModelCall
+from shared.protocol.media import Unit
 from shared.protocol.usage import Usage
 from shared.quotas.enforcer import QuotaEnforcer, QuotaReservation
 from shared.quotas.output import output_bound
@@ -76,6 +78,8 @@ class Reservation:
     def conservative(self, observed: Usage | None = None) -> Usage:
         """What to charge a call that may have run but reported no usage: the prompt plus all the output it
         reserved, or what was observed when that is more; flagged as estimated."""
+        if self.call.media is not None:  # images and audio: every unit reserved (shared.protocol.media)
+            return self.call.media.bound()
         prompt = self.call.prompt_tokens_estimate
         if observed is not None:
             prompt = max(prompt, observed.prompt_tokens)
@@ -170,7 +174,7 @@ class Accounting:
         caller, call = reservation.caller, reservation.call
         at = datetime.now(UTC)
         price = reservation.price  # the version in force when the call was admitted; its id goes on the row
-        cost = price.cost(usage) if price else None
+        cost = price.cost(usage) if price and price.covers(usage) else None
         record = UsageRecord(
             request_id=reservation.request_id,
             at=at,
@@ -189,6 +193,7 @@ class Accounting:
             cached_tokens=usage.cached_tokens,
             reasoning_tokens=usage.reasoning_tokens,
             estimated=usage.estimated,
+            **_unit_fields(call, usage),
             cost_usd=float(cost) if cost is not None else None,  # the old float column, for older readers
             duration_ms=round((time.monotonic() - reservation.started) * 1000),
             backend=reservation.backend,
@@ -206,7 +211,30 @@ class Accounting:
         return record.cost_usd
 
 
-def _chargeback_fields(chargeback: Mapping[str, Any] | None) -> dict[str, str | None]:
+def _unit_fields(call: ModelCall, usage: Usage) -> dict[str, Any]:
+    """Images and audio: the unit the call is counted in, how many, and the token kinds kept apart (docs/finance.md).
+    Text operations leave the columns out (their unit is tokens)."""
+    if call.media is None:
+        return {}
+    unit = call.media.unit
+    quantity = {
+        Unit.TOKENS: str(usage.total_tokens),
+        Unit.IMAGES: str(usage.images),
+        Unit.AUDIO_SECONDS: str(Decimal(usage.audio_ms) / 1000),
+        Unit.CHARACTERS: str(usage.characters),
+    }[unit]
+    return {
+        "unit": unit.value,
+        "units": quantity,
+        "image_variant": usage.image_variant or None,
+        "audio_input_tokens": usage.audio_input_tokens,
+        "audio_output_tokens": usage.audio_output_tokens,
+        "image_input_tokens": usage.image_input_tokens,
+        "image_output_tokens": usage.image_output_tokens,
+    }
+
+
+def _chargeback_fields(chargeback: Mapping[str, Any] | None) -> dict[str, Any]:
     if chargeback is None:
         return {}
     tags = dict(chargeback.get("tags") or {})

@@ -54,13 +54,43 @@ LEDGER_COLUMNS = [
     "CostUsd",
     "Currency",
     "PriceVersion",
+    "Unit",
+    "Units",
+    "ImageVariant",
+    "AudioInputTokens",
+    "AudioOutputTokens",
+    "ImageInputTokens",
+    "ImageOutputTokens",
     "CostCenter",
     "Owner",
     "Department",
     "Tags",
 ]
 TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens")
-COUNT_FIELDS = ("requests", "failed_requests", "estimated_requests", "unpriced_requests", *TOKEN_FIELDS)
+# Images and audio (shared.protocol.media): units and the token kinds Azure reports apart; audio in milliseconds.
+MEDIA_FIELDS = (
+    "images",
+    "audio_ms",
+    "characters",
+    "audio_input_tokens",
+    "audio_output_tokens",
+    "image_input_tokens",
+    "image_output_tokens",
+)
+COUNT_FIELDS = (
+    "requests",
+    "failed_requests",
+    "estimated_requests",
+    "unpriced_requests",
+    *TOKEN_FIELDS,
+    *MEDIA_FIELDS,
+)
+_MEDIA_COLUMNS = {
+    "audio_input_tokens": "AudioInputTokens",
+    "audio_output_tokens": "AudioOutputTokens",
+    "image_input_tokens": "ImageInputTokens",
+    "image_output_tokens": "ImageOutputTokens",
+}
 LEGACY_PRICE_VERSION = "legacy-float"  # ledger rows written before exact costs (CostUsd only)
 CHARGEBACK_COLUMNS = ("CostCenter", "Owner", "Department", "Tags")
 # Where a row's chargeback attributes come from: fixed on the ledger rows when the calls settled, or (ledger rows
@@ -92,6 +122,14 @@ class Totals:
     completion_tokens: int = 0
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    images: int = 0
+    audio_ms: int = 0
+    characters: int = 0
+    audio_input_tokens: int = 0
+    audio_output_tokens: int = 0
+    image_input_tokens: int = 0
+    image_output_tokens: int = 0
+    image_variants: dict[str, int] = field(default_factory=dict)  # images per ``size/quality`` (per-image prices)
     cost: Decimal = field(default_factory=Decimal)
     currencies: set[str] = field(default_factory=set)
     price_versions: set[str] = field(default_factory=set)
@@ -109,6 +147,7 @@ class Totals:
         self.completion_tokens += completion
         self.cached_tokens += integer(row.get("CachedTokens"))
         self.reasoning_tokens += integer(row.get("ReasoningTokens"))
+        units = self._add_media(row)
         if row.get("Cost") is not None:
             self.cost += Decimal(str(row["Cost"]))
             if row.get("Currency"):
@@ -119,12 +158,35 @@ class Totals:
             self.cost += Decimal(repr(float(row["CostUsd"])))
             self.currencies.add("USD")
             self.price_versions.add(LEGACY_PRICE_VERSION)
-        elif prompt + completion:
+        elif prompt + completion or units:
             self.unpriced_requests += 1
+
+    def _add_media(self, row: Mapping[str, Any]) -> bool:
+        """The units of an image or audio row (None on text rows); True if it counted any."""
+        unit = row.get("Unit")
+        if not unit:
+            return False
+        for name, column in _MEDIA_COLUMNS.items():
+            setattr(self, name, getattr(self, name) + integer(row.get(column)))
+        try:
+            quantity = Decimal(str(row.get("Units") or "0"))
+        except InvalidOperation:
+            return False
+        if unit == "images":
+            self.images += int(quantity)
+            variant = str(row.get("ImageVariant") or "")
+            self.image_variants[variant] = self.image_variants.get(variant, 0) + int(quantity)
+        elif unit == "audio_seconds":
+            self.audio_ms += int(quantity * 1000)
+        elif unit == "characters":
+            self.characters += int(quantity)
+        return unit != "tokens" and quantity > 0
 
     def add(self, other: Totals) -> None:
         for name in COUNT_FIELDS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
+        for variant, count in other.image_variants.items():
+            self.image_variants[variant] = self.image_variants.get(variant, 0) + count
         self.cost += other.cost
         self.currencies |= other.currencies
         self.price_versions |= other.price_versions
@@ -139,11 +201,27 @@ class Totals:
             "total_tokens": self.total_tokens,
             "cached_tokens": self.cached_tokens,
             "reasoning_tokens": self.reasoning_tokens,
+            **self.media_json(),
             "estimated_requests": self.estimated_requests,
             "unpriced_requests": self.unpriced_requests,
             "cost": money_text(self.cost),
             "currency": ",".join(sorted(self.currencies)),
             "price_versions": sorted(self.price_versions),
+        }
+
+    def media_json(self) -> dict[str, Any]:
+        """Images and audio, only where there are any (text-only usage keeps its earlier shape)."""
+        if not any(getattr(self, name) for name in MEDIA_FIELDS):
+            return {}
+        return {
+            "images": self.images,
+            "image_variants": dict(sorted(self.image_variants.items())),
+            "audio_seconds": money_text(Decimal(self.audio_ms) / 1000),
+            "characters": self.characters,
+            "audio_input_tokens": self.audio_input_tokens,
+            "audio_output_tokens": self.audio_output_tokens,
+            "image_input_tokens": self.image_input_tokens,
+            "image_output_tokens": self.image_output_tokens,
         }
 
 
@@ -229,6 +307,14 @@ def daily_totals(row: Mapping[str, Any]) -> Totals:
         completion_tokens=integer(row.get("CompletionTokens")),
         cached_tokens=integer(row.get("CachedTokens")),
         reasoning_tokens=integer(row.get("ReasoningTokens")),
+        images=integer(row.get("Images")),
+        audio_ms=integer(row.get("AudioMs")),
+        characters=integer(row.get("Characters")),
+        audio_input_tokens=integer(row.get("AudioInputTokens")),
+        audio_output_tokens=integer(row.get("AudioOutputTokens")),
+        image_input_tokens=integer(row.get("ImageInputTokens")),
+        image_output_tokens=integer(row.get("ImageOutputTokens")),
+        image_variants=_variants(row.get("ImageVariants")),
         cost=cost,
         currencies={c for c in str(row.get("Currency") or "").split(",") if c},
         price_versions={v for v in str(row.get("PriceVersions") or "").split(",") if v},
@@ -246,11 +332,35 @@ def totals_columns(t: Totals) -> dict[str, Any]:
         "TotalTokens": int64(t.total_tokens),
         "CachedTokens": int64(t.cached_tokens),
         "ReasoningTokens": int64(t.reasoning_tokens),
+        **_media_columns(t),
         "Cost": float(t.cost),
         "CostExact": money_text(t.cost),
         "Currency": ",".join(sorted(t.currencies)),
         "PriceVersions": ",".join(sorted(t.price_versions)),
     }
+
+
+def _media_columns(t: Totals) -> dict[str, Any]:
+    """Image and audio columns of a daily row, only where it has any (text rows keep their earlier columns)."""
+    if not any(getattr(t, name) for name in MEDIA_FIELDS):
+        return {}
+    return {
+        "Images": int64(t.images),
+        "AudioMs": int64(t.audio_ms),
+        "Characters": int64(t.characters),
+        **{column: int64(getattr(t, name)) for name, column in _MEDIA_COLUMNS.items()},
+        "ImageVariants": json.dumps(dict(sorted(t.image_variants.items()))),
+    }
+
+
+def _variants(raw: Any) -> dict[str, int]:
+    try:
+        value = json.loads(str(raw or "{}"))
+    except ValueError:
+        return {}
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): int(v) for k, v in value.items() if isinstance(v, int) and not isinstance(v, bool)}
 
 
 def daily_row_key(

@@ -214,16 +214,17 @@ def focus_records(
             "EffectiveCost": cost,
             "ListCost": cost,
             "ContractedCost": cost,
-            "ChargeDescription": f"{label} tokens of {deployment}"
+            "ChargeDescription": f"{label}{' tokens' if consumed == 'Tokens' else ''} of {deployment}"
             + (" (unpriced: no price configured, cost not included)" if unpriced else ""),
             "ConsumedQuantity": tokens,
+            "ConsumedUnit": consumed,
             "PricingQuantity": quantity,
             "PricingUnit": unit,
             "ListUnitPrice": unit_price,
             "ContractedUnitPrice": unit_price,
             "SkuPriceId": f"{common['x_PriceVersions'] or deployment + '@unpriced'}:{kind}",
         }
-        for kind, label, tokens, quantity, unit, unit_price, cost in _charges(totals, price_of)
+        for kind, label, tokens, quantity, unit, unit_price, cost, consumed in _charges(totals, price_of)
     ]
     if records:  # the call counts ride on the first record, so they sum to the daily table's
         records[0].update(
@@ -234,44 +235,86 @@ def focus_records(
     return records
 
 
-Charge = tuple[str, str, int, Decimal, str, Decimal, Decimal]
+Charge = tuple[str, str, int | Decimal, Decimal, str, Decimal, Decimal, str]
+MEDIA_UNITS = (  # (kind, label, consumed unit, pricing unit, pricing quantity per consumed unit)
+    ("audio_seconds", "Audio seconds", "Seconds", "Seconds", Decimal(1)),
+    ("characters", "Characters", "Characters", "1000000 Characters", Decimal(1_000_000)),
+)
+
+
+def _quantities(totals: Totals) -> list[tuple[str, str, int | Decimal, str, str, Decimal, str]]:
+    """(kind, label, consumed quantity, consumed unit, pricing unit, divisor, price field) of every kind of usage
+    with a quantity: tokens by kind (text, audio and image tokens apart), images by size/quality, audio seconds,
+    characters."""
+    audio_in, image_in = totals.audio_input_tokens, totals.image_input_tokens
+    audio_out, image_out = totals.audio_output_tokens, totals.image_output_tokens
+    million = Decimal(1_000_000)
+    tokens = [
+        ("input", "Input", totals.prompt_tokens - totals.cached_tokens - audio_in - image_in, "input"),
+        ("cached_input", "Cached input", totals.cached_tokens, "cached_input"),
+        ("audio_input", "Audio input", audio_in, "audio_input"),
+        ("image_input", "Image input", image_in, "image_input"),
+        ("output", "Output", totals.completion_tokens - audio_out - image_out, "output"),
+        ("audio_output", "Audio output", audio_out, "audio_output"),
+        ("image_output", "Image output", image_out, "image_output"),
+    ]
+    found: list[tuple[str, str, int | Decimal, str, str, Decimal, str]] = [
+        (kind, label, quantity, "Tokens", PRICING_UNIT, million, rate)
+        for kind, label, quantity, rate in tokens
+        if quantity > 0
+    ]
+    for variant, count in sorted(totals.image_variants.items()):
+        if count > 0:
+            found.append((f"images:{variant}", f"Images {variant}", count, "Images", "Images", Decimal(1), variant))
+    if totals.audio_ms:
+        seconds = Decimal(totals.audio_ms) / 1000
+        found.append(("audio_seconds", "Audio seconds", seconds, "Seconds", "Seconds", Decimal(1), "audio_second"))
+    if totals.characters:
+        found.append(
+            ("characters", "Characters", totals.characters, "Characters", "1000000 Characters", million, "characters")
+        )
+    return found
+
+
+def _rate_of(price: Price, field: str) -> Decimal | None:
+    if "/" in field:  # an image variant
+        return price.image_price(field)
+    rate = getattr(price, field)
+    if rate is None and field in ("audio_input", "image_input"):
+        return Decimal(price.input)
+    if rate is None and field in ("audio_output", "image_output"):
+        return Decimal(price.output)
+    return None if rate is None else Decimal(rate)
 
 
 def _charges(totals: Totals, price_of: Callable[[str], Price | None]) -> list[Charge]:
-    """(kind, label, tokens, pricing quantity, pricing unit, unit price, cost) per token kind with tokens."""
-    million = Decimal(1_000_000)
-    input_tokens = totals.prompt_tokens - totals.cached_tokens
-    tokens = {"input": input_tokens, "cached_input": totals.cached_tokens, "output": totals.completion_tokens}
+    """(kind, label, consumed quantity, pricing quantity, pricing unit, unit price, cost, consumed unit) per kind of
+    usage with a quantity."""
+    quantities = _quantities(totals)
     if not totals.price_versions and not totals.cost:  # unpriced: every figure 0, x_PricingStatus says so
         return [
-            (kind, label, tokens[kind], Decimal(tokens[kind]) / million, PRICING_UNIT, Decimal(0), Decimal(0))
-            for kind, label in TOKEN_KINDS
-            if tokens[kind] > 0
+            (kind, label, quantity, Decimal(quantity) / divisor, pricing_unit, Decimal(0), Decimal(0), consumed)
+            for kind, label, quantity, consumed, pricing_unit, divisor, _ in quantities
         ]
     price = price_of(next(iter(totals.price_versions))) if len(totals.price_versions) == 1 else None
-    if price is not None and input_tokens >= 0:
-        unit = {"input": price.input, "cached_input": price.cached_input, "output": price.output}
-        charges = [
-            (
-                kind,
-                label,
-                tokens[kind],
-                Decimal(tokens[kind]) / million,
-                PRICING_UNIT,
-                Decimal(unit[kind]),
-                tokens[kind] * Decimal(unit[kind]) / million,
-            )
-            for kind, label in TOKEN_KINDS
-            if tokens[kind] > 0
-        ]
-        if sum((c[-1] for c in charges), Decimal()) == totals.cost:
-            return charges
+    if price is not None and all(q[2] >= 0 for q in quantities):
+        charges: list[Charge] = []
+        for kind, label, quantity, consumed, pricing_unit, divisor, field in quantities:
+            rate = _rate_of(price, field)
+            if rate is None:
+                break
+            pricing = Decimal(quantity) / divisor
+            charges.append((kind, label, quantity, pricing, pricing_unit, rate, pricing * rate, consumed))
+        else:
+            if sum((c[6] for c in charges), Decimal()) == totals.cost:
+                return charges
     # Rows priced before exact costs (legacy-float) or by a version no longer known: one charge of all the tokens
     # at their average unit price when that is exact, else the whole cost as one unit.
+    million = Decimal(1_000_000)
     total = totals.total_tokens
     if total <= 0:
         return []
     average = totals.cost * million / total
     if average * total / million == totals.cost:
-        return [("tokens", "All", total, Decimal(total) / million, PRICING_UNIT, average, totals.cost)]
-    return [("tokens", "All", total, Decimal(1), "Charges", totals.cost, totals.cost)]
+        return [("tokens", "All", total, Decimal(total) / million, PRICING_UNIT, average, totals.cost, "Tokens")]
+    return [("tokens", "All", total, Decimal(1), "Charges", totals.cost, totals.cost, "Tokens")]

@@ -129,7 +129,7 @@ def blueprint(runtime: Runtime) -> func.Blueprint:
 
     @bp.route(route="manage/prices", methods=["POST"])
     async def manage_add_price(req: Request) -> Response:
-        """Add a price version: ``{"deployment", "input", "cached_input"?, "output", "currency"?,
+        """Add a price version: ``{"deployment", "input", "cached_input"?, "output", "currency"?, media rates?,
         "effective_from"?}`` (default: in a minute); it cannot start in the past (history never changes)."""
 
         async def action(services: Services, caller: Caller) -> Response:

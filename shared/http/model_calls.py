@@ -46,4 +46,46 @@ def blueprint(runtime: Runtime) -> func.Blueprint:
     async def v1_responses(req: Request) -> Response:
         return await runtime.model_call(req, operations.V1_RESPONSES)
 
+    # --- images and audio (D88) ------------------------------------------------------------------------------
+
+    @bp.route(route="openai/deployments/{deployment}/images/generations", methods=["POST"])
+    async def deployments_images_generations(req: Request) -> Response:
+        return await runtime.model_call(req, operations.IMAGES, req.path_params["deployment"])
+
+    @bp.route(route="openai/deployments/{deployment}/images/edits", methods=["POST"], multipart=True)
+    async def deployments_images_edits(req: Request) -> Response:
+        return await runtime.model_call(req, operations.IMAGE_EDITS, req.path_params["deployment"])
+
+    @bp.route(route="openai/deployments/{deployment}/audio/transcriptions", methods=["POST"], multipart=True)
+    async def deployments_audio_transcriptions(req: Request) -> Response:
+        return await runtime.model_call(req, operations.TRANSCRIPTIONS, req.path_params["deployment"])
+
+    @bp.route(route="openai/deployments/{deployment}/audio/translations", methods=["POST"], multipart=True)
+    async def deployments_audio_translations(req: Request) -> Response:
+        return await runtime.model_call(req, operations.TRANSLATIONS, req.path_params["deployment"])
+
+    @bp.route(route="openai/deployments/{deployment}/audio/speech", methods=["POST"])
+    async def deployments_audio_speech(req: Request) -> Response:
+        return await runtime.model_call(req, operations.SPEECH, req.path_params["deployment"])
+
+    @bp.route(route="openai/v1/images/generations", methods=["POST"])
+    async def v1_images_generations(req: Request) -> Response:
+        return await runtime.model_call(req, operations.V1_IMAGES)
+
+    @bp.route(route="openai/v1/images/edits", methods=["POST"], multipart=True)
+    async def v1_images_edits(req: Request) -> Response:
+        return await runtime.model_call(req, operations.V1_IMAGE_EDITS)
+
+    @bp.route(route="openai/v1/audio/transcriptions", methods=["POST"], multipart=True)
+    async def v1_audio_transcriptions(req: Request) -> Response:
+        return await runtime.model_call(req, operations.V1_TRANSCRIPTIONS)
+
+    @bp.route(route="openai/v1/audio/translations", methods=["POST"], multipart=True)
+    async def v1_audio_translations(req: Request) -> Response:
+        return await runtime.model_call(req, operations.V1_TRANSLATIONS)
+
+    @bp.route(route="openai/v1/audio/speech", methods=["POST"])
+    async def v1_audio_speech(req: Request) -> Response:
+        return await runtime.model_call(req, operations.V1_SPEECH)
+
     return bp

@@ -27,7 +27,7 @@ POLICY_STALE_IF_ERROR_SECONDS = 300.0  # how long a policy read before stays in 
 
 
 CHARGEBACK_FIELDS = ("cost_center", "owner", "department", "tags")
-POLICY_FIELDS = ("allowed_deployments", "note", "limits", "deployment_limits", *CHARGEBACK_FIELDS)
+POLICY_FIELDS = ("allowed_deployments", "note", "limits", "deployment_limits", "media", *CHARGEBACK_FIELDS)
 MAX_ATTRIBUTE_CHARS = 200
 MAX_TAGS = 20
 MAX_TAG_VALUE_CHARS = 256
@@ -53,6 +53,9 @@ class CallerPolicy:
     owner: str = ""
     department: str = ""
     tags: Mapping[str, str] = field(default_factory=dict)
+    # Images and audio (generations, edits, transcriptions, translations, speech): off unless an admin turns them on
+    # for the caller (D89); the deployment allowlists apply as well.
+    media: bool = False
 
     def chargeback(self) -> dict[str, Any]:
         return {
@@ -69,6 +72,7 @@ class CallerPolicy:
             "note": self.note,
             "limits": self.limits.to_json(),
             "deployment_limits": {name: limits.to_json() for name, limits in sorted(self.deployment_limits.items())},
+            "media": self.media,
             **self.chargeback(),
         }
 
@@ -97,7 +101,12 @@ class CallerPolicy:
         if not isinstance(note, str) or len(note) > 500:
             raise bad_request("'note' must be a string of at most 500 characters.", param="note")
         attributes = {name: _attribute(body.get(name, ""), name) for name in ("cost_center", "owner", "department")}
-        policy = cls(caller_id, allowed, note, limits, deployment_limits, **attributes, tags=_tags(body.get("tags")))
+        media = body.get("media", False)
+        if not isinstance(media, bool):
+            raise bad_request("'media' must be true or false.", param="media")
+        policy = cls(
+            caller_id, allowed, note, limits, deployment_limits, **attributes, tags=_tags(body.get("tags")), media=media
+        )
         try:
             check_entity(_entity(policy))  # what Table Storage would refuse is refused here, naming the field
         except StorageLimitError as exc:
@@ -133,6 +142,7 @@ def _entity(policy: CallerPolicy) -> dict[str, Any]:
         "Owner": policy.owner,
         "Department": policy.department,
         "Tags": json.dumps(dict(policy.tags), sort_keys=True),
+        "Media": policy.media,
     }
     if policy.allowed_deployments is not None:
         entity["AllowedDeployments"] = json.dumps(sorted(policy.allowed_deployments))
@@ -226,6 +236,7 @@ class CallerPolicyStore:
                 owner=entity.get("Owner", ""),
                 department=entity.get("Department", ""),
                 tags=json.loads(entity.get("Tags") or "{}"),
+                media=entity.get("Media") is True,
             )
         self._cache[caller_id] = (began, policy)
         return policy

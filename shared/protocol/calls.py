@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from shared.protocol.media import MediaRequest
 from shared.protocol.operations import Operation
 
 
@@ -22,6 +23,11 @@ class ModelCall:
     # ``best_of`` when larger (completions generate best_of candidates and return n). ``usage`` counts them all.
     generations: int = 1
     model: str = ""  # the deployment's model (GATEWAY_DEPLOYMENT_MODELS), else the deployment name
+    # Images and audio: what the call asked for in its own unit (shared.protocol.media); None for text operations.
+    media: MediaRequest | None = None
+    # A multipart upload (shared.protocol.multipart.Form), re-encoded when forwarded; ``body`` then holds its text
+    # fields. Closed by the pipeline once the call has been sent.
+    form: Any = field(default=None, compare=False)
     # The stored object the call is about (``responses/{id}``, ``files/{id}``), and query parameters forwarded
     # upstream as they are (list pagination, ``include[]``, ``stream``), each already checked by the route.
     object_id: str | None = None

@@ -23,6 +23,27 @@ class OperationKind(StrEnum):
     RESPONSES_CANCEL = "responses.cancel"
     RESPONSES_INPUT_ITEMS = "responses.input_items"
     MODELS_LIST = "models.list"
+    IMAGES = "images.generations"
+    IMAGE_EDITS = "images.edits"
+    TRANSCRIPTIONS = "audio.transcriptions"
+    TRANSLATIONS = "audio.translations"
+    SPEECH = "audio.speech"
+
+    @property
+    def media(self) -> bool:
+        """Images and audio: counted in their own units (shared.protocol.media)."""
+        return self in _MEDIA
+
+
+_MEDIA = frozenset(
+    {
+        OperationKind.IMAGES,
+        OperationKind.IMAGE_EDITS,
+        OperationKind.TRANSCRIPTIONS,
+        OperationKind.TRANSLATIONS,
+        OperationKind.SPEECH,
+    }
+)
 
 
 class ApiStyle(StrEnum):
@@ -51,6 +72,7 @@ class Operation:
     # Body fields that cap the output, in the order the upstream honours them.
     output_limit_fields: tuple[str, ...] = ()
     can_stream: bool = True
+    multipart: bool = False  # the body is multipart/form-data (uploads), not JSON
     method: str = "POST"
 
     @property
@@ -128,3 +150,19 @@ V1_RESPONSES_INPUT_ITEMS = Operation(
     OperationKind.RESPONSES_INPUT_ITEMS, "responses/{id}/input_items", ApiStyle.V1, can_stream=False, method="GET"
 )
 V1_MODELS = Operation(OperationKind.MODELS_LIST, "models", ApiStyle.V1, can_stream=False, method="GET")
+# Images and audio (docs/decisions.md D88): the dated API puts the deployment in the path, the v1 API in ``model``.
+IMAGES = Operation(OperationKind.IMAGES, "images/generations", ApiStyle.DEPLOYMENTS)
+IMAGE_EDITS = Operation(OperationKind.IMAGE_EDITS, "images/edits", ApiStyle.DEPLOYMENTS, multipart=True)
+TRANSCRIPTIONS = Operation(OperationKind.TRANSCRIPTIONS, "audio/transcriptions", ApiStyle.DEPLOYMENTS, multipart=True)
+TRANSLATIONS = Operation(
+    OperationKind.TRANSLATIONS, "audio/translations", ApiStyle.DEPLOYMENTS, can_stream=False, multipart=True
+)
+SPEECH = Operation(OperationKind.SPEECH, "audio/speech", ApiStyle.DEPLOYMENTS)
+
+V1_IMAGES = Operation(OperationKind.IMAGES, "images/generations", ApiStyle.V1)
+V1_IMAGE_EDITS = Operation(OperationKind.IMAGE_EDITS, "images/edits", ApiStyle.V1, multipart=True)
+V1_TRANSCRIPTIONS = Operation(OperationKind.TRANSCRIPTIONS, "audio/transcriptions", ApiStyle.V1, multipart=True)
+V1_TRANSLATIONS = Operation(
+    OperationKind.TRANSLATIONS, "audio/translations", ApiStyle.V1, can_stream=False, multipart=True
+)
+V1_SPEECH = Operation(OperationKind.SPEECH, "audio/speech", ApiStyle.V1)

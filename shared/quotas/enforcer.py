@@ -180,7 +180,19 @@ class QuotaEnforcer:
                     "budget; ask the gateway's administrator to add its price (GATEWAY_PRICES).",
                     code="cost_budget_unpriced",
                 )
-            needs[Unit.NANO_USD] = price.cost_nano_usd(call.prompt_tokens_estimate, bound.tokens)
+            if call.media is not None:  # images and audio: every unit the call may use, at its rate
+                reserved = call.media.bound()
+                if not price.covers(reserved):
+                    raise GatewayError(
+                        403,
+                        f"The price of the deployment '{call.deployment}' has no rate for this call's unit "
+                        f"({call.media.unit.value}), so it cannot be used under a cost budget; ask the gateway's "
+                        "administrator to add it.",
+                        code="cost_budget_unpriced",
+                    )
+                needs[Unit.NANO_USD] = price.usage_nano_usd(reserved)
+            else:
+                needs[Unit.NANO_USD] = price.cost_nano_usd(call.prompt_tokens_estimate, bound.tokens)
         budgeted = any(limit.unit is not Unit.REQUESTS for _, limit, _ in plans)
         now = self._clock()
         # A budgeted call without an output limit gets the reserved one sent upstream, which then enforces it (D68).
@@ -279,7 +291,7 @@ class QuotaEnforcer:
         if limit.unit is Unit.TOKENS:
             return usage.total_tokens
         assert price is not None  # reserve refused cost budgets without a price
-        return price.cost_nano_usd(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
+        return price.usage_nano_usd(usage)
 
 
 def with_quota_headers(upstream: Mapping[str, str], quota: Mapping[str, str]) -> dict[str, str]:
@@ -362,6 +374,12 @@ def _per_generation(call: ModelCall) -> str:
 def _never_fits(limit: Limit, need: int, units: int, call: ModelCall, tokens: int) -> GatewayError:
     if limit.unit is Unit.REQUESTS:
         detail = f"your {limit.value.replace('_', ' ')} limit is {units}"
+    elif call.media is not None:  # images and audio: what the request asked for, in its unit
+        detail = (
+            f"this {call.operation.name} call needs {_units_text(limit, need)} at most (what it asked for, in "
+            f"{call.media.unit.value}), more than your whole {limit.value.replace('_', ' ')} limit of "
+            f"{_units_text(limit, units)}"
+        )
     else:
         allowance = tokens - call.prompt_tokens_estimate
         detail = (

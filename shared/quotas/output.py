@@ -27,6 +27,8 @@ class OutputBound:
 
 def output_bound(call: ModelCall, allowance: int) -> OutputBound:
     kind = call.operation.kind
+    if call.media is not None:  # images and audio: the bound their guard derived (shared.protocol.media), no cap
+        return OutputBound(call.media.bound_output_tokens, None)
     if kind is OperationKind.EMBEDDINGS:
         return OutputBound(0, None)
     if call.max_output_tokens is not None:

@@ -41,6 +41,8 @@ STREAM = "gateway.stream"
 OUTCOME = "gateway.outcome"
 ESTIMATED = "gateway.usage.estimated"
 TIME_TO_FIRST_TOKEN = "gateway.time_to_first_token_ms"  # noqa: S105
+UNIT = "gateway.unit"  # what a call is counted in: tokens, images, audio_seconds, characters (bounded)
+UNITS = "gateway.units"  # how many of them (span only)
 
 OTHER = "_other"
 NO_CALLER = "_unauthenticated"
@@ -94,6 +96,9 @@ class Instruments:
         self.caller = Bounded(max_callers)
         self.deployment = Bounded(max_deployments)
         self.tokens = Tally(meter, "gateway.tokens", unit="{token}", description="Tokens by caller, deployment, kind")
+        self.media_units = Tally(
+            meter, "gateway.media.units", unit="{unit}", description="Images, audio seconds, characters by unit"
+        )
         self.cost = Tally(meter, "gateway.cost", unit="USD", description="Cost at today's price by caller, deployment")
         self.requests = Tally(meter, "gateway.requests", unit="{request}", description="Calls by status and outcome")
         self.quota_refusals = Tally(

@@ -49,6 +49,16 @@ def quota_limit_of(error: GatewayError) -> str:
     return code.removesuffix("_exceeded")
 
 
+def _units(usage: Usage) -> dict[str, float]:
+    """The non-token units of a settled call (images, audio seconds, characters), those it used."""
+    units = {
+        "images": float(usage.images),
+        "audio_seconds": usage.audio_ms / 1000,
+        "characters": float(usage.characters),
+    }
+    return {unit: amount for unit, amount in units.items() if amount}
+
+
 class RequestObservation:
     """A call being observed (telemetry on)."""
 
@@ -60,6 +70,7 @@ class RequestObservation:
         self._caller = names.NO_CALLER
         self._deployment = ""
         self._stream = False
+        self._unit = "tokens"  # images and audio: the unit their call is counted in (shared.protocol.media)
         self._forwarded_at: float | None = None
         self._first_token_ms: float | None = None
         self._ended = False
@@ -79,6 +90,8 @@ class RequestObservation:
         self._caller = self._instruments.caller(caller_id)
         self._deployment = self._instruments.deployment(call.deployment)
         self._stream = call.stream
+        if call.media is not None:
+            self._unit = call.media.unit.value
         span = self._span
         if span.is_recording():
             span.update_name(f"{self._operation} {call.deployment}")
@@ -88,6 +101,7 @@ class RequestObservation:
                     names.DEPLOYMENT: call.deployment,
                     names.CALLER: caller_id,
                     names.STREAM: call.stream,
+                    names.UNIT: self._unit,
                 }
             )
             if call.max_output_tokens is not None:
@@ -175,9 +189,16 @@ class RequestObservation:
             ("output", usage.completion_tokens),
             ("cached", usage.cached_tokens),
             ("reasoning", usage.reasoning_tokens),
+            ("audio_input", usage.audio_input_tokens),
+            ("audio_output", usage.audio_output_tokens),
+            ("image_input", usage.image_input_tokens),
+            ("image_output", usage.image_output_tokens),
         ):
             if count:
                 instruments.tokens.add(count, {**dims, names.TOKEN_TYPE: kind, names.ESTIMATED: usage.estimated})
+        units = _units(usage)
+        for unit, amount in units.items():
+            instruments.media_units.add(amount, {**dims, names.UNIT: unit, names.ESTIMATED: usage.estimated})
         if cost_usd:
             instruments.cost.add(cost_usd, dims)
         self._count(status, outcome)
@@ -190,6 +211,8 @@ class RequestObservation:
                 names.STATUS: status,
                 names.OUTCOME: outcome,
             }
+            if self._unit in units:
+                attributes[names.UNITS] = units[self._unit]
             if self._first_token_ms is not None:
                 attributes[names.TIME_TO_FIRST_TOKEN] = round(self._first_token_ms, 3)
             span.set_attributes(attributes)

@@ -8,6 +8,8 @@ are the per-caller dimension. The second test does the same over a real gateway 
 
 from __future__ import annotations
 
+import base64
+
 import httpx
 import openai
 import pytest
@@ -15,6 +17,9 @@ import pytest
 from tests.identity_provider import CLIENT_ID, TENANT
 
 PROMPT = "zebra-quartz-7781 is my private prompt"
+IMAGE_PROMPT = "ocelot-umber-5523 painting my private garden"
+TRANSCRIPT = "marmalade-ostrich-4410 whispered the private plan"
+SPOKEN = "heliotrope-vortex-9036 read aloud in private"
 PRINCIPAL_NAME = "Quinn Okonkwo-Zebrafish"
 PRINCIPAL_UPN = "quinn.zebrafish@contoso.example"
 CHAT = "gpt-4o-mini"
@@ -29,6 +34,7 @@ def issuer(_identity_provider):
 @pytest.fixture
 def extra_env(issuer) -> dict[str, str]:
     return {
+        "GATEWAY_ALLOWED_DEPLOYMENTS": "gpt-4o-mini,dall-e-3,gpt-image-1,whisper,gpt-4o-transcribe,tts",
         "GATEWAY_AUTH_TENANT_IDS": TENANT,
         "GATEWAY_AUTH_CLIENT_ID": CLIENT_ID,
         "GATEWAY_AUTH_AUTHORITY": issuer.authority,
@@ -98,6 +104,74 @@ async def test_nothing_private_reaches_logs_spans_or_metrics(in_process, issuer)
     metric_attributes = observed.all_metric_attributes()
     # Telemetry was on and saw the calls, so the absence below means something.
     assert len(observed.finished("chat gpt-4o-mini")) == 6 and metric_attributes and observed.logs.records
+    assert _leaks(_span_texts(spans), secrets) == []
+    assert _leaks([repr(a) for a in metric_attributes], secrets) == []
+    assert _leaks(_log_texts(observed.logs.records), secrets) == []
+
+
+async def test_no_image_prompt_transcript_or_audio_reaches_logs_spans_or_metrics(in_process, issuer):
+    """Image prompts, the words of a transcript (planted in the uploaded WAV, which the simulator "hears"), speech
+    input and audio bytes: none of them in any log record, span or metric, refused calls included."""
+    from shared.local.simulator.media import wav
+
+    gateway, observed = in_process
+    client = gateway.client
+    token = _token(issuer)
+    admin = _token(issuer, roles=("Gateway.Admin", "Gateway.Use"))
+    caller_id = (await client.get("/api/me", headers={"authorization": f"Bearer {token}"})).json()["id"]
+    tenant, principal = caller_id.split("/", 1)
+    enabled = await client.put(
+        f"/api/manage/policies/{tenant}/{principal}", headers={"authorization": f"Bearer {admin}"}, json={"media": True}
+    )
+    assert enabled.status_code == 200, enabled.text
+    headers = {"authorization": f"Bearer {token}"}
+    audio = wav(1.5, words=TRANSCRIPT)
+    images = await client.post(
+        f"{V1}/images/generations",
+        headers=headers,
+        json={"model": "dall-e-3", "prompt": IMAGE_PROMPT, "response_format": "b64_json"},
+    )
+    assert images.status_code == 200, images.text
+    edited = await client.post(
+        f"{V1}/images/edits",
+        headers=headers,
+        data={"model": "gpt-image-1", "prompt": IMAGE_PROMPT},
+        files={"image": ("garden.png", base64.b64decode(images.json()["data"][0]["b64_json"]), "image/png")},
+    )
+    assert edited.status_code == 200, edited.text
+    transcripts = []
+    for model, extra in (("whisper", {}), ("gpt-4o-transcribe", {}), ("gpt-4o-transcribe", {"stream": "true"})):
+        heard = await client.post(
+            f"{V1}/audio/transcriptions",
+            headers=headers,
+            data={"model": model, "prompt": IMAGE_PROMPT, **extra},
+            files={"file": ("plan.wav", audio, "audio/wav")},
+        )
+        assert heard.status_code == 200, heard.text
+        transcripts.append(heard.text)
+    assert TRANSCRIPT in transcripts[0]  # the planted words came back: their absence below means something
+    speech = await client.post(
+        f"{V1}/audio/speech", headers=headers, json={"model": "tts", "voice": "alloy", "input": SPOKEN}
+    )
+    assert speech.status_code == 200 and len(speech.content) > 1000
+    # Refused ones too: a prompt too long quoting the secret, an upload that is not audio.
+    await client.post(
+        f"{V1}/images/generations", headers=headers, json={"model": "dall-e-3", "prompt": IMAGE_PROMPT * 200}
+    )
+    await client.post(
+        f"{V1}/audio/transcriptions",
+        headers=headers,
+        data={"model": "whisper"},
+        files={"file": ("plan.wav", TRANSCRIPT.encode() * 10, "audio/wav")},
+    )
+    await gateway.settled()
+
+    secrets = [IMAGE_PROMPT, "ocelot-umber", TRANSCRIPT, "marmalade-ostrich", SPOKEN, "heliotrope-vortex"]
+    secrets += [base64.b64encode(audio[44:80]).decode(), speech.content[100:140].hex()]
+    spans = observed.finished()
+    metric_attributes = observed.all_metric_attributes()
+    assert len(observed.finished("audio.transcriptions whisper")) == 1 and metric_attributes
+    assert any((span.attributes or {}).get("gateway.unit") == "audio_seconds" for span in spans)
     assert _leaks(_span_texts(spans), secrets) == []
     assert _leaks([repr(a) for a in metric_attributes], secrets) == []
     assert _leaks(_log_texts(observed.logs.records), secrets) == []

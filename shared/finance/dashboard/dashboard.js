@@ -35,6 +35,15 @@ function showMoney(element, row) {
   }
 }
 
+// Images and audio in their own units (images, seconds of audio, characters of speech), "" for text deployments.
+function mediaUnits(row) {
+  const parts = [];
+  if (row.images) parts.push(`${count(row.images)} images`);
+  if (row.audio_seconds && Number(row.audio_seconds) > 0) parts.push(`${count(row.audio_seconds)} s of audio`);
+  if (row.characters) parts.push(`${count(row.characters)} characters`);
+  return parts.join(", ");
+}
+
 function utcMonth() {
   return new Date().toISOString().slice(0, 7);
 }
@@ -251,13 +260,14 @@ async function load() {
     ]);
     // A deployment with neither tokens nor cost (only refused calls, e.g. a mistyped name the upstream answered
     // 404) is not a cost line.
-    const costLines = byDeployment.data.filter((r) => r.total_tokens > 0 || Number(r.cost) !== 0);
+    const costLines = byDeployment.data.filter((r) => r.total_tokens > 0 || Number(r.cost) !== 0 || mediaUnits(r));
     const hidden = byDeployment.data.length - costLines.length;
     $("hidden-deployments").hidden = hidden === 0;
     $("hidden-deployments").textContent = `${hidden} deployment(s) with only failed calls and no usage are not listed.`;
     fillTable("deployments", costLines, (r) => [
       [r.deployment, false, "deployment-name"],
       [count(r.total_tokens), true],
+      [mediaUnits(r), true, "deployment-units"],
       [moneyCell(r), true, "deployment-cost"],
     ]);
     if (!FILTERS.some((name) => $(name).value)) {

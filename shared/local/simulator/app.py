@@ -23,7 +23,15 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from shared.hosting import running_in_azure
-from shared.local.simulator import azure_errors, chat_wire, files_batches, reading, responses_wire, stored_responses
+from shared.local.simulator import (
+    azure_errors,
+    chat_wire,
+    files_batches,
+    media,
+    reading,
+    responses_wire,
+    stored_responses,
+)
 from shared.local.simulator.azure_errors import AzureError
 from shared.local.simulator.behaviours import Behaviour, BehaviourBook
 from shared.local.simulator.deployments import Deployment, deployments_from, deployments_from_env
@@ -155,7 +163,7 @@ def create_app(env: Mapping[str, str] | None = None, deployments: Mapping[str, s
         deployment = served.get(deployment_name)
         if deployment is None:
             return _azure(azure_errors.deployment_not_found())
-        if (deployment.model.kind == "embeddings") != (operation == "embeddings"):
+        if deployment.model.kind != ("embeddings" if operation == "embeddings" else "chat"):
             return _azure(azure_errors.operation_not_supported(_OPERATION_NAMES[operation], deployment.model.name))
         if "stream_options" in body and dated and not _supports_stream_usage(api_version):
             return _error(400, "BadRequest", "Unrecognized request argument supplied: stream_options")
@@ -311,6 +319,7 @@ def create_app(env: Mapping[str, str] | None = None, deployments: Mapping[str, s
         stored.clear()
         return Response(status_code=204)
 
+    media.register(app, served, book, recorded, _azure)  # images and audio
     return app
 
 

@@ -8,7 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-Fault = Literal["none", "429", "500", "503", "cutoff"]
+# ``content_policy_violation``: image calls get Azure's safety refusal (shared/local/simulator/media.py).
+Fault = Literal["none", "429", "500", "503", "cutoff", "content_policy_violation"]
 # How a batch moves when it is read (shared/local/simulator/files_batches.py): one status per read, straight to
 # ``completed``, not at all, to ``failed``, or to ``expired`` with half of its lines done.
 BatchProgress = Literal["step", "complete", "hold", "fail", "expire"]

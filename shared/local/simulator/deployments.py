@@ -18,7 +18,7 @@ from typing import Literal
 
 DEPLOYMENTS_SETTING = "SIMULATOR_DEPLOYMENTS"
 
-Kind = Literal["chat", "embeddings"]
+Kind = Literal["chat", "embeddings", "images", "transcription", "speech"]
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,15 @@ FAMILIES: dict[str, ModelFamily] = {
             "text-embedding-3-large", "embeddings", "cl100k_base", 8_191, dimensions=3072, accepts_dimensions=True
         ),
         ModelFamily("text-embedding-ada-002", "embeddings", "cl100k_base", 8_191, dimensions=1536),
+        # Images and audio (shared/local/simulator/media.py): the unit each is counted in is the gateway's fact.
+        ModelFamily("dall-e-3", "images", "cl100k_base", 0, version="3.0"),
+        ModelFamily("gpt-image-1", "images", "o200k_base", 0, version="2025-04-15"),
+        ModelFamily("whisper", "transcription", "cl100k_base", 0, version="001"),
+        ModelFamily("gpt-4o-transcribe", "transcription", "o200k_base", 0, version="2025-03-20"),
+        ModelFamily("gpt-4o-mini-transcribe", "transcription", "o200k_base", 0, version="2025-03-20"),
+        ModelFamily("tts", "speech", "cl100k_base", 0, version="001"),
+        ModelFamily("tts-hd", "speech", "cl100k_base", 0, version="001"),
+        ModelFamily("gpt-4o-mini-tts", "speech", "o200k_base", 0, version="2025-03-20"),
     )
 }
 
@@ -112,6 +121,12 @@ DEFAULT_DEPLOYMENTS: dict[str, str] = {
         "text-embedding-3-small",
         "text-embedding-3-large",
         "text-embedding-ada-002",
+        "dall-e-3",
+        "gpt-image-1",
+        "whisper",
+        "gpt-4o-transcribe",
+        "tts",
+        "gpt-4o-mini-tts",
     )
 }
 
