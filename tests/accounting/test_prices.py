@@ -94,7 +94,9 @@ async def test_an_idle_instance_prices_its_next_call_with_the_version_in_force_n
     before pricing, instead of pricing with what it read before it went idle."""
     idle = PriceBook(parse_prices('{"m": {"input": 1, "output": 2}}'), table, stale_seconds=0.2)
     await idle.refresh()
-    soon = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+    # In force 1-2 s from now (whole seconds): later than the idle book's staleness (0.2 s), as the notice rule asks
+    # of real versions (PRICE_NOTICE_SECONDS > STALE_BOOK_SECONDS); a version due sooner could start in between.
+    soon = (datetime.now(UTC) + timedelta(seconds=1)).replace(microsecond=0) + timedelta(seconds=1)
     admin = PriceBook(parse_prices('{"m": {"input": 1, "output": 2}}'), table)  # another instance adds a version
     await admin.add(_version("m", soon, "7"))
     await asyncio.sleep((soon - datetime.now(UTC)).total_seconds() + 0.05)
