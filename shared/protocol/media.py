@@ -21,11 +21,10 @@ import json
 import struct
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
+from shared.protocol.models import by_model_name
 from shared.protocol.usage import Usage, parse_media_usage
-
-T = TypeVar("T")
 
 
 class Unit(StrEnum):
@@ -131,25 +130,12 @@ AUDIO_MODELS: dict[str, AudioModel] = {
 }
 
 
-def _lookup(table: dict[str, T], model: str) -> T | None:
-    name = model.lower()
-    while name:
-        found = table.get(name)
-        if found is not None:
-            return found
-        cut = name.rfind("-")
-        if cut <= 0:
-            return None
-        name = name[:cut]
-    return None
-
-
 def image_model(model: str) -> ImageModel | None:
-    return _lookup(IMAGE_MODELS, model)
+    return by_model_name(IMAGE_MODELS, model)
 
 
 def audio_model(model: str) -> AudioModel | None:
-    return _lookup(AUDIO_MODELS, model)
+    return by_model_name(AUDIO_MODELS, model)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,11 @@ comes from ``GATEWAY_DEPLOYMENT_MODELS`` (else the deployment's own name). Unkno
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -56,11 +60,12 @@ MODELS: dict[str, ModelOutput] = {
 }
 
 
-def model_output(model: str) -> ModelOutput | None:
-    """The facts of ``model`` (a model name, possibly dated, or a deployment named after its model)."""
+def by_model_name(table: Mapping[str, T], model: str) -> T | None:
+    """``table``'s entry for ``model``: a model name, possibly dated (``gpt-4o-2024-08-06``), or a deployment named
+    after its model; the longest name in the table that ``model`` starts with, cut at ``-``."""
     name = model.lower()
     while name:
-        found = MODELS.get(name)
+        found = table.get(name)
         if found is not None:
             return found
         cut = name.rfind("-")
@@ -68,6 +73,11 @@ def model_output(model: str) -> ModelOutput | None:
             return None
         name = name[:cut]
     return None
+
+
+def model_output(model: str) -> ModelOutput | None:
+    """The facts of ``model`` (a model name, possibly dated, or a deployment named after its model)."""
+    return by_model_name(MODELS, model)
 
 
 def is_reasoning_model(model: str) -> bool:
